@@ -1,0 +1,76 @@
+"""Contact sheets: a page a person can look at to judge a dataset (`serialgen sheet`).
+
+One row per character: its standard image, then for several non-standard samples the
+image, the foreground mask and the pose map, each labelled with action, view and framing.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .data.reader import iterate_records
+from .data.shards import SPLITS
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only the bitmap font
+        return ImageFont.load_default()
+
+
+def collect(root: str | Path, characters: int, poses: int) -> list[tuple[int, str, list[dict]]]:
+    """The first `poses` samples of the first `characters` characters (train first, then test,
+    at least one held-out character when there is one)."""
+    rows: "OrderedDict[int, tuple[str, list[dict]]]" = OrderedDict()
+    per_split = {"train": max(1, characters - 1), "test": 1}
+    for split in SPLITS:
+        try:
+            records = iterate_records(root, split)
+            for rec in records:
+                cid = rec["meta"]["character_id"]
+                if cid not in rows:
+                    if sum(1 for s, _ in rows.values() if s == split) >= per_split[split] or len(rows) >= characters:
+                        break
+                    rows[cid] = (split, [])
+                if len(rows[cid][1]) < poses:
+                    rows[cid][1].append(rec)
+        except FileNotFoundError:
+            if split == "train":
+                raise
+    return [(cid, split, recs) for cid, (split, recs) in rows.items()]
+
+
+def render_sheet(root: str | Path, characters: int = 6, poses: int = 3, tile_height: int = 192) -> Image.Image:
+    rows = collect(root, characters, poses)
+    if not rows:
+        raise FileNotFoundError(f"No samples under {root}")
+    first = rows[0][2][0]["image"]
+    tile_w = int(round(first.shape[1] * tile_height / first.shape[0]))
+    label_h = max(14, tile_height // 12)
+    cols = 1 + 3 * poses
+    sheet = Image.new("RGB", (cols * tile_w, len(rows) * (tile_height + 2 * label_h)), (245, 245, 245))
+    draw = ImageDraw.Draw(sheet)
+    font = _font(label_h - 3)
+
+    def put(array: np.ndarray, col: int, row: int, label: str) -> None:
+        im = Image.fromarray(array).convert("RGB").resize((tile_w, tile_height), Image.Resampling.LANCZOS)
+        y = row * (tile_height + 2 * label_h) + label_h
+        sheet.paste(im, (col * tile_w, y))
+        draw.text((col * tile_w + 2, y + tile_height + 1), label, fill=(20, 20, 20), font=font)
+
+    for r, (cid, split, recs) in enumerate(rows):
+        y = r * (tile_height + 2 * label_h)
+        draw.text((2, y + 1), f"character {cid} ({split}): {recs[0]['meta']['attributes']['age_word']}, "
+                  + recs[0]["meta"]["standard_caption"].split(", wearing ")[-1].split(", standing")[0], fill=(0, 0, 0), font=font)
+        put(recs[0]["standard_image"], 0, r, "standard")
+        for k, rec in enumerate(recs):
+            m = rec["meta"]
+            put(rec["image"], 1 + 3 * k, r, f"{m['action']} / {m['view']}")
+            put(rec["mask"], 2 + 3 * k, r, f"{m['framing']}")
+            put(rec["pose_map"], 3 + 3 * k, r, f"{m['expression']} / {m['background']}")
+    return sheet
