@@ -39,7 +39,7 @@ def decode_record(record: dict) -> dict:
     out = {"__key__": record["__key__"]}
     for key, ext in IMAGE_KEYS.items():
         if ext in record:
-            out[key] = np.asarray(Image.open(io.BytesIO(record[ext])))
+            out[key] = np.array(Image.open(io.BytesIO(record[ext])))  # writable: trainers may augment in place
     out["meta"] = json.loads(record["json"])
     return out
 

@@ -178,6 +178,26 @@ def check_manifest(root: Path, spec: SynthSpec) -> None:
     os.replace(tmp, path)
 
 
+def remove_stale_temporaries(root: Path) -> list[Path]:
+    """Delete temporary shard files left by killed runs on this host (their process is gone).
+    Temporaries of live processes, or of other hosts sharing the directory, are left alone."""
+    removed = []
+    host = socket.gethostname()
+    for tmp in Path(root).glob("*/*.tmp"):
+        owner = tmp.name.split(".tar.", 1)[-1][: -len(".tmp")]  # "<host>-<pid>", as write_shard names it
+        tmp_host, _, pid = owner.rpartition("-")
+        if tmp_host != host or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+        except PermissionError:
+            pass  # alive, another user's
+    return removed
+
+
 def synthesize(spec: SynthSpec, root: Path, workers: int = 1, num_shards: int = 1, shard_index: int = 0,
                show_progress: bool = True) -> dict:
     """Write the shards of `spec` under root/{train,test} that belong to part `shard_index`
@@ -193,6 +213,7 @@ def synthesize(spec: SynthSpec, root: Path, workers: int = 1, num_shards: int = 
         raise ValueError("--workers must be at least 1")
     root = Path(root)
     check_manifest(root, spec)
+    remove_stale_temporaries(root)
     plans = [p for k, p in enumerate(plan_shards(spec)) if k % num_shards == shard_index]
     todo = [p for p in plans if not p.path(root).exists()]
     counts = {"shards": len(plans), "skipped": len(plans) - len(todo), "written": 0, "samples": 0}

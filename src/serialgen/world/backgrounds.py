@@ -51,7 +51,7 @@ def _beach(w, h, hy, rng):
     im = _to_image(a)
     d = ImageDraw.Draw(im)
     for _ in range(rng.integers(3, 7)):  # wave crests
-        y = int(rng.uniform(sea_y + 3, sand_y - 2))
+        y = int(rng.uniform(sea_y, max(sea_y + 1, sand_y - 1)))
         x = int(rng.uniform(0, w))
         d.line([(x - w // 6, y), (x + w // 6, y)], fill=(225, 240, 245), width=max(1, h // 200))
     d.line([(0, sand_y), (w, sand_y)], fill=(245, 245, 235), width=max(2, h // 120))

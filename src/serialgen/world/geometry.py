@@ -165,10 +165,22 @@ def face_points(c: Character, n: int = 7) -> np.ndarray:
     return head_point(c, u.ravel(), v.ravel())
 
 
+def _arm_radius(c: Character) -> float:
+    return 0.030 * c.body.height * c.body.build
+
+
+def hand_geometry(c: Character) -> tuple[np.ndarray, np.ndarray]:
+    """Hand ellipsoid centre and radii in the wrist joint's frame; its top meets the wrist."""
+    radii = np.array([0.45, 1.35, 0.95]) * _arm_radius(c) * 1.05
+    return np.array([0.0, -0.9 * radii[1], 0.0]), radii
+
+
 def landmarks(c: Character) -> dict[str, tuple[str, np.ndarray]]:
     """Surface landmarks as (joint, point in its frame): face points for COCO-18, extremities."""
     b = c.body
     g = head_geometry(c)
+    centre, radii = hand_geometry(c)
+    hand_tip = centre - np.array([0.0, radii[1], 0.0])
     return {
         "nose": ("head", head_point(c, 0.5, 0.38, lift=1.12)),
         "l_eye": ("head", head_point(c, 0.5 + 0.07, 0.5)),
@@ -176,8 +188,8 @@ def landmarks(c: Character) -> dict[str, tuple[str, np.ndarray]]:
         "l_ear": ("head", head_point(c, 0.75, 0.47)),
         "r_ear": ("head", head_point(c, 0.25, 0.47)),
         "head_top": ("head", g["centre"] + np.array([0.0, g["radii"][1] * 1.08, 0.0])),
-        "l_hand": ("l_wrist", np.array([0.0, -0.10 * b.height, 0.0])),
-        "r_hand": ("r_wrist", np.array([0.0, -0.10 * b.height, 0.0])),
+        "l_hand": ("l_wrist", hand_tip),
+        "r_hand": ("r_wrist", hand_tip),
         "l_toe": ("l_toe", np.zeros(3)),
         "r_toe": ("r_toe", np.zeros(3)),
         "l_heel": ("l_ankle", np.array([0.0, -b.ankle_height, -0.25 * b.foot])),
@@ -192,7 +204,7 @@ def build_mesh(c: Character) -> tuple[np.ndarray, np.ndarray]:
     o = {name: off[i] for name, i in JOINT_INDEX.items()}
     m = MeshBuilder()
     g = b.build
-    arm_r = 0.030 * b.height * g
+    arm_r = _arm_radius(c)
     leg_r = 0.050 * b.height * g
     waist_r = b.hip_width * 0.5 + leg_r
     chest_r = b.shoulder_width * 0.42
@@ -264,8 +276,9 @@ def build_mesh(c: Character) -> tuple[np.ndarray, np.ndarray]:
             m.add_grid(*lathe([0, 0, 0], wrist, [arm_r * 0.93 * cloth, arm_r * 0.8 * cloth], t_range=(0, 0.93)),
                        f"{s}_elbow", MATERIALS["sleeve"])
         m.add_grid(*lathe([0, 0, 0], wrist, [arm_r * 0.92, arm_r * 0.7]), f"{s}_elbow", MATERIALS["skin"])
-        hand = np.array([0, -0.05 * b.height, 0.0])
-        m.add_grid(*ellipsoid(hand, np.array([0.45, 1.35, 0.95]) * arm_r * 1.05, n_along=8), f"{s}_wrist", MATERIALS["skin"])
+        hand_centre, hand_radii = hand_geometry(c)
+        m.add_grid(*ellipsoid([0, 0, 0], np.full(3, arm_r * 0.72), n_along=6), f"{s}_wrist", MATERIALS["skin"])
+        m.add_grid(*ellipsoid(hand_centre, hand_radii, n_along=8), f"{s}_wrist", MATERIALS["skin"])
 
     # --- legs: hip ball, thigh, knee ball, shin, shoe
     cover = {"trousers": (1.0, 1.0), "shorts": (0.5, 0.0), "skirt": (0.0, 0.0), None: (0.0, 0.0)}[bottom_kind]

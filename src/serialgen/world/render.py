@@ -175,10 +175,16 @@ class Renderer:
         """Upload one character's mesh (V, VERTEX_FLOATS) and atlas (h, w, 3) uint8."""
         import moderngl
 
+        assert vertices.shape[1] == VERTEX_FLOATS, vertices.shape
+        with self.ctx:  # several renderers may live in one process: make ours current
+            self._load(vertices, triangles, atlas)
+
+    def _load(self, vertices: np.ndarray, triangles: np.ndarray, atlas: np.ndarray) -> None:
+        import moderngl
+
         if self._loaded is not None:
             for obj in self._loaded:
                 obj.release()
-        assert vertices.shape[1] == VERTEX_FLOATS, vertices.shape
         vbo = self.ctx.buffer(np.ascontiguousarray(vertices, np.float32).tobytes())
         ibo = self.ctx.buffer(np.ascontiguousarray(triangles, np.uint32).tobytes())
         vao = self.ctx.vertex_array(
@@ -197,6 +203,14 @@ class Renderer:
         along the view axis (inf where empty). Rows run top to bottom."""
         if self._loaded is None:
             raise RuntimeError("Renderer.render called before Renderer.load")
+        with self.ctx:
+            rgba, depth = self._draw(joints_world, camera, light, expression)
+        n, f = camera.near, camera.far
+        ndc = depth * 2.0 - 1.0
+        distance = np.where(depth < 1.0, 2 * f * n / ((f + n) - ndc * (f - n)), np.inf).astype(np.float32)
+        return rgba, distance
+
+    def _draw(self, joints_world, camera, light, expression) -> tuple[np.ndarray, np.ndarray]:
         vao, _, _, texture = self._loaded
         p = self.program
         p["joints"].write(np.ascontiguousarray(joints_world.transpose(0, 2, 1), np.float32).tobytes())  # column-major
@@ -217,7 +231,4 @@ class Renderer:
         w, h = self.width, self.height
         rgba = np.frombuffer(self.resolved.read(components=4), np.uint8).reshape(h, w, 4)[::-1]
         depth = np.frombuffer(self.resolved.read(attachment=-1, components=1, dtype="f4"), np.float32).reshape(h, w)[::-1]
-        n, f = camera.near, camera.far
-        ndc = depth * 2.0 - 1.0
-        distance = np.where(depth < 1.0, 2 * f * n / ((f + n) - ndc * (f - n)), np.inf).astype(np.float32)
-        return np.ascontiguousarray(rgba), distance
+        return np.ascontiguousarray(rgba), depth
