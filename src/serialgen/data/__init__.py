@@ -1,0 +1,6 @@
+"""Datasets: character-world shards (writing and reading)."""
+
+from .reader import WorldDataset, collate, iterate_records, recomposite
+from .shards import SynthSpec, synthesize
+
+__all__ = ["WorldDataset", "collate", "iterate_records", "recomposite", "SynthSpec", "synthesize"]

@@ -31,9 +31,17 @@ BOTTOMS = ("trousers", "shorts", "skirt")
 SHOES = ("sneakers", "boots")
 PATTERNS = ("plain", "striped", "checked", "dotted", "logo")
 HAIR_STYLES = ("short", "bob", "long", "ponytail", "bun", "spiky", "buzz cut")
+HAIR_PHRASE = {
+    "short": "short {color} hair", "bob": "a {color} bob", "long": "long {color} hair", "ponytail": "a {color} ponytail",
+    "bun": "{color} hair in a bun", "spiky": "spiky {color} hair", "buzz cut": "a buzz cut",
+}
 ACCESSORIES = ("glasses", "cap")
 PLURAL = ("trousers", "shorts", "sneakers", "boots", "glasses")
 EXPRESSIONS = ("neutral", "smiling", "surprised", "angry", "sad", "eyes closed")
+
+
+def with_article(text: str) -> str:
+    return ("an " if text[0] in "aeiou" else "a ") + text
 
 
 @dataclass(frozen=True)
@@ -45,12 +53,13 @@ class Garment:
 
     def phrase(self) -> str:
         """'a red and white striped t-shirt', 'blue trousers', 'a green jacket with a logo'."""
-        article = "" if self.kind in PLURAL else "a "
         if self.pattern == "logo":
-            return f"{article}{self.color} {self.kind} with a logo"
-        if self.pattern == "plain":
-            return f"{article}{self.color} {self.kind}"
-        return f"{article}{self.color} and {self.accent} {self.pattern} {self.kind}"
+            text = f"{self.color} {self.kind} with a logo"
+        elif self.pattern == "plain":
+            text = f"{self.color} {self.kind}"
+        else:
+            text = f"{self.color} and {self.accent} {self.pattern} {self.kind}"
+        return text if self.kind in PLURAL else with_article(text)
 
 
 @dataclass(frozen=True)
@@ -81,9 +90,10 @@ class Character:
         build = float(rng.uniform(0.8, 1.3))
         colors = list(COLORS)
 
-        def garment(kinds, patterned=True):
+        def garment(kinds, patterned=True, logo=True):
             color, accent = rng.choice(len(colors), 2, replace=False)
-            pattern = str(rng.choice(PATTERNS, p=[0.4, 0.15, 0.15, 0.15, 0.15])) if patterned else "plain"
+            patterns, p = (PATTERNS, [0.4, 0.15, 0.15, 0.15, 0.15]) if logo else (PATTERNS[:4], [0.4, 0.2, 0.2, 0.2])
+            pattern = str(rng.choice(patterns, p=p)) if patterned else "plain"
             return Garment(str(rng.choice(kinds)), colors[color], pattern, colors[accent])
 
         if rng.random() < (0.3 if gender == "female" else 0.05):
@@ -92,7 +102,7 @@ class Character:
         else:
             dress = None
             top = garment(TOPS)
-            bottom = garment(BOTTOMS, patterned=rng.random() < 0.3)
+            bottom = garment(BOTTOMS, patterned=rng.random() < 0.3, logo=False)  # logos go on the chest
         shoes = garment(SHOES, patterned=False)
         accessories = tuple(a for a, p in zip(ACCESSORIES, (0.2, 0.15)) if rng.random() < p)
         return Character(
@@ -115,10 +125,10 @@ class Character:
     def describe(self) -> str:
         """Appearance part of a caption, e.g. 'a child with short blonde hair, wearing ...'."""
         build = "slim " if self.build < 0.9 else ("broad " if self.build > 1.2 else "")
-        hair = "a buzz cut" if self.hair_style == "buzz cut" else f"{self.hair_style} {self.hair_color} hair"
+        hair = HAIR_PHRASE[self.hair_style].format(color=self.hair_color)
         worn = [self.dress.phrase()] if self.dress else [self.top.phrase(), self.bottom.phrase()]
         worn.append(self.shoes.phrase())
-        worn += [f"a {self.accessory_color} cap" if a == "cap" else a for a in self.accessories]
+        worn += [with_article(f"{self.accessory_color} cap") if a == "cap" else a for a in self.accessories]
         return f"a {build}{self.age_word} with {hair}, wearing " + ", ".join(worn[:-1]) + " and " + worn[-1]
 
     def attributes(self) -> dict:

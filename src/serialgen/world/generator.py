@@ -24,8 +24,8 @@ from .skeleton import JOINT_INDEX, forward_kinematics
 from .textures import build_atlas
 
 # The standard image: face box centre and height as fractions of the canvas (W, H).
-STANDARD_FACE_CENTER = (0.5, 0.10)
-STANDARD_FACE_HEIGHT = 0.06
+STANDARD_FACE_CENTER = (0.5, 0.095)
+STANDARD_FACE_HEIGHT = 0.075
 VIEWS = ("front", "three-quarter", "side", "back")
 VIEW_AZIMUTH = {"front": 0.0, "three-quarter": 45.0, "side": 90.0, "back": 180.0}
 FRAMINGS = ("full body", "knee-up", "waist-up", "head and shoulders")
@@ -40,6 +40,10 @@ EXPRESSION_PHRASE = {
     "neutral": "with a neutral expression", "smiling": "smiling", "surprised": "looking surprised",
     "angry": "looking angry", "sad": "looking sad", "eyes closed": "with eyes closed",
 }
+_FACE = ("nose", "l_eye", "r_eye", "l_ear", "r_ear")
+# Depth tolerance of each keypoint's visibility test, as a fraction of body height (face: see _render).
+_TOLERANCE = {name: 0.12 for name in COCO18} | {"neck": 0.25, "l_shoulder": 0.25, "r_shoulder": 0.25,
+                                                 "l_hip": 0.3, "r_hip": 0.3}
 STANDARD_LIGHT = Light(np.array([-0.3, -0.45, -1.0]), np.full(3, 0.72), np.full(3, 0.48), np.full(3, 0.36))
 
 
@@ -153,11 +157,11 @@ class CharacterWorld:
         mask = np.where(alpha[..., 0] >= 128, 255, 0).astype(np.uint8)
         kp3 = keypoints_3d(c, joints)
         px, dist = camera.project(kp3)
-        # joints sit inside limbs (torso ~0.13 of the height deep); hips also under skirts
-        tol = np.full(len(COCO18), 0.13 * c.body.height)
-        tol[[COCO18.index("l_hip"), COCO18.index("r_hip")]] = 0.2 * c.body.height
-        for name in ("nose", "l_eye", "r_eye", "l_ear", "r_ear"):
-            tol[COCO18.index(name)] = 0.25 * c.body.head_radius
+        # Joints sit inside the body and, as a pose detector sees them, show through clothes,
+        # hair and the torso's own depth (torso joints: the far shoulder of a side view); a limb
+        # hidden behind another body part does not. Face points lie on the surface.
+        tol = np.array([_TOLERANCE[name] for name in COCO18]) * c.body.height
+        tol[[COCO18.index(n) for n in _FACE]] = 0.25 * c.body.head_radius
         vis = _visibility(px, dist, tol, depth, mask)
         keypoints = np.concatenate([px, vis[:, None]], 1).astype(np.float32)  # (18, 3)
         head = joints[JOINT_INDEX["head"]]
