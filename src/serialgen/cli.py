@@ -85,6 +85,26 @@ def _sheet(args) -> int:
     return 0
 
 
+TRAINERS = {
+    "vae": ("serialgen.train.vae", "the VAE (diffusers AutoencoderKL) on renders"),
+    "clip": ("serialgen.train.clip", "CLIP (transformers CLIPModel) on (render, caption) pairs, with its tokenizer"),
+}
+
+
+def _train(args) -> int:
+    import importlib
+
+    prog = f"serialgen train {args.model}"
+    data = Path(args.data)
+    if not (data / "train").is_dir():
+        return _fail(prog, f"--data {data} has no train/ shards; make them with `serialgen synth --out {data} ...`")
+    try:
+        _writable_dir(Path(args.out))
+        return importlib.import_module(TRAINERS[args.model][0]).main(args)
+    except (ValueError, FileNotFoundError) as error:
+        return _fail(prog, str(error))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="serialgen", description="SerialGen: one character, drawn consistently in any number of scenes.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
@@ -120,6 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poses", type=int, default=3, help="samples per row (default 3)")
     p.add_argument("--tile-height", type=int, default=192, help="pixel height of each tile (default 192)")
     p.set_defaults(run=_sheet)
+
+    p = sub.add_parser(
+        "train", help="train a model on a synthesized dataset",
+        description="Train one model: " + "; ".join(f"{k}: {v}" for k, v in TRAINERS.items()) + ". Runs on "
+                    "accelerate (`accelerate launch -m serialgen.cli train ...` spreads it over GPUs). Checkpoints "
+                    "go to OUT/checkpoint every few hundred steps (atomically); --resume continues exactly. The "
+                    "final EMA weights are saved to OUT/model with training.json (command, config, data, scores).",
+    )
+    p.add_argument("model", choices=sorted(TRAINERS), help="what to train")
+    p.add_argument("--data", required=True, help="dataset directory made by `serialgen synth`")
+    p.add_argument("--out", required=True, help="run directory: checkpoint/, samples/, log.jsonl, model/")
+    p.add_argument("--config", help="TOML file overriding the training config's defaults")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.set_defaults(run=_train)
     return parser
 
 

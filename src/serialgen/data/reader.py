@@ -34,10 +34,11 @@ def shard_paths(root: str | Path, split: str) -> list[str]:
     return paths
 
 
-def decode_record(record: dict) -> dict:
-    """WebDataset record (ext -> bytes) -> numpy arrays and metadata."""
+def decode_record(record: dict, keys=tuple(IMAGE_KEYS)) -> dict:
+    """WebDataset record (ext -> bytes) -> numpy arrays (only `keys` are decoded) and metadata."""
     out = {"__key__": record["__key__"]}
-    for key, ext in IMAGE_KEYS.items():
+    for key in keys:
+        ext = IMAGE_KEYS[key]
         if ext in record:
             out[key] = np.array(Image.open(io.BytesIO(record[ext])))  # writable: trainers may augment in place
     out["meta"] = json.loads(record["json"])
@@ -85,14 +86,15 @@ def recomposite(sample: dict, rng: np.random.Generator, scene: str | None = None
     return sample
 
 
-def iterate_records(root: str | Path, split: str = "train"):
-    """Decoded samples of a split in shard order (no shuffling): for inspection and sheets."""
+def iterate_records(root: str | Path, split: str = "train", keys=tuple(IMAGE_KEYS)):
+    """Decoded samples of a split in shard order (no shuffling): for inspection, sheets and
+    in-memory training sets. Only `keys` among the images are decoded."""
     import webdataset as wds
 
     dataset = wds.WebDataset(shard_paths(root, split), shardshuffle=False, empty_check=False,
                              nodesplitter=wds.single_node_only)
     for record in dataset:
-        yield decode_record(record)
+        yield decode_record(record, keys)
 
 
 class WorldDataset(torch.utils.data.IterableDataset):

@@ -1,0 +1,82 @@
+"""What every training script shares: typed configs overridden by TOML files, the output
+folder (log, sample sheets, final model with the command that made it), and timing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def load_config(cls, path: str | Path | None, **overrides):
+    """A `cls` dataclass from its defaults, then the TOML file at `path`, then `overrides`."""
+    values = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"--config {path} does not exist")
+        values = tomllib.loads(path.read_text())
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"Unknown config keys {', '.join(unknown)} for {cls.__name__}; known: {', '.join(sorted(names))}")
+    for f in dataclasses.fields(cls):  # TOML arrays arrive as lists
+        if f.name in values and isinstance(values[f.name], list):
+            values[f.name] = tuple(values[f.name])
+    return cls(**values)
+
+
+class RunDir:
+    """The output folder of one training run."""
+
+    def __init__(self, out: str | Path, config, resume: bool):
+        self.path = Path(out)
+        if self.path.exists() and any(self.path.iterdir()) and not resume:
+            if (self.path / "checkpoint").exists():
+                raise ValueError(f"{self.path} already holds a run; pass --resume to continue it or choose a new --out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "samples").mkdir(exist_ok=True)
+        self.config = config
+        self.start = time.time()
+        self.log_file = self.path / "log.jsonl"
+
+    def log(self, step: int, **values) -> None:
+        row = {"step": step, "time": round(time.time() - self.start, 1), **values}
+        with open(self.log_file, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def save_image(self, name: str, image: np.ndarray) -> Path:
+        path = self.path / "samples" / name
+        tmp = path.with_name(path.stem + ".tmp.png")
+        Image.fromarray(image).save(tmp)
+        os.replace(tmp, path)
+        return path
+
+    def provenance(self, **extra) -> dict:
+        """What made this model: the command, the config, and anything the script adds."""
+        return {
+            "command": " ".join(shlex.quote(a) for a in ["serialgen", *sys.argv[1:]]) if sys.argv[0].endswith("serialgen")
+            else " ".join(shlex.quote(a) for a in sys.argv),
+            "config": dataclasses.asdict(self.config),
+            **extra,
+        }
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def grid(rows: list[list[np.ndarray]]) -> np.ndarray:
+    """Tile equally sized uint8 images (H, W, 3) into one image."""
+    return np.concatenate([np.concatenate(r, 1) for r in rows], 0)

@@ -1,0 +1,176 @@
+"""Train the VAE (diffusers AutoencoderKL) on character-world renders.
+
+    serialgen train vae --data data/world128 --out runs/vae [--config FILE] [--resume]
+
+Reconstruction L1 + MSE with a small KL term (SD's VAE recipe without the perceptual and
+adversarial terms, whose pretrained networks cannot be downloaded here). Trains on both the
+non-standard and the standard images, since Stage I decodes standardized ones. The latent
+scaling factor (1 / std of latents, as SD's 0.18215) is measured on training images and
+written into the saved config.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..data.memory import WorldArrays, batch_indices, to_float, to_uint8
+from ..models.backbones import VAE_PRESETS, preset
+from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
+from .common import RunDir, grid, load_config, write_json
+
+
+@dataclass(frozen=True)
+class VAETrainConfig:
+    preset: str = "mini"
+    steps: int = 3000
+    batch_size: int = 32
+    crop: tuple[int, int] = (96, 64)  # (H, W) random crops, multiples of 8: the VAE is convolutional
+    lr: float = 5e-4
+    warmup: int = 200
+    kl_weight: float = 1e-6
+    mse_weight: float = 1.0
+    ema_decay: float = 0.999
+    mixed_precision: str = "bf16"  # autocast dtype on CPU/GPU; "no" for fp32
+    checkpoint_every: int = 250
+    sample_every: int = 1000
+    eval_images: int = 256
+    limit: int = 0  # use only the first N training samples (0 = all)
+    seed: int = 0
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
+    mse = ((a.float() - b.float()) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
+
+
+def random_crops(images: np.ndarray, idx: np.ndarray, crop: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Crops (len(idx), ch, cw, C) at random positions on the 8-pixel latent grid."""
+    ch, cw = crop
+    h, w = images.shape[1:3]
+    ys = rng.integers(0, (h - ch) // 8 + 1, len(idx)) * 8
+    xs = rng.integers(0, (w - cw) // 8 + 1, len(idx)) * 8
+    return np.stack([images[i, y:y + ch, x:x + cw] for i, y, x in zip(idx, ys, xs)])
+
+
+@torch.no_grad()
+def reconstruct(vae, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
+    """Encode to the posterior mean and decode (deterministic)."""
+    out = []
+    for k in range(0, len(images), batch):
+        z = vae.encode(images[k:k + batch]).latent_dist.mode()
+        out.append(vae.decode(z).sample)
+    return torch.cat(out)
+
+
+class Autoencode(torch.nn.Module):
+    """The training forward as one module, so data-parallel wrappers see the whole pass."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        posterior = self.vae.encode(x).latent_dist
+        return self.vae.decode(posterior.sample()).sample, posterior.kl()  # (N, 3, H, W), (N,)
+
+
+def main(args) -> int:
+    from accelerate import Accelerator
+
+    cfg = load_config(VAETrainConfig, args.config)
+    run = RunDir(args.out, cfg, args.resume)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    torch.manual_seed(cfg.seed)
+
+    # 1. Data: non-standard and standard images of the training split, a held-out sample
+    train = WorldArrays.load(args.data, "train", keys=("image", "standard_image"), limit=cfg.limit or None,
+                             progress=accelerator.is_main_process)
+    pool = np.concatenate([train.images["image"], train.images["standard_image"][train.first_of_each_character()]])
+    del train
+    # held-out: half renders, half standard images (one per character, so load enough characters)
+    test = WorldArrays.load(args.data, "test", keys=("image", "standard_image"), limit=cfg.eval_images * 16, progress=False)
+    half = cfg.eval_images // 2
+    standards = test.images["standard_image"][test.first_of_each_character()]
+    eval_images = to_float(np.concatenate([test.images["image"][:half], standards[:cfg.eval_images - half]]))
+
+    # 2. Model, EMA, optimizer
+    vae = preset(VAE_PRESETS, cfg.preset).build()
+    ema = copy.deepcopy(vae).requires_grad_(False)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    start = 0
+    if args.resume and has_checkpoint(run.path):
+        start = load_checkpoint(run.path, model=vae, optimizer=optimizer, ema=ema)["step"]
+        accelerator.print(f"resumed from step {start}")
+    model, optimizer = accelerator.prepare(Autoencode(vae), optimizer)
+    schedule = lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))  # noqa: E731
+
+    # 3. Training loop: batch = f(seed, step), so resume is exact
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="vae", disable=not accelerator.is_main_process)
+    t0 = time.time()
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * schedule(step)
+        idx = batch_indices(len(pool), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
+        x = to_float(random_crops(pool, idx, cfg.crop, np.random.default_rng([cfg.seed, step, 3]))).to(accelerator.device)
+        with accelerator.autocast():
+            recon, kl = model(x)
+        recon = recon.float()
+        l1 = (recon - x).abs().mean()
+        mse = F.mse_loss(recon, x)
+        kl = kl.float().mean() / x[0].numel()
+        loss = l1 + cfg.mse_weight * mse + cfg.kl_weight * kl
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema_update(ema, vae, cfg.ema_decay if step > cfg.warmup else 0.0)
+        if step % 25 == 0:
+            bar.set_postfix(l1=f"{l1.item():.4f}", psnr=f"{psnr(recon, x).mean().item():.1f}")
+            run.log(step, loss=loss.item(), l1=l1.item(), mse=mse.item(), kl=kl.item(), lr=optimizer.param_groups[0]["lr"])
+        done = step + 1
+        if accelerator.is_main_process and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            save_checkpoint(run.path, step=done, model=vae, optimizer=optimizer, ema=ema)
+        if accelerator.is_main_process and (done % cfg.sample_every == 0 or done == cfg.steps):
+            ema.eval()
+            rec = reconstruct(ema, eval_images)
+            value = psnr(rec, eval_images).mean().item()
+            run.log(done, eval_psnr=value)
+            bar.write(f"step {done}: held-out PSNR {value:.2f} dB")
+            rows = [slice(0, 8), slice(8, 16), slice(half, half + 8)]  # two rows of renders, one of standards
+            show = [to_uint8(eval_images[r]) for r in rows]
+            recs = [to_uint8(rec[r]) for r in rows]
+            run.save_image(f"recon_{done:06d}.png", grid([list(a) for pair in zip(show, recs) for a in pair]))
+
+    # 4. Export the EMA weights with their measured latent scaling factor
+    if accelerator.is_main_process:
+        ema.eval()
+        with torch.no_grad():
+            sample = to_float(pool[np.random.default_rng(cfg.seed).choice(len(pool), min(512, len(pool)), replace=False)])
+            latents = torch.cat([ema.encode(sample[k:k + 64]).latent_dist.mode() for k in range(0, len(sample), 64)])
+        scaling = float(1.0 / latents.std())
+        ema.register_to_config(scaling_factor=scaling)
+        rec = reconstruct(ema, eval_images)
+        value = psnr(rec, eval_images).mean().item()
+        ema.save_pretrained(run.path / "model", safe_serialization=True)
+        write_json(run.path / "model" / "training.json", run.provenance(
+            data=str(args.data), data_manifest=_manifest(args.data), steps=cfg.steps, scaling_factor=scaling,
+            heldout_psnr_db=round(value, 3), wall_time_s=round(time.time() - t0 + 0.0, 1)))
+        print(f"saved {run.path / 'model'}: held-out PSNR {value:.2f} dB, scaling factor {scaling:.4f}")
+    return 0
+
+
+def _manifest(root) -> dict:
+    import json
+    from pathlib import Path
+
+    path = Path(root) / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
