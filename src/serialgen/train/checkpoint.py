@@ -37,7 +37,8 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
     for name, value in list(tensors.items()) + list(rest["scalars"].items()):
         pid, key = name.split(".", 1)
         state.setdefault(int(pid), {})[key] = value
-    return {"state": state, "param_groups": rest["param_groups"]}
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in rest["param_groups"]]  # JSON lists
+    return {"state": state, "param_groups": groups}
 
 
 def _state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -98,9 +98,10 @@ def main(args) -> int:
     del train
     # held-out: half renders, half standard images (one per character, so load enough characters)
     test = WorldArrays.load(args.data, "test", keys=("image", "standard_image"), limit=cfg.eval_images * 16, progress=False)
-    half = cfg.eval_images // 2
-    standards = test.images["standard_image"][test.first_of_each_character()]
-    eval_images = to_float(np.concatenate([test.images["image"][:half], standards[:cfg.eval_images - half]]))
+    renders = test.images["image"][:cfg.eval_images // 2]
+    standards = test.images["standard_image"][test.first_of_each_character()][:cfg.eval_images - len(renders)]
+    eval_images = to_float(np.concatenate([renders, standards]))
+    half = len(renders)
 
     # 2. Model, EMA, optimizer
     vae = preset(VAE_PRESETS, cfg.preset).build()
@@ -145,7 +146,8 @@ def main(args) -> int:
             value = psnr(rec, eval_images).mean().item()
             run.log(done, eval_psnr=value)
             bar.write(f"step {done}: held-out PSNR {value:.2f} dB")
-            rows = [slice(0, 8), slice(8, 16), slice(half, half + 8)]  # two rows of renders, one of standards
+            k = min(8, half, len(eval_images) - half)
+            rows = [slice(0, k), slice(half, half + k)]  # renders, then standard images
             show = [to_uint8(eval_images[r]) for r in rows]
             recs = [to_uint8(rec[r]) for r in rows]
             run.save_image(f"recon_{done:06d}.png", grid([list(a) for pair in zip(show, recs) for a in pair]))

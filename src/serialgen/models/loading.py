@@ -1,0 +1,87 @@
+"""Loading backbones from local folders in their owners' published layouts.
+
+A folder may be the component itself (config.json + weights) or a whole Stable Diffusion
+pipeline folder, whose components sit in vae/, unet/, text_encoder/, tokenizer/,
+scheduler/. With no folder, the bundled mini weights load. Weights must be safetensors:
+pickle files (.bin, .ckpt) can run code when loaded, so they are refused unless the caller
+opts in with ``allow_pickle=True``. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+BUNDLED = "mini"
+
+
+def bundled(name: str) -> Path:
+    """Folder of a bundled mini model (vae, clip, t2i, judge)."""
+    return Path(str(resources.files("serialgen"))) / "weights" / BUNDLED / name
+
+
+def _component(path: str | Path | None, default: str, subfolder: str, markers=("config.json",)) -> Path:
+    """The folder holding a component: `root/subfolder` (pipeline layout) or `root` itself."""
+    root = Path(path) if path is not None else bundled(default)
+    for folder in (root / subfolder, root):
+        if any((folder / m).exists() for m in markers):
+            return folder
+    where = "bundled mini weights" if path is None else "the folder"
+    raise FileNotFoundError(
+        f"No {subfolder} weights in {root} ({where}): expected {root}/{markers[0]} or {root}/{subfolder}/{markers[0]} "
+        f"in the diffusers/transformers layout"
+    )
+
+
+def _safetensors_or_refuse(folder: Path, allow_pickle: bool) -> bool | None:
+    """use_safetensors for from_pretrained: True when safetensors exist; pickles only on opt-in."""
+    if any(folder.glob("*.safetensors")):
+        return True
+    pickles = [p.name for p in folder.glob("*") if p.suffix in (".bin", ".ckpt", ".pt", ".pth")]
+    if pickles and not allow_pickle:
+        raise ValueError(
+            f"{folder} holds only pickle weights ({', '.join(pickles)}), which can run code when loaded; convert them "
+            "to safetensors, or pass allow_pickle=True if you trust the source"
+        )
+    return None if allow_pickle else True
+
+
+def load_vae(path: str | Path | None = None, *, allow_pickle: bool = False):
+    from diffusers import AutoencoderKL
+
+    folder = _component(path, "vae", "vae")
+    return AutoencoderKL.from_pretrained(folder, use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
+
+
+def load_unet(path: str | Path | None = None, *, allow_pickle: bool = False):
+    from diffusers import UNet2DConditionModel
+
+    folder = _component(path, "t2i", "unet")
+    return UNet2DConditionModel.from_pretrained(folder, use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
+
+
+def load_tokenizer(path: str | Path | None = None, default: str = "clip"):
+    from transformers import CLIPTokenizer
+
+    folder = _component(path, default, "tokenizer", markers=("vocab.json", "tokenizer.json"))
+    return CLIPTokenizer.from_pretrained(folder)
+
+
+def load_clip(path: str | Path | None = None, *, allow_pickle: bool = False):
+    """A CLIPModel (both towers) and its tokenizer."""
+    from transformers import CLIPModel
+
+    folder = _component(path, "clip", ".")
+    model = CLIPModel.from_pretrained(folder, use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
+    return model, load_tokenizer(folder)
+
+
+def load_clip_text(path: str | Path | None = None, *, allow_pickle: bool = False):
+    """The CLIP text tower and tokenizer: from a CLIPModel folder, or text_encoder/ + tokenizer/
+    of a Stable Diffusion pipeline folder."""
+    from transformers import CLIPTextModel
+
+    folder = _component(path, "clip", "text_encoder")
+    model = CLIPTextModel.from_pretrained(folder, use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
+    root = folder.parent if folder.name == "text_encoder" else folder
+    return model, load_tokenizer(root)

@@ -1,0 +1,188 @@
+"""Train the text-to-image base model: a diffusers UNet2DConditionModel on VAE latents,
+conditioned on the CLIP text tower's last hidden states (Stable Diffusion's recipe, Rombach
+et al. 2022, eq. 2: epsilon prediction under SD's scaled-linear DDPM schedule), with caption
+dropout so classifier-free guidance works at sampling time (Ho & Salimans 2022).
+
+    serialgen train t2i --data data/world128 --out runs/t2i [--config FILE] [--resume]
+
+The VAE and CLIP default to the bundled mini weights; `vae = "..."` and `clip = "..."` in
+the config point at other folders. Latents and caption embeddings are computed once and
+cached in OUT (they depend only on data and frozen encoders). Samples are drawn by
+diffusers' StableDiffusionPipeline with a DDIM scheduler, 20 steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from ..data.memory import WorldArrays, batch_indices, to_float
+from ..models.backbones import UNET_PRESETS, preset
+from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
+from .common import RunDir, grid, load_config, write_json
+
+
+@dataclass(frozen=True)
+class T2ITrainConfig:
+    preset: str = "mini"
+    vae: str = ""  # folder of an AutoencoderKL; "" = the bundled mini VAE
+    clip: str = ""  # folder of a CLIPModel with tokenizer/; "" = the bundled mini CLIP
+    steps: int = 8000
+    batch_size: int = 64
+    lr: float = 4e-4
+    warmup: int = 300
+    caption_dropout: float = 0.1
+    ema_decay: float = 0.999
+    mixed_precision: str = "no"  # measured: fp32 is faster than bf16 autocast for this small UNet on CPU
+    checkpoint_every: int = 250
+    sample_every: int = 1000
+    guidance_scale: float = 5.0
+    sample_steps: int = 20
+    limit: int = 0
+    seed: int = 0
+
+
+def noise_scheduler_config() -> dict:
+    """Stable Diffusion 1.5's training schedule."""
+    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+
+
+@torch.no_grad()
+def encode_latents(vae, images: np.ndarray, batch: int = 64, progress: bool = True) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> scaled latents (N, 4, H/8, W/8), posterior means."""
+    out = []
+    for k in tqdm(range(0, len(images), batch), desc="encoding latents", disable=not progress):
+        out.append(vae.encode(to_float(images[k:k + batch])).latent_dist.mode() * vae.config.scaling_factor)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_captions(text_encoder, tokenizer, captions: list[str], batch: int = 256, progress: bool = True
+                    ) -> torch.Tensor:
+    """Captions -> last hidden states (N, L, D) fp16, L = the tokenizer's max length."""
+    out = []
+    for k in tqdm(range(0, len(captions), batch), desc="encoding captions", disable=not progress):
+        ids = tokenizer(captions[k:k + batch], padding="max_length", truncation=True,
+                        max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+        out.append(text_encoder(ids).last_hidden_state.half())
+    return torch.cat(out)
+
+
+def make_pipeline(unet, vae, text_encoder, tokenizer):
+    """Our components in diffusers' StableDiffusionPipeline with a DDIM scheduler."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=DDIMScheduler(**noise_scheduler_config()), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+
+
+def main(args) -> int:
+    from accelerate import Accelerator
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from ..models.loading import load_clip_text, load_vae
+
+    cfg = load_config(T2ITrainConfig, args.config)
+    run = RunDir(args.out, cfg, args.resume)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    torch.manual_seed(cfg.seed)
+    main_process = accelerator.is_main_process
+
+    # 1. Frozen encoders and the cached training set: latents and caption embeddings
+    vae = load_vae(cfg.vae or None).eval().requires_grad_(False)
+    text_encoder, tokenizer = load_clip_text(cfg.clip or None)
+    text_encoder.eval().requires_grad_(False)
+    cache = run.path / "cache.safetensors"
+    if cache.exists():
+        cached = load_file(str(cache))
+        latents, text, empty = cached["latents"], cached["text"], cached["empty"]
+        captions = None
+    else:
+        train = WorldArrays.load(args.data, "train", keys=("image",), limit=cfg.limit or None, progress=main_process)
+        captions = [m["caption"] for m in train.meta]
+        latents = encode_latents(vae, train.images["image"], progress=main_process)
+        text = encode_captions(text_encoder, tokenizer, captions, progress=main_process)
+        empty = encode_captions(text_encoder, tokenizer, [""], progress=False)[0]
+        if main_process:
+            tmp = cache.with_suffix(".tmp")
+            save_file({"latents": latents.contiguous(), "text": text.contiguous(), "empty": empty.contiguous()}, str(tmp))
+            tmp.replace(cache)
+        del train
+    test = WorldArrays.load(args.data, "test", keys=("image",), limit=8, progress=False)
+    prompts = [m["caption"] for m in test.meta[:8]]
+
+    # 2. UNet, EMA, optimizer, noise schedule
+    unet = preset(UNET_PRESETS, cfg.preset).build()
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
+    start = 0
+    if args.resume and has_checkpoint(run.path):
+        start = load_checkpoint(run.path, model=unet, optimizer=optimizer, ema=ema)["step"]
+        accelerator.print(f"resumed from step {start}")
+    model, optimizer = accelerator.prepare(unet, optimizer)
+    noise_scheduler = DDPMScheduler(**noise_scheduler_config())
+    schedule = lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))  # noqa: E731
+
+    # 3. Training loop: noise, timestep and dropout all follow (seed, step)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="t2i", disable=not main_process)
+    t0 = time.time()
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * schedule(step)
+        idx = batch_indices(len(latents), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        x0 = latents[idx].float()  # (B, 4, h, w)
+        cond = text[idx].float()  # (B, L, D)
+        drop = torch.rand(len(idx), generator=g) < cfg.caption_dropout
+        cond = torch.where(drop.view(-1, 1, 1), empty.float().expand_as(cond), cond)
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=g)
+        xt = noise_scheduler.add_noise(x0, noise, t)
+        with accelerator.autocast():
+            pred = model(xt.to(accelerator.device), t.to(accelerator.device), cond.to(accelerator.device)).sample
+        loss = F.mse_loss(pred.float(), noise.to(accelerator.device))
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema_update(ema, unet, cfg.ema_decay if step > cfg.warmup else 0.0)
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            run.log(step, loss=loss.item(), lr=optimizer.param_groups[0]["lr"])
+        done = step + 1
+        if main_process and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            save_checkpoint(run.path, step=done, model=unet, optimizer=optimizer, ema=ema)
+        if main_process and (done % cfg.sample_every == 0 or done == cfg.steps):
+            sheet = sample_sheet(make_pipeline(ema.eval(), vae, text_encoder, tokenizer), prompts, test, cfg)
+            run.save_image(f"samples_{done:06d}.png", sheet)
+
+    # 4. Export the EMA UNet and its sampling scheduler
+    if main_process:
+        ema.save_pretrained(run.path / "model" / "unet", safe_serialization=True)
+        DDIMScheduler(**noise_scheduler_config()).save_pretrained(run.path / "model" / "scheduler")
+        write_json(run.path / "model" / "training.json", run.provenance(
+            data=str(args.data), steps=cfg.steps, vae=cfg.vae or "bundled mini", clip=cfg.clip or "bundled mini",
+            wall_time_s=round(time.time() - t0, 1)))
+        print(f"saved {run.path / 'model'}")
+    return 0
+
+
+@torch.no_grad()
+def sample_sheet(pipe, prompts: list[str], test: WorldArrays, cfg: T2ITrainConfig) -> np.ndarray:
+    """Row 1: held-out renders; row 2: samples from their captions (seeded)."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    h, w = test.images["image"].shape[1:3]
+    images = pipe(prompts, height=h, width=w, num_inference_steps=cfg.sample_steps, guidance_scale=cfg.guidance_scale,
+                  generator=g, output_type="np").images
+    samples = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+    return grid([list(test.images["image"][:len(prompts)]), list(samples)])

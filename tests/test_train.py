@@ -1,0 +1,216 @@
+"""Training infrastructure: checkpoints, exact resume, loss goes down, save/load round trips,
+the tokenizer, and loading the published layouts (tiny random models, never downloads)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from serialgen.data.memory import batch_indices
+from serialgen.models.backbones import CLIPConfig, UNetConfig, VAEConfig
+from serialgen.models.loading import load_clip, load_clip_text, load_tokenizer, load_unet, load_vae
+from serialgen.models.tokenizer import build_tokenizer, save_tokenizer
+from serialgen.train.checkpoint import load_checkpoint, save_checkpoint
+from serialgen.world.character import Character
+
+TINY_VAE = VAEConfig(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4, sample_size=64)
+TINY_CLIP = CLIPConfig(vision_hidden=32, vision_layers=2, vision_heads=2, image_size=32, patch_size=8, text_hidden=32,
+                       text_layers=2, text_heads=2, max_text_length=64, projection_dim=16)
+TINY_UNET = UNetConfig(block_out_channels=(16, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                       up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), layers_per_block=1, cross_attention_dim=32,
+                       attention_head_dim=8, norm_num_groups=8, sample_size=(24, 16))
+
+
+def _captions(n=60):
+    return [Character.sample(0, c).describe() + ", waving, side view, smiling, on a beach, full body shot"
+            for c in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tok")
+    save_tokenizer(build_tokenizer(_captions(), vocab_size=600), path)
+    return load_tokenizer(path)
+
+
+def test_batches_are_a_function_of_step_and_cover_each_epoch():
+    a = [batch_indices(10, 4, s, seed=1) for s in range(5)]
+    assert all(np.array_equal(x, batch_indices(10, 4, s, seed=1)) for s, x in enumerate(a))
+    first_epoch = np.concatenate(a)[:10]
+    assert sorted(first_epoch.tolist()) == list(range(10))
+    ranks = [batch_indices(100, 4, 3, seed=1, rank=r, world_size=2) for r in range(2)]  # ranks share no sample
+    assert len(set(ranks[0]) & set(ranks[1])) == 0 and len(ranks[0]) == 4
+    assert sorted(np.concatenate(ranks).tolist()) == sorted(batch_indices(100, 8, 3, seed=1).tolist())
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+    ema = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(torch.randn(3, 4)).sum().backward()
+    opt.step()
+    save_checkpoint(tmp_path, step=7, model=model, optimizer=opt, ema=ema, extra={"note": "x"})
+    assert not list(tmp_path.glob("*.tmp*")) and not (tmp_path / "checkpoint.old").exists()
+    assert all(p.suffix in (".safetensors", ".json") for p in (tmp_path / "checkpoint").iterdir())
+    expected_next = torch.rand(3)
+    model2 = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+    ema2 = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+    opt2 = torch.optim.AdamW(model2.parameters(), lr=1e-2)
+    state = load_checkpoint(tmp_path, model=model2, optimizer=opt2, ema=ema2)
+    assert state["step"] == 7 and state["extra"] == {"note": "x"}
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(ema.state_dict().values(), ema2.state_dict().values()):
+        assert torch.equal(a, b)
+    assert torch.equal(torch.rand(3), expected_next)  # torch RNG restored
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s1["param_groups"] == s2["param_groups"]
+    for k in s1["state"]:
+        for key, value in s1["state"][k].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(s2["state"][k][key]))
+
+
+def test_tokenizer_round_trip(tokenizer, tmp_path):
+    from transformers import CLIPTokenizer
+
+    caption = _captions(3)[2]
+    ids = tokenizer(caption).input_ids
+    assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    assert text.replace(" ,", ",") == caption.lower()
+    assert len(ids) < 0.6 * len(caption.split()) * 3  # caption words are mostly single tokens
+    save_tokenizer(tokenizer, tmp_path)
+    assert {"vocab.json", "merges.txt", "tokenizer.json"} <= {p.name for p in tmp_path.iterdir()}
+    again = CLIPTokenizer.from_pretrained(tmp_path)
+    assert again(caption).input_ids == ids
+    odd = "A Zebra-striped UFO, 42!"
+    assert again.decode(again(odd).input_ids, skip_special_tokens=True).replace(" ", "") == odd.lower().replace(" ", "")
+
+
+def _args(data, out, config=None, resume=False):
+    return argparse.Namespace(data=str(data), out=str(out), config=str(config) if config else None, resume=resume)
+
+
+def _toml(path, **values):
+    path.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items()) + "\n")
+    return path
+
+
+def test_vae_training_resumes_exactly_and_lowers_the_loss(dataset, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from serialgen.models import backbones
+    from serialgen.train import vae as train_vae
+
+    monkeypatch.setitem(backbones.VAE_PRESETS, "test", TINY_VAE)
+    common = dict(preset="test", batch_size=4, crop=[64, 64], checkpoint_every=3, sample_every=100, eval_images=8,
+                  warmup=1, lr=2e-3, mixed_precision="no")
+    straight = tmp_path / "straight"
+    assert train_vae.main(_args(dataset, straight, _toml(tmp_path / "a.toml", steps=6, **common))) == 0
+    # a run killed right after its step-3 checkpoint, then resumed with the same config
+    split = tmp_path / "split"
+    real_save = train_vae.save_checkpoint
+
+    def save_then_die(out, *, step, **kw):
+        real_save(out, step=step, **kw)
+        if step == 3:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(train_vae, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_vae.main(_args(dataset, split, tmp_path / "a.toml"))
+    monkeypatch.setattr(train_vae, "save_checkpoint", real_save)
+    assert not (split / "model").exists()
+    assert train_vae.main(_args(dataset, split, tmp_path / "a.toml", resume=True)) == 0
+    a = load_file(str(straight / "checkpoint" / "model.safetensors"))
+    b = load_file(str(split / "checkpoint" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    trained = load_vae(straight / "model")
+    assert trained.config.scaling_factor != 0.18215  # measured, not the default
+    info = json.loads((straight / "model" / "training.json").read_text())
+    assert "serialgen" in info["command"] or "pytest" in info["command"]
+    longer = tmp_path / "longer"
+    assert train_vae.main(_args(dataset, longer, _toml(tmp_path / "d.toml", steps=40, **common))) == 0
+    losses = [json.loads(line)["loss"] for line in (longer / "log.jsonl").read_text().splitlines() if "loss" in line]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_a_run_directory_is_not_overwritten(dataset, tmp_path):
+    from serialgen.train import vae as train_vae
+
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "state.json").write_text("{}")
+    with pytest.raises(ValueError, match="--resume"):
+        train_vae.main(_args(dataset, tmp_path))
+
+
+def test_save_load_equality_and_pickle_refusal(tmp_path, tokenizer):
+    torch.manual_seed(0)
+    vae = TINY_VAE.build().eval()
+    x = torch.randn(1, 3, 64, 64)
+    vae.save_pretrained(tmp_path / "vae")
+    again = load_vae(tmp_path / "vae").eval()
+    with torch.no_grad():
+        assert torch.equal(vae.encode(x).latent_dist.mean, again.encode(x).latent_dist.mean)
+    vae.save_pretrained(tmp_path / "pickled", safe_serialization=False)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        load_vae(tmp_path / "pickled")
+    assert load_vae(tmp_path / "pickled", allow_pickle=True) is not None
+    with pytest.raises(FileNotFoundError, match="diffusers/transformers layout"):
+        load_vae(tmp_path / "nothing")
+
+    clip = TINY_CLIP.build(tokenizer).eval()
+    clip.save_pretrained(tmp_path / "clip")
+    save_tokenizer(tokenizer, tmp_path / "clip" / "tokenizer")
+    clip2, tok2 = load_clip(tmp_path / "clip")
+    ids = tok2(["a red t-shirt"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        a = clip.get_text_features(input_ids=ids)
+        b = clip2.eval().get_text_features(input_ids=ids)
+    a, b = (t if isinstance(t, torch.Tensor) else t.pooler_output for t in (a, b))
+    assert all(torch.equal(v, clip2.state_dict()[k]) for k, v in clip.state_dict().items())
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)  # the attention kernel may differ, the weights do not
+    text, tok3 = load_clip_text(tmp_path / "clip")
+    with torch.no_grad():
+        h1 = clip.text_model(ids).last_hidden_state
+        h2 = text.eval()(ids).last_hidden_state
+    torch.testing.assert_close(h1, h2, rtol=0, atol=1e-5)
+    assert tok3(["x"]).input_ids == tok2(["x"]).input_ids
+
+
+def test_stable_diffusion_layout_loads(tmp_path, tokenizer):
+    """A folder laid out as a published Stable Diffusion pipeline (vae/, unet/, text_encoder/,
+    tokenizer/, scheduler/), with tiny random weights, loads through our loaders and through
+    diffusers' own pipeline class."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from serialgen.train.t2i import make_pipeline, noise_scheduler_config
+
+    torch.manual_seed(0)
+    vae, unet = TINY_VAE.build(), TINY_UNET.build()
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                        num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64,
+                                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                        pad_token_id=tokenizer.pad_token_id))
+    pipe = make_pipeline(unet, vae, text, tokenizer)
+    pipe.save_pretrained(tmp_path / "sd")
+    for sub in ("vae", "unet", "text_encoder", "tokenizer", "scheduler"):
+        assert (tmp_path / "sd" / sub).is_dir()
+    assert not list((tmp_path / "sd").rglob("*.bin"))
+    assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.scheduler.config.beta_schedule == "scaled_linear"
+    unet2, vae2 = load_unet(tmp_path / "sd"), load_vae(tmp_path / "sd")
+    text2, tok2 = load_clip_text(tmp_path / "sd")
+    for a, b in ((unet, unet2), (vae, vae2), (text, text2)):
+        for (k, v), (k2, v2) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert k == k2 and torch.equal(v, v2)
+    again = StableDiffusionPipeline.from_pretrained(tmp_path / "sd", safety_checker=None, requires_safety_checker=False)
+    out = again(["a red t-shirt"], height=64, width=64, num_inference_steps=2, output_type="np",
+                generator=torch.Generator().manual_seed(0)).images
+    assert out.shape == (1, 64, 64, 3) and np.isfinite(out).all()
+    assert noise_scheduler_config()["prediction_type"] == "epsilon"
