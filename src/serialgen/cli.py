@@ -88,6 +88,8 @@ def _sheet(args) -> int:
 TRAINERS = {
     "vae": ("serialgen.train.vae", "the VAE (diffusers AutoencoderKL) on renders"),
     "clip": ("serialgen.train.clip", "CLIP (transformers CLIPModel) on (render, caption) pairs, with its tokenizer"),
+    "t2i": ("serialgen.train.t2i", "the text-to-image base UNet on VAE latents and CLIP text states"),
+    "judge": ("serialgen.train.judge", "the evaluator: a second CLIP on a disjoint world, with attribute probes"),
 }
 
 

@@ -78,23 +78,28 @@ def embed_texts(model, tokenizer, captions: list[str], max_length: int, batch: i
 
 
 def main(args) -> int:
+    cfg = load_config(CLIPTrainConfig, args.config)
+    train_clip(cfg, args.data, RunDir(args.out, cfg, args.resume), args.resume)
+    return 0
+
+
+def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
+    """Train and export to run.path/model. -> (EMA model, tokenizer, training arrays, scores)."""
     from accelerate import Accelerator
 
-    cfg = load_config(CLIPTrainConfig, args.config)
-    run = RunDir(args.out, cfg, args.resume)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     torch.manual_seed(cfg.seed)
     arch = preset(CLIP_PRESETS, cfg.preset)
 
     # 1. Data and tokenizer: every non-standard render and each character's standard image
-    train = WorldArrays.load(args.data, "train", keys=("image", "standard_image"), limit=cfg.limit or None,
+    train = WorldArrays.load(data, "train", keys=("image", "standard_image"), limit=cfg.limit or None,
                              progress=accelerator.is_main_process)
     captions = [m["caption"] for m in train.meta]
     first_of_character = train.first_of_each_character()
     images = np.concatenate([train.images["image"], train.images["standard_image"][first_of_character]])
     captions += [train.meta[k]["standard_caption"] for k in first_of_character]
     tokenizer_dir = run.path / "model" / "tokenizer"
-    if args.resume and tokenizer_dir.exists():
+    if resume and tokenizer_dir.exists():
         from transformers import CLIPTokenizer
 
         tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
@@ -102,7 +107,7 @@ def main(args) -> int:
         tokenizer = build_tokenizer(captions, cfg.vocab_size, arch.max_text_length)
         save_tokenizer(tokenizer, tokenizer_dir)
     token_ids = tokenize(tokenizer, captions, arch.max_text_length)  # (N, L)
-    test = WorldArrays.load(args.data, "test", keys=("image",), limit=cfg.eval_samples, progress=False)
+    test = WorldArrays.load(data, "test", keys=("image",), limit=cfg.eval_samples, progress=False)
 
     # 2. Model, EMA, optimizer (no weight decay on norms, biases, embeddings, temperature)
     model = arch.build(tokenizer)
@@ -113,7 +118,7 @@ def main(args) -> int:
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     start = 0
-    if args.resume and has_checkpoint(run.path):
+    if resume and has_checkpoint(run.path):
         start = load_checkpoint(run.path, model=model, optimizer=optimizer, ema=ema)["step"]
         accelerator.print(f"resumed from step {start}")
     wrapped, optimizer = accelerator.prepare(model, optimizer)
@@ -157,9 +162,10 @@ def main(args) -> int:
         ema.save_pretrained(run.path / "model", safe_serialization=True)
         save_tokenizer(tokenizer, run.path / "model" / "tokenizer")
         write_json(run.path / "model" / "training.json", run.provenance(
-            data=str(args.data), steps=cfg.steps, heldout=scores, wall_time_s=round(time.time() - t0, 1)))
+            data=str(data), steps=cfg.steps, heldout=scores, wall_time_s=round(time.time() - t0, 1)))
         print(f"saved {run.path / 'model'}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
-    return 0
+        return ema, tokenizer, (images, train), scores
+    return None
 
 
 def evaluate_clip(model, tokenizer, test: WorldArrays, arch, zeroshot_samples: int = 128) -> dict[str, float]:

@@ -82,7 +82,7 @@ def make_pipeline(unet, vae, text_encoder, tokenizer):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=DDIMScheduler(**noise_scheduler_config()), safety_checker=None,
+                                   scheduler=DDIMScheduler.from_config(noise_scheduler_config()), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
 
 
@@ -130,7 +130,7 @@ def main(args) -> int:
         start = load_checkpoint(run.path, model=unet, optimizer=optimizer, ema=ema)["step"]
         accelerator.print(f"resumed from step {start}")
     model, optimizer = accelerator.prepare(unet, optimizer)
-    noise_scheduler = DDPMScheduler(**noise_scheduler_config())
+    noise_scheduler = DDPMScheduler.from_config(noise_scheduler_config())
     schedule = lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))  # noqa: E731
 
     # 3. Training loop: noise, timestep and dropout all follow (seed, step)
@@ -169,7 +169,7 @@ def main(args) -> int:
     # 4. Export the EMA UNet and its sampling scheduler
     if main_process:
         ema.save_pretrained(run.path / "model" / "unet", safe_serialization=True)
-        DDIMScheduler(**noise_scheduler_config()).save_pretrained(run.path / "model" / "scheduler")
+        DDIMScheduler.from_config(noise_scheduler_config()).save_pretrained(run.path / "model" / "scheduler")
         write_json(run.path / "model" / "training.json", run.provenance(
             data=str(args.data), steps=cfg.steps, vae=cfg.vae or "bundled mini", clip=cfg.clip or "bundled mini",
             wall_time_s=round(time.time() - t0, 1)))
@@ -181,6 +181,7 @@ def main(args) -> int:
 def sample_sheet(pipe, prompts: list[str], test: WorldArrays, cfg: T2ITrainConfig) -> np.ndarray:
     """Row 1: held-out renders; row 2: samples from their captions (seeded)."""
     g = torch.Generator().manual_seed(cfg.seed)
+    pipe.set_progress_bar_config(disable=True)
     h, w = test.images["image"].shape[1:3]
     images = pipe(prompts, height=h, width=w, num_inference_steps=cfg.sample_steps, guidance_scale=cfg.guidance_scale,
                   generator=g, output_type="np").images

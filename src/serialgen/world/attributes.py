@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from .backgrounds import SCENES
-from .character import COLORS, EXPRESSIONS, HAIR_COLORS, Character, Garment
+from .character import COLORS, EXPRESSIONS, HAIR_COLORS, HAIR_STYLES, Character, Garment
 from .generator import VIEWS, CharacterWorld, View
 from .poses import ACTIONS
 from .skeleton import Proportions
@@ -76,3 +76,33 @@ def caption_variants(meta: dict, attribute: str) -> tuple[list[str], int]:
             vv = dataclasses.replace(v, **{attribute: value})
         captions.append(CharacterWorld.caption(cc, vv))
     return captions, values.index(truth)
+
+
+# What the judge's probes read from an image: everything the world varies that a viewer can see.
+PROBE_ATTRIBUTES = {
+    "top_color": tuple(COLORS),  # the top, or the dress
+    "bottom_color": tuple(COLORS),  # none with a dress
+    "shoes_color": tuple(COLORS),
+    "hair_color": tuple(HAIR_COLORS),
+    "hair_style": HAIR_STYLES,
+    "action": tuple(a.name for a in ACTIONS),
+    "view": VIEWS,
+    "background": SCENES,
+    "expression": EXPRESSIONS,
+}
+
+
+def probe_value(meta: dict, attribute: str) -> str | None:
+    """The true value of a probe attribute (None where the sample has none, e.g. a dress's bottom)."""
+    attrs = meta["attributes"]
+    if attribute == "top_color":
+        return (attrs["dress"] or attrs["top"])["color"]
+    if attribute == "bottom_color":
+        return attrs["bottom"]["color"] if attrs["bottom"] else None
+    if attribute == "shoes_color":
+        return attrs["shoes"]["color"]
+    if attribute == "hair_color":
+        return None if attrs["hair_style"] == "buzz cut" else attrs["hair_color"]
+    if attribute == "hair_style":
+        return attrs["hair_style"]
+    return meta[attribute]
