@@ -214,3 +214,39 @@ def test_stable_diffusion_layout_loads(tmp_path, tokenizer):
                 generator=torch.Generator().manual_seed(0)).images
     assert out.shape == (1, 64, 64, 3) and np.isfinite(out).all()
     assert noise_scheduler_config()["prediction_type"] == "epsilon"
+
+
+def test_clip_judge_and_t2i_trainers_run_end_to_end(dataset, tmp_path, monkeypatch, tokenizer):
+    """Tiny versions of the clip, judge and t2i runs: each exports a loadable model with its
+    provenance, and the t2i run samples through diffusers' pipeline from our components."""
+    from serialgen.models import backbones
+    from serialgen.train import clip as train_clip
+    from serialgen.train import judge as train_judge
+    from serialgen.train import t2i as train_t2i
+
+    monkeypatch.setitem(backbones.CLIP_PRESETS, "test", TINY_CLIP)
+    monkeypatch.setitem(backbones.UNET_PRESETS, "test", TINY_UNET)
+    small = dict(preset="test", steps=3, batch_size=4, checkpoint_every=3, sample_every=3, eval_samples=3,
+                 zeroshot_samples=2, vocab_size=400, mixed_precision="no", warmup=1)
+    assert train_clip.main(_args(dataset, tmp_path / "clip", _toml(tmp_path / "c.toml", **small))) == 0
+    clip, tok = load_clip(tmp_path / "clip" / "model")
+    info = json.loads((tmp_path / "clip" / "model" / "training.json").read_text())
+    for key in ("retrieval_top1", "zeroshot_action", "chance_action", "zeroshot_view"):
+        assert 0.0 <= info["heldout"][key] <= 1.0
+    assert info["heldout"]["chance_view"] == pytest.approx(0.25)
+    assert tok("a red t-shirt").input_ids[0] == tok.bos_token_id
+
+    assert train_judge.main(_args(dataset, tmp_path / "judge", _toml(tmp_path / "j.toml", probe_epochs=5, **small))) == 0
+    info = json.loads((tmp_path / "judge" / "model" / "training.json").read_text())
+    assert set(info["probe_accuracy"]) == {"top_color", "bottom_color", "shoes_color", "hair_color", "hair_style",
+                                           "action", "view", "background", "expression"}
+    assert (tmp_path / "judge" / "model" / "probes.safetensors").exists()
+
+    torch.manual_seed(0)
+    TINY_VAE.build().save_pretrained(tmp_path / "vae")
+    t2i = dict(preset="test", steps=2, batch_size=4, checkpoint_every=2, sample_every=2, sample_steps=2, warmup=1,
+               vae=str(tmp_path / "vae"), clip=str(tmp_path / "clip" / "model"))
+    assert train_t2i.main(_args(dataset, tmp_path / "t2i", _toml(tmp_path / "t.toml", **t2i))) == 0
+    assert (tmp_path / "t2i" / "cache.safetensors").exists()
+    assert load_unet(tmp_path / "t2i" / "model").config.cross_attention_dim == 32
+    assert (tmp_path / "t2i" / "samples" / "samples_000002.png").exists()

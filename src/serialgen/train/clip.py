@@ -117,9 +117,10 @@ def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
         (no_decay if p.ndim < 2 or "embedding" in name or "logit_scale" in name else decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    start = 0
+    start, elapsed = 0, 0.0
     if resume and has_checkpoint(run.path):
-        start = load_checkpoint(run.path, model=model, optimizer=optimizer, ema=ema)["step"]
+        state = load_checkpoint(run.path, model=model, optimizer=optimizer, ema=ema)
+        start, elapsed = state["step"], state["extra"].get("elapsed_s", 0.0)
         accelerator.print(f"resumed from step {start}")
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     schedule = lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))  # noqa: E731
@@ -150,7 +151,8 @@ def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
             run.log(step, loss=loss.item(), lr=optimizer.param_groups[0]["lr"])
         done = step + 1
         if accelerator.is_main_process and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            save_checkpoint(run.path, step=done, model=model, optimizer=optimizer, ema=ema)
+            save_checkpoint(run.path, step=done, model=model, optimizer=optimizer, ema=ema,
+                            extra={"elapsed_s": elapsed + time.time() - t0})
         if accelerator.is_main_process and (done % cfg.sample_every == 0 or done == cfg.steps):
             scores = evaluate_clip(ema.eval(), tokenizer, test, arch, cfg.zeroshot_samples)
             run.log(done, **scores)
@@ -162,7 +164,7 @@ def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
         ema.save_pretrained(run.path / "model", safe_serialization=True)
         save_tokenizer(tokenizer, run.path / "model" / "tokenizer")
         write_json(run.path / "model" / "training.json", run.provenance(
-            data=str(data), steps=cfg.steps, heldout=scores, wall_time_s=round(time.time() - t0, 1)))
+            data=str(data), steps=cfg.steps, heldout=scores, wall_time_s=round(elapsed + time.time() - t0, 1)))
         print(f"saved {run.path / 'model'}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
         return ema, tokenizer, (images, train), scores
     return None

@@ -62,7 +62,11 @@ class RunDir:
         return path
 
     def provenance(self, **extra) -> dict:
-        """What made this model: the command, the config, and anything the script adds."""
+        """What made this model: the command, the config, the data's own manifest (its seed and
+        size), and anything the script adds."""
+        if "data" in extra:
+            manifest = Path(extra["data"]) / "manifest.json"
+            extra["data_manifest"] = json.loads(manifest.read_text()) if manifest.exists() else None
         return {
             "command": " ".join(shlex.quote(a) for a in ["serialgen", *sys.argv[1:]]) if sys.argv[0].endswith("serialgen")
             else " ".join(shlex.quote(a) for a in sys.argv),

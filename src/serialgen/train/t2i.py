@@ -125,9 +125,10 @@ def main(args) -> int:
     unet = preset(UNET_PRESETS, cfg.preset).build()
     ema = copy.deepcopy(unet).requires_grad_(False)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
-    start = 0
+    start, elapsed = 0, 0.0
     if args.resume and has_checkpoint(run.path):
-        start = load_checkpoint(run.path, model=unet, optimizer=optimizer, ema=ema)["step"]
+        state = load_checkpoint(run.path, model=unet, optimizer=optimizer, ema=ema)
+        start, elapsed = state["step"], state["extra"].get("elapsed_s", 0.0)
         accelerator.print(f"resumed from step {start}")
     model, optimizer = accelerator.prepare(unet, optimizer)
     noise_scheduler = DDPMScheduler.from_config(noise_scheduler_config())
@@ -161,7 +162,8 @@ def main(args) -> int:
             run.log(step, loss=loss.item(), lr=optimizer.param_groups[0]["lr"])
         done = step + 1
         if main_process and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            save_checkpoint(run.path, step=done, model=unet, optimizer=optimizer, ema=ema)
+            save_checkpoint(run.path, step=done, model=unet, optimizer=optimizer, ema=ema,
+                            extra={"elapsed_s": elapsed + time.time() - t0})
         if main_process and (done % cfg.sample_every == 0 or done == cfg.steps):
             sheet = sample_sheet(make_pipeline(ema.eval(), vae, text_encoder, tokenizer), prompts, test, cfg)
             run.save_image(f"samples_{done:06d}.png", sheet)
@@ -172,7 +174,7 @@ def main(args) -> int:
         DDIMScheduler.from_config(noise_scheduler_config()).save_pretrained(run.path / "model" / "scheduler")
         write_json(run.path / "model" / "training.json", run.provenance(
             data=str(args.data), steps=cfg.steps, vae=cfg.vae or "bundled mini", clip=cfg.clip or "bundled mini",
-            wall_time_s=round(time.time() - t0, 1)))
+            wall_time_s=round(elapsed + time.time() - t0, 1)))
         print(f"saved {run.path / 'model'}")
     return 0
 

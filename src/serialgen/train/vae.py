@@ -107,9 +107,10 @@ def main(args) -> int:
     vae = preset(VAE_PRESETS, cfg.preset).build()
     ema = copy.deepcopy(vae).requires_grad_(False)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
-    start = 0
+    start, elapsed = 0, 0.0
     if args.resume and has_checkpoint(run.path):
-        start = load_checkpoint(run.path, model=vae, optimizer=optimizer, ema=ema)["step"]
+        state = load_checkpoint(run.path, model=vae, optimizer=optimizer, ema=ema)
+        start, elapsed = state["step"], state["extra"].get("elapsed_s", 0.0)
         accelerator.print(f"resumed from step {start}")
     model, optimizer = accelerator.prepare(Autoencode(vae), optimizer)
     schedule = lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))  # noqa: E731
@@ -139,7 +140,8 @@ def main(args) -> int:
             run.log(step, loss=loss.item(), l1=l1.item(), mse=mse.item(), kl=kl.item(), lr=optimizer.param_groups[0]["lr"])
         done = step + 1
         if accelerator.is_main_process and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            save_checkpoint(run.path, step=done, model=vae, optimizer=optimizer, ema=ema)
+            save_checkpoint(run.path, step=done, model=vae, optimizer=optimizer, ema=ema,
+                            extra={"elapsed_s": elapsed + time.time() - t0})
         if accelerator.is_main_process and (done % cfg.sample_every == 0 or done == cfg.steps):
             ema.eval()
             rec = reconstruct(ema, eval_images)
@@ -164,15 +166,8 @@ def main(args) -> int:
         value = psnr(rec, eval_images).mean().item()
         ema.save_pretrained(run.path / "model", safe_serialization=True)
         write_json(run.path / "model" / "training.json", run.provenance(
-            data=str(args.data), data_manifest=_manifest(args.data), steps=cfg.steps, scaling_factor=scaling,
-            heldout_psnr_db=round(value, 3), wall_time_s=round(time.time() - t0 + 0.0, 1)))
+            data=str(args.data), steps=cfg.steps, scaling_factor=scaling,
+            heldout_psnr_db=round(value, 3), wall_time_s=round(elapsed + time.time() - t0, 1)))
         print(f"saved {run.path / 'model'}: held-out PSNR {value:.2f} dB, scaling factor {scaling:.4f}")
     return 0
 
-
-def _manifest(root) -> dict:
-    import json
-    from pathlib import Path
-
-    path = Path(root) / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else {}

@@ -173,7 +173,6 @@ class Renderer:
 
     def load(self, vertices: np.ndarray, triangles: np.ndarray, atlas: np.ndarray) -> None:
         """Upload one character's mesh (V, VERTEX_FLOATS) and atlas (h, w, 3) uint8."""
-        import moderngl
 
         assert vertices.shape[1] == VERTEX_FLOATS, vertices.shape
         with self.ctx:  # several renderers may live in one process: make ours current

@@ -1,0 +1,56 @@
+"""Copy a trained run's model folder into the package as fp16 safetensors (the bundled weights).
+
+    python scripts/ship_weights.py vae runs/vae/model
+    python scripts/ship_weights.py clip runs/clip/model
+    python scripts/ship_weights.py t2i runs/t2i/model
+    python scripts/ship_weights.py judge runs/judge/model
+
+Tokenizers, configs, probes and training.json are copied as they are; every
+*.safetensors tensor in floating point is stored as fp16 (half the size; the mini models
+run in fp32 after loading, so only storage precision changes).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from serialgen.models.loading import bundled
+
+NAMES = ("vae", "clip", "t2i", "judge")
+
+
+def ship(name: str, source: Path) -> Path:
+    if name not in NAMES:
+        raise SystemExit(f"name must be one of {', '.join(NAMES)}")
+    if not (source / "training.json").exists():
+        raise SystemExit(f"{source} has no training.json: give a finished run's model folder")
+    target = bundled(name)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    for path in tmp.rglob("*.safetensors"):
+        tensors = load_file(str(path))
+        save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, str(path),
+                  metadata={"format": "pt"})
+    for pickle in [p for p in tmp.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]:
+        raise SystemExit(f"refusing to ship pickle file {pickle}")
+    old = target.with_name(target.name + ".old")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    print(f"shipped {source} -> {target} ({size / 2**20:.1f} MiB)")
+    return target
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        raise SystemExit(__doc__)
+    ship(sys.argv[1], Path(sys.argv[2]))
