@@ -3,8 +3,18 @@ import pytest
 
 from serialgen.world.character import Character
 from serialgen.world.poses import ACTIONS, a_pose_angles, sample_action_pose
-from serialgen.world.skeleton import (JOINT_INDEX, JOINT_LIMITS, JOINTS, PARENT_INDEX, Proportions,
-                                      forward_kinematics, mirror_pose, pose_array, rest_offsets, rotation)
+from serialgen.world.skeleton import (
+    JOINT_INDEX,
+    JOINT_LIMITS,
+    JOINTS,
+    PARENT_INDEX,
+    Proportions,
+    forward_kinematics,
+    mirror_pose,
+    pose_array,
+    rest_offsets,
+    rotation,
+)
 
 
 def test_skeleton_has_17_plus_joints_and_12_plus_actions():

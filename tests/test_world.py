@@ -6,8 +6,15 @@ import pytest
 from serialgen.pose import COCO18
 from serialgen.world.backgrounds import SCENES, render_background
 from serialgen.world.character import ACCESSORIES, EXPRESSIONS, HAIR_STYLES, PATTERNS, Character
-from serialgen.world.generator import (BACKGROUND_PHRASE, FRAMINGS, STANDARD_FACE_CENTER, STANDARD_FACE_HEIGHT,
-                                       VIEWS, CharacterWorld, split_of)
+from serialgen.world.generator import (
+    BACKGROUND_PHRASE,
+    FRAMINGS,
+    STANDARD_FACE_CENTER,
+    STANDARD_FACE_HEIGHT,
+    VIEWS,
+    CharacterWorld,
+    split_of,
+)
 
 
 def test_attribute_variety():

@@ -67,8 +67,8 @@ class CLIPConfig:
     vocab_size: int = 49408
 
     def build(self, tokenizer=None):
-        from transformers import CLIPModel
         from transformers import CLIPConfig as HFConfig
+        from transformers import CLIPModel
 
         special = {}
         if tokenizer is not None:

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from ..data.memory import WorldArrays
+from ..world.attributes import PROBE_ATTRIBUTES, probe_value
 from .clip import CLIPTrainConfig, embed_images, train_clip
 from .common import RunDir, load_config, write_json
-from ..world.attributes import PROBE_ATTRIBUTES, probe_value
 
 
 @dataclass(frozen=True)
