@@ -26,7 +26,7 @@ from ..models.backbones import CLIP_PRESETS, preset
 from ..models.clip import preprocess
 from ..models.tokenizer import build_tokenizer, save_tokenizer
 from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
-from .common import RunDir, load_config, write_json
+from .common import RunDir, load_config, lr_factor, write_json
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class CLIPTrainConfig:
     steps: int = 3000
     batch_size: int = 128
     lr: float = 1e-3
+    schedule: str = "cosine"  # or "constant", to extend a run by raising steps
     warmup: int = 200
     weight_decay: float = 0.1
     vocab_size: int = 1024
@@ -123,14 +124,13 @@ def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
         start, elapsed = state["step"], state["extra"].get("elapsed_s", 0.0)
         accelerator.print(f"resumed from step {start}")
     wrapped, optimizer = accelerator.prepare(model, optimizer)
-    schedule = lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))  # noqa: E731
 
     # 3. Training loop
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="clip", disable=not accelerator.is_main_process)
     t0 = time.time()
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * schedule(step)
+            group["lr"] = cfg.lr * lr_factor(step, cfg.warmup, cfg.steps, cfg.schedule)
         idx = batch_indices(len(images), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
         x = to_float(images[idx])
         flip = torch.from_numpy(np.random.default_rng([cfg.seed, step, 7]).random(len(idx)) < 0.5)

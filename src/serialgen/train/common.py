@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shlex
 import sys
@@ -84,3 +85,14 @@ def write_json(path: Path, data: dict) -> None:
 def grid(rows: list[list[np.ndarray]]) -> np.ndarray:
     """Tile equally sized uint8 images (H, W, 3) into one image."""
     return np.concatenate([np.concatenate(r, 1) for r in rows], 0)
+
+
+def lr_factor(step: int, warmup: int, steps: int, schedule: str = "cosine") -> float:
+    """Linear warm-up, then cosine decay to 0 at `steps`, or constant ("constant": a run can be
+    extended by raising `steps` and resuming)."""
+    warm = min(1.0, (step + 1) / max(warmup, 1))
+    if schedule == "constant":
+        return warm
+    if schedule == "cosine":
+        return warm * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+    raise ValueError(f"Unknown schedule {schedule!r}; use 'cosine' or 'constant'")

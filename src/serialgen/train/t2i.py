@@ -14,7 +14,6 @@ diffusers' StableDiffusionPipeline with a DDIM scheduler, 20 steps.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ from tqdm import tqdm
 from ..data.memory import WorldArrays, batch_indices, to_float
 from ..models.backbones import UNET_PRESETS, preset
 from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
-from .common import RunDir, grid, load_config, write_json
+from .common import RunDir, grid, load_config, lr_factor, write_json
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,7 @@ class T2ITrainConfig:
     steps: int = 8000
     batch_size: int = 64
     lr: float = 4e-4
+    schedule: str = "cosine"  # or "constant", to extend a run by raising steps
     warmup: int = 300
     caption_dropout: float = 0.1
     ema_decay: float = 0.999
@@ -132,14 +132,13 @@ def main(args) -> int:
         accelerator.print(f"resumed from step {start}")
     model, optimizer = accelerator.prepare(unet, optimizer)
     noise_scheduler = DDPMScheduler.from_config(noise_scheduler_config())
-    schedule = lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))  # noqa: E731
 
     # 3. Training loop: noise, timestep and dropout all follow (seed, step)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="t2i", disable=not main_process)
     t0 = time.time()
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * schedule(step)
+            group["lr"] = cfg.lr * lr_factor(step, cfg.warmup, cfg.steps, cfg.schedule)
         idx = batch_indices(len(latents), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         x0 = latents[idx].float()  # (B, 4, h, w)

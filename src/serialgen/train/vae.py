@@ -12,7 +12,6 @@ written into the saved config.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 
@@ -24,7 +23,7 @@ from tqdm import tqdm
 from ..data.memory import WorldArrays, batch_indices, to_float, to_uint8
 from ..models.backbones import VAE_PRESETS, preset
 from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
-from .common import RunDir, grid, load_config, write_json
+from .common import RunDir, grid, load_config, lr_factor, write_json
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,7 @@ class VAETrainConfig:
     batch_size: int = 32
     crop: tuple[int, int] = (96, 64)  # (H, W) random crops, multiples of 8: the VAE is convolutional
     lr: float = 5e-4
+    schedule: str = "cosine"  # or "constant", to extend a run by raising steps
     warmup: int = 200
     kl_weight: float = 1e-6
     mse_weight: float = 1.0
@@ -113,14 +113,13 @@ def main(args) -> int:
         start, elapsed = state["step"], state["extra"].get("elapsed_s", 0.0)
         accelerator.print(f"resumed from step {start}")
     model, optimizer = accelerator.prepare(Autoencode(vae), optimizer)
-    schedule = lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))  # noqa: E731
 
     # 3. Training loop: batch = f(seed, step), so resume is exact
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="vae", disable=not accelerator.is_main_process)
     t0 = time.time()
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * schedule(step)
+            group["lr"] = cfg.lr * lr_factor(step, cfg.warmup, cfg.steps, cfg.schedule)
         idx = batch_indices(len(pool), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
         x = to_float(random_crops(pool, idx, cfg.crop, np.random.default_rng([cfg.seed, step, 3]))).to(accelerator.device)
         with accelerator.autocast():
