@@ -29,6 +29,7 @@ from .common import RunDir, grid, load_config, lr_factor, write_json
 @dataclass(frozen=True)
 class VAETrainConfig:
     preset: str = "mini"
+    init_from: str = ""  # start from this AutoencoderKL folder ("bundled" = the shipped mini VAE), e.g. a second phase
     steps: int = 3000
     batch_size: int = 32
     crop: tuple[int, int] = (96, 64)  # (H, W) random crops, multiples of 8: the VAE is convolutional
@@ -105,6 +106,11 @@ def main(args) -> int:
 
     # 2. Model, EMA, optimizer
     vae = preset(VAE_PRESETS, cfg.preset).build()
+    if cfg.init_from:
+        from ..models.loading import load_vae
+
+        source = load_vae(None if cfg.init_from == "bundled" else cfg.init_from)
+        vae.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
     ema = copy.deepcopy(vae).requires_grad_(False)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     start, elapsed = 0, 0.0
