@@ -56,7 +56,7 @@ def _labels(meta: list[dict], attribute: str) -> tuple[np.ndarray, np.ndarray]:
         if v is not None:
             idx.append(k)
             labels.append(values.index(v))
-    return np.array(idx), np.array(labels)
+    return np.array(idx, dtype=int), np.array(labels, dtype=int)
 
 
 def main(args) -> int:
@@ -81,6 +81,9 @@ def main(args) -> int:
         tensors[f"{attribute}.weight"] = probe.weight.detach().contiguous()
         tensors[f"{attribute}.bias"] = probe.bias.detach().contiguous()
         tidx, ty = _labels(test.meta, attribute)
+        if len(ty) == 0:  # no held-out sample states it (a tiny test split)
+            accuracy[attribute] = chance[attribute] = None
+            continue
         with torch.no_grad():
             pred = probe(test_features[tidx]).argmax(1).numpy()
         accuracy[attribute] = float((pred == ty).mean())
@@ -91,5 +94,5 @@ def main(args) -> int:
         data=str(args.data), steps=cfg.steps, heldout=clip_scores, probe_accuracy=accuracy,
         probe_majority_baseline=chance, wall_time_s=round(time.time() - t0, 1)))
     print("judge probes (held-out accuracy / majority baseline): " +
-          ", ".join(f"{a} {accuracy[a]:.2f}/{chance[a]:.2f}" for a in PROBE_ATTRIBUTES))
+          ", ".join(f"{a} {accuracy[a]:.2f}/{chance[a]:.2f}" for a in PROBE_ATTRIBUTES if accuracy[a] is not None))
     return 0
