@@ -26,7 +26,7 @@ from ..models.backbones import CLIP_PRESETS, preset
 from ..models.clip import preprocess
 from ..models.tokenizer import build_tokenizer, save_tokenizer
 from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
-from .common import RunDir, load_config, lr_factor, write_json
+from .common import RunDir, load_config, optimizer_step, set_lr, write_json
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,7 @@ def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="clip", disable=not accelerator.is_main_process)
     t0 = time.time()
     for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_factor(step, cfg.warmup, cfg.steps, cfg.schedule)
+        set_lr(optimizer, cfg, step)
         idx = batch_indices(len(images), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
         x = to_float(images[idx])
         flip = torch.from_numpy(np.random.default_rng([cfg.seed, step, 7]).random(len(idx)) < 0.5)
@@ -139,10 +138,7 @@ def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
         with accelerator.autocast():
             out = wrapped(input_ids=token_ids[idx].to(accelerator.device), pixel_values=pixels, return_loss=True)
         loss = out.loss
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(wrapped.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(accelerator, wrapped, optimizer, loss)
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         ema_update(ema, model, cfg.ema_decay if step > cfg.warmup else 0.0)

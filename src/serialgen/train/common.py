@@ -96,3 +96,17 @@ def lr_factor(step: int, warmup: int, steps: int, schedule: str = "cosine") -> f
     if schedule == "cosine":
         return warm * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
     raise ValueError(f"Unknown schedule {schedule!r}; use 'cosine' or 'constant'")
+
+
+def set_lr(optimizer, cfg, step: int) -> None:
+    """Apply the config's schedule (cfg.lr, warmup, steps, schedule) for this step."""
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr * lr_factor(step, cfg.warmup, cfg.steps, cfg.schedule)
+
+
+def optimizer_step(accelerator, model, optimizer, loss, max_grad_norm: float = 1.0) -> None:
+    """Backward, clip the gradient norm, step, clear gradients."""
+    accelerator.backward(loss)
+    accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)

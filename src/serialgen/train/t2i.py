@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ..data.memory import WorldArrays, batch_indices, to_float
 from ..models.backbones import UNET_PRESETS, preset
 from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
-from .common import RunDir, grid, load_config, lr_factor, write_json
+from .common import RunDir, grid, load_config, optimizer_step, set_lr, write_json
 
 
 @dataclass(frozen=True)
@@ -137,8 +137,7 @@ def main(args) -> int:
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="t2i", disable=not main_process)
     t0 = time.time()
     for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_factor(step, cfg.warmup, cfg.steps, cfg.schedule)
+        set_lr(optimizer, cfg, step)
         idx = batch_indices(len(latents), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         x0 = latents[idx].float()  # (B, 4, h, w)
@@ -151,10 +150,7 @@ def main(args) -> int:
         with accelerator.autocast():
             pred = model(xt.to(accelerator.device), t.to(accelerator.device), cond.to(accelerator.device)).sample
         loss = F.mse_loss(pred.float(), noise.to(accelerator.device))
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(accelerator, model, optimizer, loss)
         ema_update(ema, unet, cfg.ema_decay if step > cfg.warmup else 0.0)
         if step % 25 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")

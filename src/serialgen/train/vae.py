@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..data.memory import WorldArrays, batch_indices, to_float, to_uint8
 from ..models.backbones import VAE_PRESETS, preset
 from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
-from .common import RunDir, grid, load_config, lr_factor, write_json
+from .common import RunDir, grid, load_config, optimizer_step, set_lr, write_json
 
 
 @dataclass(frozen=True)
@@ -124,8 +124,7 @@ def main(args) -> int:
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="vae", disable=not accelerator.is_main_process)
     t0 = time.time()
     for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_factor(step, cfg.warmup, cfg.steps, cfg.schedule)
+        set_lr(optimizer, cfg, step)
         idx = batch_indices(len(pool), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
         x = to_float(random_crops(pool, idx, cfg.crop, np.random.default_rng([cfg.seed, step, 3]))).to(accelerator.device)
         with accelerator.autocast():
@@ -135,10 +134,7 @@ def main(args) -> int:
         mse = F.mse_loss(recon, x)
         kl = kl.float().mean() / x[0].numel()
         loss = l1 + cfg.mse_weight * mse + cfg.kl_weight * kl
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(accelerator, model, optimizer, loss)
         ema_update(ema, vae, cfg.ema_decay if step > cfg.warmup else 0.0)
         if step % 25 == 0:
             bar.set_postfix(l1=f"{l1.item():.4f}", psnr=f"{psnr(recon, x).mean().item():.1f}")
