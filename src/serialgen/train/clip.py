@@ -24,6 +24,7 @@ from tqdm import tqdm
 from ..data.memory import WorldArrays, batch_indices, to_float
 from ..models.backbones import CLIP_PRESETS, preset
 from ..models.clip import preprocess
+from ..models.loading import load_clip
 from ..models.tokenizer import build_tokenizer, save_tokenizer
 from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
 from .common import RunDir, load_config, optimizer_step, set_lr, write_json
@@ -32,6 +33,7 @@ from .common import RunDir, load_config, optimizer_step, set_lr, write_json
 @dataclass(frozen=True)
 class CLIPTrainConfig:
     preset: str = "mini"
+    init_from: str = ""  # continue from this CLIPModel folder and its tokenizer ("bundled" = the shipped mini CLIP)
     steps: int = 3000
     batch_size: int = 128
     lr: float = 1e-3
@@ -100,7 +102,11 @@ def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
     images = np.concatenate([train.images["image"], train.images["standard_image"][first_of_character]])
     captions += [train.meta[k]["standard_caption"] for k in first_of_character]
     tokenizer_dir = run.path / "model" / "tokenizer"
-    if resume and tokenizer_dir.exists():
+    source = None
+    if cfg.init_from:
+        source, tokenizer = load_clip(None if cfg.init_from == "bundled" else cfg.init_from)
+        save_tokenizer(tokenizer, tokenizer_dir)
+    elif resume and tokenizer_dir.exists():
         from transformers import CLIPTokenizer
 
         tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
@@ -112,6 +118,9 @@ def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
 
     # 2. Model, EMA, optimizer (no weight decay on norms, biases, embeddings, temperature)
     model = arch.build(tokenizer)
+    if source is not None:
+        model.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
+        del source
     ema = copy.deepcopy(model).requires_grad_(False)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
