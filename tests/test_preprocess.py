@@ -54,7 +54,7 @@ def test_several_people_use_the_largest_and_say_so(detector, tmp_path):
     ref = prepare_reference(tmp_path / "two.png", SIZE, detector=detector)
     alone = prepare_reference(big, SIZE, detector=detector)
     assert any("2 people" in n and "largest" in n for n in ref.notes)
-    face = lambda r: r.face_box[3] - r.face_box[1]  # noqa: E731
+    face = lambda r: r.face_box[3] - r.face_box[1]
     assert abs(face(ref) - face(alone)) < 0.15 * face(alone)
 
 

@@ -157,7 +157,7 @@ def test_ablations_drop_their_parameters(unet):
     no_fbdm = Standardizer.from_unet(unet, StandardizerConfig(width=128, height=192, pose_channels=(4, 8, 8, 16), fbdm=False))
     assert neither.rpim is None and len(neither.adapters) == 0
     assert all(a.v_f is None and a.pose_proj is not None for a in no_fbdm.adapters.values())
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    count = lambda m: sum(p.numel() for p in m.parameters())
     assert count(neither) < count(no_fbdm) < count(full)
     copy.deepcopy(full)  # EMA copies must keep processors pointing at their own adapters
     ema = copy.deepcopy(full)

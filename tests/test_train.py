@@ -184,7 +184,8 @@ def test_stable_diffusion_layout_loads(tmp_path, tokenizer):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from serialgen.train.t2i import make_pipeline, noise_scheduler_config
+    from serialgen.diffusion import noise_scheduler_config
+    from serialgen.train.t2i import make_pipeline
 
     torch.manual_seed(0)
     vae, unet = TINY_VAE.build(), TINY_UNET.build()

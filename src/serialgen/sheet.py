@@ -26,7 +26,7 @@ def _font(size: int):
 def collect(root: str | Path, characters: int, poses: int) -> list[tuple[int, str, list[dict]]]:
     """The first `poses` samples of the first `characters` characters (train first, then test,
     at least one held-out character when there is one)."""
-    rows: "OrderedDict[int, tuple[str, list[dict]]]" = OrderedDict()
+    rows: OrderedDict[int, tuple[str, list[dict]]] = OrderedDict()
     per_split = {"train": max(1, characters - 1), "test": 1}
     for split in SPLITS:
         try:

@@ -3,4 +3,4 @@
 from .reader import WorldDataset, collate, iterate_records, recomposite
 from .shards import SynthSpec, synthesize
 
-__all__ = ["WorldDataset", "collate", "iterate_records", "recomposite", "SynthSpec", "synthesize"]
+__all__ = ["SynthSpec", "WorldDataset", "collate", "iterate_records", "recomposite", "synthesize"]

@@ -30,7 +30,7 @@ class WorldArrays:
         return np.unique([m["character_id"] for m in self.meta], return_index=True)[1]
 
     @staticmethod
-    def load(root, split: str, keys=("image",), limit: int | None = None, progress: bool = True) -> "WorldArrays":
+    def load(root, split: str, keys=("image",), limit: int | None = None, progress: bool = True) -> WorldArrays:
         from tqdm import tqdm
 
         out: dict[str, list[np.ndarray]] = {k: [] for k in keys}

@@ -85,3 +85,32 @@ def load_clip_text(path: str | Path | None = None, *, allow_pickle: bool = False
     model = CLIPTextModel.from_pretrained(folder, use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
     root = folder.parent if folder.name == "text_encoder" else folder
     return model, load_tokenizer(root)
+
+
+def load_image_encoder(path: str | Path | None = None, *, allow_pickle: bool = False):
+    """CLIP vision tower with its projection (transformers CLIPVisionModelWithProjection): from
+    an image_encoder/ folder (IP-Adapter and SD image-variation layouts), a vision-model folder,
+    or the vision half of a whole CLIPModel folder (the bundled mini CLIP)."""
+    import json
+
+    from safetensors.torch import load_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    folder = _component(path, "clip", "image_encoder")
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("model_type") != "clip":
+        return CLIPVisionModelWithProjection.from_pretrained(folder, use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
+    # a whole CLIPModel: the vision config lacks projection_dim, which sits at the top level
+    _safetensors_or_refuse(folder, allow_pickle)
+    fields = {k: v for k, v in config["vision_config"].items() if k not in ("model_type", "transformers_version")}
+    vision = CLIPVisionConfig(**(fields | {"projection_dim": config["projection_dim"]}))
+    model = CLIPVisionModelWithProjection(vision)
+    state = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        state.update({k: v for k, v in load_file(str(file)).items() if k.startswith(("vision_model.", "visual_projection."))})
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if "position_ids" not in k]
+    if missing:
+        raise ValueError(f"{folder} lacks vision weights, e.g. {missing[0]}: is it a CLIP model folder?")
+    dtype = next(iter(state.values())).dtype
+    return model.to(dtype).eval()

@@ -53,7 +53,7 @@ class StandardizerConfig:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "StandardizerConfig":
+    def from_json(cls, text: str) -> StandardizerConfig:
         data = json.loads(text)
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
@@ -89,7 +89,7 @@ class Standardizer(nn.Module):
         attach(denoiser, "read")
 
     @classmethod
-    def from_unet(cls, unet, config: StandardizerConfig = StandardizerConfig()) -> "Standardizer":
+    def from_unet(cls, unet, config: StandardizerConfig = StandardizerConfig()) -> Standardizer:
         """Both UNets initialised from one checkpoint, as the paper does from SD1.5."""
         return cls(copy.deepcopy(unet), copy.deepcopy(unet), config)
 
@@ -164,7 +164,7 @@ class Standardizer(nn.Module):
         return out
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, *, allow_pickle: bool = False) -> "Standardizer":
+    def from_pretrained(cls, folder: str | Path, *, allow_pickle: bool = False) -> Standardizer:
         from diffusers import UNet2DConditionModel
         from safetensors.torch import load_file
 

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ..data.memory import WorldArrays, batch_indices, to_float
+from ..diffusion import noise_scheduler_config
 from ..models.backbones import UNET_PRESETS, preset
 from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
 from .common import RunDir, grid, load_config, optimizer_step, set_lr, write_json
@@ -48,12 +49,6 @@ class T2ITrainConfig:
     sample_steps: int = 20
     limit: int = 0
     seed: int = 0
-
-
-def noise_scheduler_config() -> dict:
-    """Stable Diffusion 1.5's training schedule."""
-    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
 
 
 @torch.no_grad()

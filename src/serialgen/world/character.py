@@ -83,7 +83,7 @@ class Character:
     accessory_color: str
 
     @staticmethod
-    def sample(seed: int, character_id: int) -> "Character":
+    def sample(seed: int, character_id: int) -> Character:
         rng = np.random.default_rng([seed, character_id, 0xC4A2])
         gender = str(rng.choice(["female", "male"]))
         age = float(rng.choice([rng.uniform(0.0, 0.4), rng.uniform(0.6, 1.0)], p=[0.3, 0.7]))

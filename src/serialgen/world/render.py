@@ -83,7 +83,7 @@ class Camera:
     far: float = 50.0
 
     @staticmethod
-    def look_at(eye, target, width: int, height: int, fov_y_deg: float, up=(0.0, 1.0, 0.0)) -> "Camera":
+    def look_at(eye, target, width: int, height: int, fov_y_deg: float, up=(0.0, 1.0, 0.0)) -> Camera:
         eye, target, up = (np.asarray(v, float) for v in (eye, target, up))
         forward = target - eye
         forward /= np.linalg.norm(forward)
@@ -118,7 +118,7 @@ class Camera:
         px = np.stack([self.fx * cam[:, 0] / safe + self.cx, self.cy - self.fy * cam[:, 1] / safe], -1)
         return px, z
 
-    def zoomed(self, scale: float, shift: tuple[float, float]) -> "Camera":
+    def zoomed(self, scale: float, shift: tuple[float, float]) -> Camera:
         """The same pose with the image scaled by `scale` about the principal point and then
         shifted: pixel p -> scale * (p - c) + c + shift. An exact 2D similarity of the image."""
         return Camera(self.view, self.fx * scale, self.fy * scale, self.cx + shift[0], self.cy + shift[1],

@@ -122,12 +122,12 @@ class Proportions:
     build: float  # girth multiplier: 0.8 slim .. 1.3 broad
 
     @staticmethod
-    def sample(rng: np.random.Generator, age: float, build: float) -> "Proportions":
+    def sample(rng: np.random.Generator, age: float, build: float) -> Proportions:
         """Child (age 0) to adult (age 1). Children have larger heads relative to height."""
         height = np.interp(age, [0, 1], [1.05, 1.75]) * rng.uniform(0.95, 1.05)
         heads_tall = np.interp(age, [0, 1], [5.0, 7.4]) * rng.uniform(0.97, 1.03)
         head = height / heads_tall  # crown to chin
-        j = lambda lo, hi: rng.uniform(lo, hi)  # noqa: E731
+        j = lambda lo, hi: rng.uniform(lo, hi)
         leg = height * np.interp(age, [0, 1], [0.43, 0.47]) * j(0.97, 1.03)
         torso = height * 0.30 * j(0.96, 1.04)
         return Proportions(

@@ -1,0 +1,168 @@
+"""StandardizePipeline: any reference image in, its standardized image out (SerialGen §3.3).
+
+A-pose, front view, white background, neutral face, face at the fixed place, 2:3. One task,
+one `__call__`, in numbered steps; inference only. The ReferenceNet runs once per call (its
+bank is reused by every denoising step), the PoseGuider once per call, and classifier-free
+guidance batches the unconditional half (no reference bank, zero CLIP embedding, as Animate
+Anyone) with the conditional half in one UNet call per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ..models.clip import preprocess as clip_preprocess
+from ..models.standardizer import Standardizer
+from ..pose import draw_pose_map
+from ..preprocess import Reference, prepare_reference
+
+
+@dataclass
+class StandardizeOutput:
+    images: list[Image.Image]  # the standardized images
+    references: list[Reference]  # the prepared inputs (canvas, mask, pose map, notes)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def to_images(x: torch.Tensor) -> list[Image.Image]:
+    a = ((x.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(im) for im in a]
+
+
+class StandardizePipeline:
+    """Components: vae (AutoencoderKL), image_encoder (CLIPVisionModelWithProjection),
+    standardizer (`Standardizer`), scheduler (a diffusers scheduler, DDIM by default)."""
+
+    def __init__(self, vae, image_encoder, standardizer: Standardizer, scheduler):
+        self.vae, self.image_encoder, self.standardizer, self.scheduler = vae, image_encoder, standardizer, scheduler
+        self.progress = True
+
+    @classmethod
+    def from_pretrained(cls, weights: str | Path | None = None, *, vae: str | Path | None = None,
+                        image_encoder: str | Path | None = None, allow_pickle: bool = False) -> "StandardizePipeline":
+        """A saved standardizer folder (None = the bundled mini one). The VAE and CLIP image
+        encoder come from its vae/ and image_encoder/ subfolders when present, else from the
+        given folders, else from the bundled mini weights."""
+        from ..diffusion import sampling_scheduler
+        from ..models.loading import bundled, load_image_encoder, load_vae
+
+        folder = Path(weights) if weights is not None else bundled("stage1")
+        if not folder.is_dir():
+            raise FileNotFoundError(f"No standardizer weights at {folder}: train them with `serialgen train stage1` "
+                                    "or give --weights a saved standardizer folder")
+        standardizer = Standardizer.from_pretrained(folder, allow_pickle=allow_pickle)
+        vae_dir = vae or (folder / "vae" if (folder / "vae").is_dir() else None)
+        enc_dir = image_encoder or (folder / "image_encoder" if (folder / "image_encoder").is_dir() else None)
+        return cls(load_vae(vae_dir, allow_pickle=allow_pickle).eval(),
+                   load_image_encoder(enc_dir, allow_pickle=allow_pickle).eval(), standardizer.eval(),
+                   sampling_scheduler())
+
+    def to(self, device=None, dtype=None) -> "StandardizePipeline":
+        for module in (self.vae, self.image_encoder, self.standardizer):
+            module.to(device=device, dtype=dtype)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.standardizer.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.standardizer.dtype
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Canvas (width, height)."""
+        return self.standardizer.config.width, self.standardizer.config.height
+
+    def template_pose(self) -> np.ndarray:
+        """The standard A-pose map (H, W, 3) uint8 drawn from the config's template keypoints."""
+        w, h = self.size
+        rows = self.standardizer.config.template_keypoints
+        if len(rows) != 18:
+            raise ValueError("This standardizer has no template pose in its config: pass target_pose (a standard pose map)")
+        kp = np.array(rows, np.float64) * np.array([w, h, 1.0])
+        return draw_pose_map(kp, w, h)
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3, H, W) in [-1, 1] -> scaled latents (N, 4, h, w), CLIP image embeds (N, 1, D)."""
+        latents = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist.mode() * self.vae.config.scaling_factor
+        size = self.image_encoder.config.image_size
+        embeds = self.image_encoder(pixel_values=clip_preprocess(pixels, size).to(self.device, self.image_encoder.dtype)).image_embeds
+        return latents.to(self.dtype), embeds[:, None].to(self.dtype)  # (N, 4, h, w), (N, 1, D)
+
+    @torch.no_grad()
+    def __call__(self, reference, *, num_inference_steps: int = 20, guidance_scale: float = 2.5,
+                 generator: torch.Generator | None = None, target_pose: np.ndarray | None = None,
+                 use_pose: bool = True, detector=None) -> StandardizeOutput:
+        """reference: a `Reference` (already prepared), an image path or PIL image, or a list of them.
+        target_pose: (H, W, 3) uint8 standard pose map; default the config's template A-pose."""
+        # 1. Check and prepare inputs
+        items = reference if isinstance(reference, (list, tuple)) else [reference]
+        if not items:
+            raise ValueError("Give at least one reference image")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        w, h = self.size
+        refs = [r if isinstance(r, Reference) else prepare_reference(r, (w, h), use_pose=use_pose, detector=detector)
+                for r in items]
+        for r in refs:
+            if r.image.shape[:2] != (h, w):
+                raise ValueError(f"A prepared reference is {r.image.shape[1]}x{r.image.shape[0]}; this model needs {w}x{h}")
+        n = len(refs)
+        cfg = guidance_scale > 1.0
+        device, dtype = self.device, self.dtype
+
+        # 2. Encode the reference: VAE latent, CLIP image embedding, FBDM mask, RPIM pose
+        pixels = to_tensor(np.stack([r.image for r in refs]))  # (N, 3, H, W)
+        ref_latents, embeds = self.encode_images(pixels)
+        masks = [r.mask for r in refs]
+        background = None
+        if all(m is not None for m in masks):
+            background = 1.0 - torch.from_numpy(np.stack(masks)).float()[:, None].to(device, dtype)  # (N, 1, H, W)
+        poses = [r.pose_map for r in refs]
+        ref_pose = to_tensor(np.stack(poses)).to(device, dtype) if all(p is not None for p in poses) else None
+
+        # 3. The ReferenceNet bank, once for the whole call
+        bank = self.standardizer.encode_reference(ref_latents, embeds, background, ref_pose)
+        if cfg:
+            bank.keep = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]).to(device)
+            embeds = torch.cat([torch.zeros_like(embeds), embeds])  # (2N, 1, D)
+
+        # 4. Target pose features, once
+        pose = target_pose if target_pose is not None else self.template_pose()
+        if pose.shape != (h, w, 3):
+            raise ValueError(f"target_pose must be a ({h}, {w}, 3) pose map, got {pose.shape}")
+        pose_features = self.standardizer.pose_features(to_tensor(pose[None]).to(device, dtype))  # (1, C0, h, w)
+        pose_features = pose_features.expand(2 * n if cfg else n, -1, -1, -1)
+
+        # 5. Timesteps and initial noise
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        latents = torch.randn(ref_latents.shape, generator=generator, dtype=torch.float32).to(device, dtype)
+        latents = latents * self.scheduler.init_noise_sigma
+        cond = {"reference": bank, "pose": pose_features, "image": embeds}
+
+        # 6. Denoising loop: one UNet call per step, guidance halves batched
+        for t in tqdm(self.scheduler.timesteps, desc="standardize", disable=not self.progress, leave=False):
+            x = torch.cat([latents, latents]) if cfg else latents
+            x = self.scheduler.scale_model_input(x, t)
+            eps = self.standardizer(x, t.expand(len(x)), cond)
+            if cfg:
+                uncond, cond_eps = eps.chunk(2)
+                eps = uncond + guidance_scale * (cond_eps - uncond)
+            latents = self.scheduler.step(eps, t, latents).prev_sample
+
+        # 7. Decode
+        images = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.vae.dtype)).sample
+        return StandardizeOutput(to_images(images), refs)
