@@ -85,11 +85,41 @@ def _sheet(args) -> int:
     return 0
 
 
+def _standardize(args) -> int:
+    prog = "serialgen standardize"
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        return _fail(prog, f"--out {out} must end in .png, .jpg or .webp")
+    if args.steps < 1:
+        return _fail(prog, f"--steps must be at least 1, got {args.steps}")
+    try:
+        _writable_dir(out.parent if str(out.parent) else Path("."))
+        import torch
+
+        from .pipelines.standardize import StandardizePipeline
+        from .preprocess import load_image
+
+        load_image(args.image)  # fail on a bad file before loading any model
+        pipe = StandardizePipeline.from_pretrained(args.weights, allow_pickle=args.allow_pickle)
+        result = pipe(args.image, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                      generator=torch.Generator().manual_seed(args.seed), use_pose=not args.no_pose)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        return _fail(prog, str(error))
+    for note in result.references[0].notes:
+        print(f"note: {note}")
+    tmp = out.with_name(out.name + ".tmp" + out.suffix)
+    result.images[0].save(tmp)
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+    return 0
+
+
 TRAINERS = {
     "vae": ("serialgen.train.vae", "the VAE (diffusers AutoencoderKL) on renders"),
     "clip": ("serialgen.train.clip", "CLIP (transformers CLIPModel) on (render, caption) pairs, with its tokenizer"),
     "t2i": ("serialgen.train.t2i", "the text-to-image base UNet on VAE latents and CLIP text states"),
     "judge": ("serialgen.train.judge", "the evaluator: a second CLIP on a disjoint world, with attribute probes"),
+    "stage1": ("serialgen.train.stage1", "the Stage I standardizer (ReferenceNet + denoising UNet, FBDM, RPIM)"),
 }
 
 
@@ -97,6 +127,8 @@ def _train(args) -> int:
     import importlib
 
     prog = f"serialgen train {args.model}"
+    if (args.no_fbdm or args.no_rpim) and args.model != "stage1":
+        return _fail(prog, "--no-fbdm and --no-rpim are Stage I ablations: use them with `serialgen train stage1`")
     data = Path(args.data)
     if not (data / "train").is_dir():
         return _fail(prog, f"--data {data} has no train/ shards; make them with `serialgen synth --out {data} ...`")
@@ -155,7 +187,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory: checkpoint/, samples/, log.jsonl, model/")
     p.add_argument("--config", help="TOML file overriding the training config's defaults")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--no-fbdm", action="store_true", help="stage1 only: without foreground-background distinction (ablation)")
+    p.add_argument("--no-rpim", action="store_true", help="stage1 only: without reference pose injection (ablation)")
     p.set_defaults(run=_train)
+
+    p = sub.add_parser(
+        "standardize", help="standardize a reference image (Stage I)",
+        description="Redraw the character of IMAGE in the standard form: A-pose, front view, white background, "
+                    "neutral face, face at a fixed place, 2:3. Real photos go through person detection (MediaPipe) "
+                    "for the mask and pose; with no --weights the bundled mini standardizer runs, which was trained "
+                    "on the procedural character world only.",
+    )
+    p.add_argument("image", help="reference image (any format Pillow opens)")
+    p.add_argument("--out", required=True, help="output image (.png or .jpg)")
+    p.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
+    p.add_argument("--guidance", type=float, default=2.5, help="classifier-free guidance scale (default 2.5; 1 = off)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--weights", help="saved standardizer folder (default: the bundled mini one)")
+    p.add_argument("--no-pose", action="store_true", help="skip person detection: no mask or pose guidance")
+    p.add_argument("--allow-pickle", action="store_true", help="load .bin/.ckpt weights (pickles can run code)")
+    p.set_defaults(run=_standardize)
     return parser
 
 

@@ -50,6 +50,14 @@ class Reference:
     face_box: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def from_world(cls, image: np.ndarray, foreground: np.ndarray, keypoints, face_box=None) -> "Reference":
+        """A character-world sample (its RGB, RGBA foreground and keypoints) needs no detection."""
+        h, w = image.shape[:2]
+        kp = np.asarray(keypoints, np.float32)
+        return cls(image, foreground[..., 3].astype(np.float32) / 255.0, kp, draw_pose_map(kp, w, h),
+                   None if face_box is None else np.asarray(face_box, np.float32))
+
 
 def load_image(source) -> Image.Image:
     """A path or PIL image -> upright 8-bit RGB, transparency composited on white."""

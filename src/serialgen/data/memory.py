@@ -17,10 +17,16 @@ from .reader import iterate_records
 
 @dataclass
 class WorldArrays:
-    """Images (N, H, W, C) uint8 per key, and per-sample metadata."""
+    """Images (N, H, W, C) uint8 per key, and per-sample metadata.
+
+    Keys loaded `per_character` (a character's standard image, say, repeated in each of its
+    samples) are stored once per character in `characters[key]` (C, H, W, ch), and
+    `character_row[i]` is sample i's row there."""
 
     images: dict[str, np.ndarray]
     meta: list[dict] = field(default_factory=list)
+    characters: dict[str, np.ndarray] = field(default_factory=dict)
+    character_row: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.meta)
@@ -30,21 +36,31 @@ class WorldArrays:
         return np.unique([m["character_id"] for m in self.meta], return_index=True)[1]
 
     @staticmethod
-    def load(root, split: str, keys=("image",), limit: int | None = None, progress: bool = True) -> WorldArrays:
+    def load(root, split: str, keys=("image",), limit: int | None = None, progress: bool = True,
+             per_character=()) -> "WorldArrays":
         from tqdm import tqdm
 
         out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-        meta = []
-        for rec in tqdm(iterate_records(root, split, keys), desc=f"loading {split}", unit="sample", disable=not progress,
-                        total=limit):
+        once: dict[str, list[np.ndarray]] = {k: [] for k in per_character}
+        rows: dict[int, int] = {}
+        meta, character_row = [], []
+        for rec in tqdm(iterate_records(root, split, tuple(keys) + tuple(per_character)), desc=f"loading {split}",
+                        unit="sample", disable=not progress, total=limit):
             for k in keys:
                 out[k].append(rec[k])
+            cid = int(rec["meta"]["character_id"])
+            if cid not in rows:
+                rows[cid] = len(rows)
+                for k in per_character:
+                    once[k].append(rec[k])
+            character_row.append(rows[cid])
             meta.append(rec["meta"])
             if limit is not None and len(meta) >= limit:
                 break
         if not meta:
             raise FileNotFoundError(f"No samples in {root}/{split}")
-        return WorldArrays({k: np.stack(v) for k, v in out.items()}, meta)
+        return WorldArrays({k: np.stack(v) for k, v in out.items()}, meta, {k: np.stack(v) for k, v in once.items()},
+                           np.array(character_row))
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int, rank: int = 0, world_size: int = 1) -> np.ndarray:

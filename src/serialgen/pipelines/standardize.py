@@ -39,6 +39,15 @@ def to_images(x: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(im) for im in a]
 
 
+@torch.no_grad()
+def encode_images(vae, image_encoder, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 3, H, W) in [-1, 1] -> scaled VAE latents (N, 4, H/8, W/8), CLIP image embeds (N, 1, D)."""
+    latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mode() * vae.config.scaling_factor
+    size = image_encoder.config.image_size
+    embeds = image_encoder(pixel_values=clip_preprocess(pixels, size).to(image_encoder.dtype)).image_embeds
+    return latents, embeds[:, None]
+
+
 class StandardizePipeline:
     """Components: vae (AutoencoderKL), image_encoder (CLIPVisionModelWithProjection),
     standardizer (`Standardizer`), scheduler (a diffusers scheduler, DDIM by default)."""
@@ -94,13 +103,9 @@ class StandardizePipeline:
         kp = np.array(rows, np.float64) * np.array([w, h, 1.0])
         return draw_pose_map(kp, w, h)
 
-    @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 3, H, W) in [-1, 1] -> scaled latents (N, 4, h, w), CLIP image embeds (N, 1, D)."""
-        latents = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist.mode() * self.vae.config.scaling_factor
-        size = self.image_encoder.config.image_size
-        embeds = self.image_encoder(pixel_values=clip_preprocess(pixels, size).to(self.device, self.image_encoder.dtype)).image_embeds
-        return latents.to(self.dtype), embeds[:, None].to(self.dtype)  # (N, 4, h, w), (N, 1, D)
+        latents, embeds = encode_images(self.vae, self.image_encoder, pixels.to(self.device))
+        return latents.to(self.dtype), embeds.to(self.dtype)
 
     @torch.no_grad()
     def __call__(self, reference, *, num_inference_steps: int = 20, guidance_scale: float = 2.5,

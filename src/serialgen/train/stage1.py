@@ -1,0 +1,250 @@
+"""Train the Stage I standardizer (SerialGen §3.3): (non-standard render, standard render) pairs
+of the character world, backgrounds re-composited on the fly from the RGBA foregrounds as
+the paper does with its 9,186 backgrounds.
+
+    serialgen train stage1 --data data/world128 --out runs/stage1 [--config FILE] [--no-fbdm] [--no-rpim] [--resume]
+
+Both UNets start from one UNet (the bundled mini text-to-image UNet by default; SD1.5's
+unet/ at paper scale). The ReferenceNet, denoising UNet, PoseGuider, RPIM encoder and FBDM
+vectors train; the VAE and CLIP image encoder are frozen. Reference and CLIP embedding are
+dropped together (~10%) for classifier-free guidance, as Animate Anyone. The target pose is
+the character's standard pose map, or (half the time) the template A-pose used at
+inference, so the model learns to read body proportions from the reference when given the
+template.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.memory import WorldArrays, batch_indices
+from ..diffusion import epsilon_loss, sampling_scheduler, training_scheduler
+from ..metrics import psnr, ssim
+from ..models.backbones import UNET_PRESETS, preset
+from ..models.standardizer import Standardizer, StandardizerConfig
+from ..pose import draw_pose_map
+from ..preprocess import Reference
+from ..world.backgrounds import SCENES, render_background
+from ..world.generator import CharacterWorld
+from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
+from .common import RunDir, grid, load_config, optimizer_step, set_lr, write_json
+
+
+@dataclass(frozen=True)
+class Stage1TrainConfig:
+    unet: str = "bundled"  # both UNets start here: "bundled" (mini t2i UNet), a UNet/SD folder, or "scratch"
+    preset: str = "mini"  # UNet preset for unet = "scratch"
+    vae: str = ""  # AutoencoderKL folder; "" = bundled mini VAE
+    clip: str = ""  # CLIP image encoder folder; "" = bundled mini CLIP
+    fbdm: bool = True
+    rpim: bool = True
+    pose_channels: tuple[int, ...] = (16, 32, 96, 256)
+    steps: int = 4000
+    batch_size: int = 32
+    lr: float = 2e-4
+    schedule: str = "cosine"
+    warmup: int = 200
+    reference_dropout: float = 0.1  # reference bank and CLIP embedding dropped together
+    template_pose: float = 0.5  # share of steps whose target pose is the template A-pose
+    recomposite: float = 0.5  # share of references laid over a fresh background
+    backgrounds: int = 512  # size of the pre-rendered background pool
+    ema_decay: float = 0.999
+    mixed_precision: str = "no"
+    checkpoint_every: int = 250
+    sample_every: int = 1000
+    sample_steps: int = 20
+    guidance_scale: float = 2.5
+    eval_samples: int = 64  # held-out characters scored (PSNR/SSIM) at the end
+    limit: int = 0
+    seed: int = 0
+
+
+class Stage1Objective(torch.nn.Module):
+    """The whole training forward in one module call, so accelerate's DDP sees every parameter use."""
+
+    def __init__(self, model: Standardizer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ref_latents, embeds, background, ref_pose, target_pose, keep, x0, scheduler, generator):
+        bank = self.model.encode_reference(ref_latents, embeds, background, ref_pose)
+        bank.keep = keep
+        cond = {"reference": bank, "pose": self.model.pose_features(target_pose),
+                "image": torch.where(keep.view(-1, 1, 1), embeds, torch.zeros_like(embeds))}  # (B, 1, D)
+        return epsilon_loss(self.model, x0, cond, scheduler, generator)
+
+
+def template_keypoints(meta: list[dict], width: int, height: int) -> tuple:
+    """Median standard keypoints over characters, as (x / W, y / H, visible) rows."""
+    kp = np.array([m["standard_keypoints"] for m in meta], np.float64)  # (C, 18, 3)
+    xy = np.median(kp[..., :2], axis=0) / np.array([width, height])
+    seen = (kp[..., 2] > 0).mean(0) >= 0.5
+    return tuple((round(float(x), 5), round(float(y), 5), float(v)) for (x, y), v in zip(xy, seen, strict=True))
+
+
+def load_unet(cfg: Stage1TrainConfig):
+    if cfg.unet == "scratch":
+        return preset(UNET_PRESETS, cfg.preset).build()
+    from ..models.loading import load_unet as load
+
+    return load(None if cfg.unet == "bundled" else cfg.unet)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def held_out_references(test: WorldArrays, count: int) -> tuple[list[Reference], np.ndarray]:
+    """One sample per held-out character (pose index varies with the character), and its ground truth."""
+    rows = test.first_of_each_character()[:count]
+    picks = []
+    for k, first in enumerate(rows):
+        end = rows[k + 1] if k + 1 < len(rows) else len(test)
+        picks.append(first + (k * 5) % (end - first))
+    refs = [Reference.from_world(test.images["image"][i], test.images["foreground"][i], test.meta[i]["keypoints"])
+            for i in picks]
+    truth = test.characters["standard_image"][test.character_row[picks]]
+    return refs, truth
+
+
+def main(args) -> int:
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    from ..models.loading import load_image_encoder, load_vae
+    from ..pipelines.standardize import StandardizePipeline, encode_images
+
+    overrides = {k: False for k, flag in (("fbdm", "no_fbdm"), ("rpim", "no_rpim")) if getattr(args, flag, False)}
+    cfg = load_config(Stage1TrainConfig, args.config, **overrides)
+    run = RunDir(args.out, cfg, args.resume)
+    # the ReferenceNet's output layers never reach the loss: DDP must allow unused parameters
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    torch.manual_seed(cfg.seed)
+    main_process = accelerator.is_main_process
+    device = accelerator.device
+
+    # 1. Data: renders and foregrounds per sample, standard image and pose once per character
+    train = WorldArrays.load(args.data, "train", keys=("image", "foreground"), limit=cfg.limit or None,
+                             per_character=("standard_image", "standard_pose_map"), progress=main_process)
+    test = WorldArrays.load(args.data, "test", keys=("image", "foreground"), limit=cfg.eval_samples * 16,
+                            per_character=("standard_image",), progress=False)
+    h, w = train.images["image"].shape[1:3]
+    keypoints = np.array([m["keypoints"] for m in train.meta], np.float32)  # (N, 18, 3)
+    first = train.first_of_each_character()
+    template = template_keypoints([train.meta[i] for i in first], w, h)
+    template_map = draw_pose_map(np.array(template) * np.array([w, h, 1.0]), w, h)
+    pool_rng = np.random.default_rng([cfg.seed, 99])
+    backgrounds = np.stack([render_background(str(pool_rng.choice(SCENES)), w, h, pool_rng,
+                                              float(np.clip(pool_rng.normal(0.6, 0.1), 0.2, 0.9)))
+                            for _ in range(cfg.backgrounds)])
+
+    # 2. Frozen encoders; the standard images' latents once
+    vae = load_vae(cfg.vae or None).to(device).eval().requires_grad_(False)
+    image_encoder = load_image_encoder(cfg.clip or None).float().to(device).eval().requires_grad_(False)
+    vae.float()
+    with torch.no_grad():
+        standard_latents = torch.cat([
+            vae.encode(to_tensor(train.characters["standard_image"][k:k + 64]).to(device)).latent_dist.mode()
+            for k in range(0, len(first), 64)]) * vae.config.scaling_factor  # (C, 4, h/8, w/8)
+
+    # 3. Model (both UNets from one checkpoint), EMA, optimizer
+    unet = load_unet(cfg).float()
+    if unet.config.cross_attention_dim != image_encoder.config.projection_dim:
+        raise ValueError(f"The UNet's cross_attention_dim ({unet.config.cross_attention_dim}) must equal the CLIP image "
+                         f"embedding size ({image_encoder.config.projection_dim}): pair a UNet and CLIP of one preset")
+    model = Standardizer.from_unet(unet, StandardizerConfig(width=w, height=h, pose_channels=tuple(cfg.pose_channels),
+                                                            fbdm=cfg.fbdm, rpim=cfg.rpim, template_keypoints=template))
+    del unet
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.01)
+    start, elapsed = 0, 0.0
+    if args.resume and has_checkpoint(run.path):
+        state = load_checkpoint(run.path, model=model, optimizer=optimizer, ema=ema)
+        start, elapsed = state["step"], state["extra"].get("elapsed_s", 0.0)
+        accelerator.print(f"resumed from step {start}")
+    objective, optimizer = accelerator.prepare(Stage1Objective(model), optimizer)
+    noise_scheduler = training_scheduler()
+    sample_refs, sample_truth = held_out_references(test, 8)
+
+    # 4. Training loop: batch, backgrounds, dropout, poses and noise all follow (seed, step)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="stage1", disable=not main_process)
+    t0 = time.time()
+    for step in bar:
+        set_lr(optimizer, cfg, step)
+        idx = batch_indices(len(train), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
+        rng = np.random.default_rng([cfg.seed, step, 11])
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        foreground = train.images["foreground"][idx]
+        ref = train.images["image"][idx].copy()
+        for k in np.flatnonzero(rng.random(len(idx)) < cfg.recomposite):
+            ref[k] = CharacterWorld.composite(foreground[k], backgrounds[rng.integers(len(backgrounds))])
+        chars = train.character_row[idx]
+        use_template = rng.random(len(idx)) < cfg.template_pose
+        target_pose = np.stack([template_map if use_template[k] else train.characters["standard_pose_map"][c]
+                                for k, c in enumerate(chars)])
+        ref_pose = np.stack([draw_pose_map(keypoints[i], w, h) for i in idx])
+        keep = torch.from_numpy(rng.random(len(idx)) >= cfg.reference_dropout).to(device)
+        with torch.no_grad():
+            ref_latents, embeds = encode_images(vae, image_encoder, to_tensor(ref).to(device))
+        background = 1.0 - torch.from_numpy(foreground[..., 3].astype(np.float32) / 255.0)[:, None].to(device)
+        with accelerator.autocast():
+            loss = objective(ref_latents.float(), embeds.float(), background, to_tensor(ref_pose).to(device),
+                             to_tensor(target_pose).to(device), keep, standard_latents[chars].to(device),
+                             noise_scheduler, g)
+        optimizer_step(accelerator, objective, optimizer, loss)
+        ema_update(ema, model, cfg.ema_decay if step > cfg.warmup else 0.0)
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            run.log(step, loss=loss.item(), lr=optimizer.param_groups[0]["lr"])
+        done = step + 1
+        if main_process and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            save_checkpoint(run.path, step=done, model=model, optimizer=optimizer, ema=ema,
+                            extra={"elapsed_s": elapsed + time.time() - t0})
+        if main_process and (done % cfg.sample_every == 0 or done == cfg.steps):
+            pipe = StandardizePipeline(vae, image_encoder, ema.eval(), sampling_scheduler())
+            run.save_image(f"samples_{done:06d}.png", sample_sheet(pipe, sample_refs, sample_truth, cfg))
+
+    # 5. Held-out PSNR/SSIM of the EMA model, then export
+    if main_process:
+        pipe = StandardizePipeline(vae, image_encoder, ema.eval(), sampling_scheduler())
+        refs, truth = held_out_references(test, cfg.eval_samples)
+        scores = evaluate(pipe, refs, truth, cfg)
+        ema.save_pretrained(run.path / "model")
+        write_json(run.path / "model" / "training.json", run.provenance(
+            data=str(args.data), steps=cfg.steps, vae=cfg.vae or "bundled mini", clip=cfg.clip or "bundled mini",
+            unet=cfg.unet, heldout=scores, wall_time_s=round(elapsed + time.time() - t0, 1),
+            config=dataclasses.asdict(cfg)))
+        print(f"saved {run.path / 'model'}: held-out PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f} "
+              f"({scores['count']} characters)")
+    return 0
+
+
+@torch.no_grad()
+def standardize_all(pipe, refs: list[Reference], cfg: Stage1TrainConfig, batch: int = 16) -> list:
+    pipe.progress = False
+    g = torch.Generator().manual_seed(cfg.seed)
+    out = []
+    for k in range(0, len(refs), batch):
+        out += pipe(refs[k:k + batch], num_inference_steps=cfg.sample_steps, guidance_scale=cfg.guidance_scale,
+                    generator=g).images
+    return out
+
+
+def evaluate(pipe, refs: list[Reference], truth: np.ndarray, cfg: Stage1TrainConfig) -> dict:
+    images = standardize_all(pipe, refs, cfg)
+    p, s = psnr(images, truth), ssim(images, truth)
+    return {"psnr": round(float(p.mean()), 3), "ssim": round(float(s.mean()), 4), "count": len(refs),
+            "steps": cfg.sample_steps, "guidance_scale": cfg.guidance_scale}
+
+
+def sample_sheet(pipe, refs: list[Reference], truth: np.ndarray, cfg: Stage1TrainConfig) -> np.ndarray:
+    """Rows: held-out references, our standardized images, ground-truth standard renders."""
+    images = standardize_all(pipe, refs, cfg)
+    return grid([[r.image for r in refs], [np.asarray(im) for im in images], list(truth)])
