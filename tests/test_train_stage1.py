@@ -81,3 +81,40 @@ def test_ablation_flags_train_models_without_fbdm_and_rpim(dataset, tmp_path, co
     assert not model.config.fbdm and not model.config.rpim and model.rpim is None and len(model.adapters) == 0
     weights = load_file(str(tmp_path / "neither" / "model" / "adapters.safetensors"))
     assert all(k.startswith("pose_guider.") for k in weights)
+
+
+def test_paper_layout_folders_build_the_same_model(dataset, tmp_path, monkeypatch):
+    """The paper preset's sources, as published: a Stable Diffusion 1.5 folder (unet/, vae/) whose
+    UNet initialises both UNets, and a CLIP vision tower with projection (image_encoder/, as
+    sd-image-variations and IP-Adapter ship ViT-L/H). Tiny random weights in those layouts."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    unet = TINY_UNET.build()
+    unet.save_pretrained(tmp_path / "sd15" / "unet")
+    TINY_VAE.build().save_pretrained(tmp_path / "sd15" / "vae")
+    CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                   num_attention_heads=2, image_size=32, patch_size=8,
+                                                   projection_dim=TINY_UNET.cross_attention_dim)
+                                  ).save_pretrained(tmp_path / "vit" / "image_encoder")
+    values = dict(unet=str(tmp_path / "sd15"), vae=str(tmp_path / "sd15"), clip=str(tmp_path / "vit"), steps=1,
+                  batch_size=2, warmup=0, pose_channels=[4, 8, 8, 16], sample_every=100, sample_steps=1,
+                  eval_samples=1, backgrounds=2)
+    config = tmp_path / "paper.toml"
+    config.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items()) + "\n")
+    assert stage1.main(_args(dataset, tmp_path / "run", config)) == 0
+    model = Standardizer.from_pretrained(tmp_path / "run" / "model")
+    for name in ("reference_net", "denoiser"):  # one checkpoint initialised both (then one step moved them)
+        assert tuple(getattr(model, name).config.block_out_channels) == tuple(unet.config.block_out_channels)
+    pipe = StandardizePipeline.from_pretrained(tmp_path / "run" / "model", vae=tmp_path / "sd15",
+                                               image_encoder=tmp_path / "vit")
+    pipe.progress = False
+    assert pipe(_world_reference(dataset), num_inference_steps=1).images[0].size == (128, 192)
+
+
+def _world_reference(dataset):
+    from serialgen.data.memory import WorldArrays
+    from serialgen.preprocess import Reference
+
+    test = WorldArrays.load(dataset, "test", keys=("image", "foreground"), limit=1, progress=False)
+    return Reference.from_world(test.images["image"][0], test.images["foreground"][0], test.meta[0]["keypoints"])
