@@ -1,0 +1,153 @@
+"""PersonalizePipeline: a reference image + prompts -> images of that character (SerialGen §3.4).
+
+A text-to-image base (a diffusers StableDiffusionPipeline or StableDiffusionXLPipeline: the
+mini T2I model, SD1.5, SDXL) whose cross-attentions get the IP-Adapter image tokens. The
+reference is encoded once per call (CLIP penultimate hidden states -> projector), each prompt
+batch runs classifier-free guidance in one UNet call per step (unconditional half: empty
+prompt and the tokens of a zero image, as IP-Adapter), and every image's initial noise comes
+from (seed, its index in the series), so a series does not depend on how it is batched.
+Text encoding reuses the base pipeline's own `encode_prompt`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ..models.clip import preprocess as clip_preprocess
+from ..models.ip_adapter import IPAdapter
+
+
+@dataclass
+class PersonalizeOutput:
+    images: list[Image.Image]
+
+
+def _pixels(image) -> torch.Tensor:
+    """PIL image or uint8 (H, W, 3) array -> (1, 3, H, W) in [-1, 1]."""
+    a = np.array(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.float32, copy=True)
+    return torch.from_numpy(a).permute(2, 0, 1)[None] / 127.5 - 1.0
+
+
+class PersonalizePipeline:
+    def __init__(self, base, image_encoder, adapter: IPAdapter):
+        self.base, self.image_encoder, self.adapter = base, image_encoder, adapter
+        adapter.attach(base.unet)
+        self.progress = True
+
+    @property
+    def unet(self):
+        return self.base.unet
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.unet.device
+
+    @property
+    def is_sdxl(self) -> bool:
+        return getattr(self.base, "text_encoder_2", None) is not None
+
+    def default_size(self) -> tuple[int, int]:
+        """(width, height) the base UNet was trained at."""
+        size = self.unet.config.sample_size
+        h, w = (size, size) if isinstance(size, int) else size
+        factor = self.base.vae_scale_factor
+        return w * factor, h * factor
+
+    @torch.no_grad()
+    def clip_hidden_states(self, images) -> torch.Tensor:
+        """Reference image(s) -> CLIP penultimate hidden states (N, T, d): patch tokens + CLS."""
+        pixels = torch.cat([_pixels(im) for im in images]) if isinstance(images, (list, tuple)) else _pixels(images)
+        size = self.image_encoder.config.image_size
+        x = clip_preprocess(pixels, size).to(self.device, self.image_encoder.dtype)
+        return self.image_encoder(pixel_values=x, output_hidden_states=True).hidden_states[-2]
+
+    @torch.no_grad()
+    def negative_hidden_states(self) -> torch.Tensor:
+        """The unconditional image: CLIP of an all-zero (normalised) image, as IP-Adapter does."""
+        size = self.image_encoder.config.image_size
+        zeros = torch.zeros(1, 3, size, size, device=self.device, dtype=self.image_encoder.dtype)
+        return self.image_encoder(pixel_values=zeros, output_hidden_states=True).hidden_states[-2]
+
+    @torch.no_grad()
+    def image_tokens(self, reference) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (tokens, negative tokens), each (1, T, cross_dim)."""
+        return self.adapter.tokens(self.clip_hidden_states(reference)), self.adapter.tokens(self.negative_hidden_states())
+
+    def _encode_prompts(self, prompts: list[str], negative: str):
+        """Text embeddings as the base pipeline makes them; an empty negative prompt is left to the
+        base's own convention (SDXL: zeros), so scale 0 reproduces the base model."""
+        device = self.device
+        negative = [negative] * len(prompts) if negative else None
+        if self.is_sdxl:
+            pe, npe, pooled, npooled = self.base.encode_prompt(prompts, device=device, num_images_per_prompt=1,
+                                                               do_classifier_free_guidance=True,
+                                                               negative_prompt=negative)
+            return pe, npe, pooled, npooled
+        pe, npe = self.base.encode_prompt(prompts, device, 1, True, negative_prompt=negative)
+        return pe, npe, None, None
+
+    @torch.no_grad()
+    def __call__(self, reference=None, prompts: list[str] | str = (), *, image_tokens=None, negative_prompt: str = "",
+                 num_inference_steps: int = 20, guidance_scale: float = 5.0, scale: float = 1.0, seed: int = 0,
+                 batch_size: int = 8, width: int | None = None, height: int | None = None) -> PersonalizeOutput:
+        """reference: PIL image or uint8 array; or image_tokens=(tokens, negative tokens) from
+        `image_tokens()` to skip encoding. Image i of the series starts from noise seeded (seed, i)."""
+        # 1. Check inputs
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise ValueError("Give at least one prompt")
+        if (reference is None) == (image_tokens is None):
+            raise ValueError("Give either a reference image or precomputed image_tokens")
+        if num_inference_steps < 1 or batch_size < 1:
+            raise ValueError("num_inference_steps and batch_size must be at least 1")
+        dw, dh = self.default_size()
+        width, height = width or dw, height or dh
+        factor = self.base.vae_scale_factor
+        if width % factor or height % factor:
+            raise ValueError(f"width and height must be multiples of {factor}, got {width}x{height}")
+        self.adapter.scale = scale
+        unet, scheduler, device = self.unet, self.base.scheduler, self.device
+
+        # 2. The reference, once for the whole series
+        tokens, negative = image_tokens if image_tokens is not None else self.image_tokens(reference)
+        tokens, negative = tokens.to(device, unet.dtype), negative.to(device, unet.dtype)
+
+        images: list[Image.Image] = []
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start:start + batch_size]
+            b = len(batch)
+            # 3. Prompts, guidance halves stacked: [unconditional; conditional]
+            pe, npe, pooled, npooled = self._encode_prompts(batch, negative_prompt)
+            text = torch.cat([npe, pe]).to(unet.dtype)  # (2B, L, D)
+            ip = torch.cat([negative.expand(b, -1, -1), tokens.expand(b, -1, -1)])  # (2B, T, cross)
+            added = None
+            if self.is_sdxl:
+                time_ids = self.base._get_add_time_ids((height, width), (0, 0), (height, width), dtype=unet.dtype,
+                                                       text_encoder_projection_dim=self.base.text_encoder_2.config.projection_dim)
+                added = {"text_embeds": torch.cat([npooled, pooled]).to(unet.dtype),
+                         "time_ids": time_ids.to(device).repeat(2 * b, 1)}
+            # 4. Noise per image from (seed, index)
+            shape = (unet.config.in_channels, height // factor, width // factor)
+            latents = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed * 100_003 + start + k))
+                                   for k in range(b)]).to(device, unet.dtype)
+            scheduler.set_timesteps(num_inference_steps, device=device)
+            latents = latents * scheduler.init_noise_sigma
+            # 5. Denoising loop: one UNet call per step
+            for t in tqdm(scheduler.timesteps, desc=f"generate {start + 1}-{start + b}/{len(prompts)}",
+                          disable=not self.progress, leave=False):
+                x = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+                eps = unet(x, t, encoder_hidden_states=text, added_cond_kwargs=added,
+                           cross_attention_kwargs={"ip_tokens": ip}).sample
+                uncond, cond = eps.chunk(2)
+                latents = scheduler.step(uncond + guidance_scale * (cond - uncond), t, latents).prev_sample
+            # 6. Decode
+            vae = self.base.vae
+            decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+            a = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            images += [Image.fromarray(im) for im in a]
+        return PersonalizeOutput(images)
