@@ -10,77 +10,19 @@ import torch
 from serialgen.models.ip_adapter import IPAdapter, cross_attention_layers
 from serialgen.pipelines.personalize import PersonalizePipeline
 
-from .tiny import TINY_UNET, TINY_VAE
+from .tiny import TINY_UNET, tiny_image_encoder, tiny_sd_pipeline, tiny_sdxl_pipeline, tiny_tokenizer
 
 PROMPTS = ["a girl with red hair waving on a beach", "a boy in a blue jacket running in a forest"]
 
 
-def _tokenizer(tmp_path_factory):
-    from serialgen.models.tokenizer import build_tokenizer, save_tokenizer
-    from transformers import CLIPTokenizer
-
-    path = tmp_path_factory.mktemp("tok")
-    words = PROMPTS + ["a character in a white room, front view, full body", "green shirt with stripes, sad"]
-    save_tokenizer(build_tokenizer(words * 4, vocab_size=560, model_max_length=32), path)
-    return CLIPTokenizer.from_pretrained(path)
-
-
-def _image_encoder(projection_dim=16):
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(1)
-    return CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=24, intermediate_size=48, num_hidden_layers=2,
-                                                          num_attention_heads=2, image_size=32, patch_size=8,
-                                                          projection_dim=projection_dim)).eval()
-
-
-def _text_config(tokenizer, hidden=32, **extra):
-    from transformers import CLIPTextConfig
-
-    return CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                          num_attention_heads=2, max_position_embeddings=32, bos_token_id=tokenizer.bos_token_id,
-                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **extra)
-
-
 @pytest.fixture(scope="module")
 def sd(tmp_path_factory):
-    """A tiny Stable Diffusion 1.5-layout pipeline (DDIM)."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-    from serialgen.diffusion import noise_scheduler_config
-    from transformers import CLIPTextModel
-
-    tokenizer = _tokenizer(tmp_path_factory)
-    torch.manual_seed(0)
-    pipe = StableDiffusionPipeline(vae=TINY_VAE.build(), text_encoder=CLIPTextModel(_text_config(tokenizer)).eval(),
-                                   tokenizer=tokenizer, unet=TINY_UNET.build(),
-                                   scheduler=DDIMScheduler.from_config(noise_scheduler_config()), safety_checker=None,
-                                   feature_extractor=None, image_encoder=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_sd_pipeline(tiny_tokenizer(tmp_path_factory.mktemp("tok"), PROMPTS))
 
 
 @pytest.fixture(scope="module")
 def sdxl(tmp_path_factory):
-    """A tiny SDXL-layout pipeline: two text encoders, pooled embeds and time ids."""
-    from diffusers import DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from serialgen.diffusion import noise_scheduler_config
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
-    tokenizer = _tokenizer(tmp_path_factory)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=(24, 16), in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(16, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
-                                norm_num_groups=8, cross_attention_dim=48, transformer_layers_per_block=(1, 2),
-                                addition_embed_type="text_time", addition_time_embed_dim=8,
-                                projection_class_embeddings_input_dim=16 + 6 * 8)
-    pipe = StableDiffusionXLPipeline(vae=TINY_VAE.build(), text_encoder=CLIPTextModel(_text_config(tokenizer, 16)).eval(),
-                                     text_encoder_2=CLIPTextModelWithProjection(
-                                         _text_config(tokenizer, 32, projection_dim=16)).eval(),
-                                     tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet,
-                                     scheduler=DDIMScheduler.from_config(noise_scheduler_config()))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_sdxl_pipeline(tiny_tokenizer(tmp_path_factory.mktemp("tok"), PROMPTS))
 
 
 def _reference():
@@ -128,7 +70,7 @@ def test_scale_zero_reproduces_the_base_model(kind, request):
     latents = torch.cat([_noise(base, 7, k) for k in range(2)])
     expected = base(PROMPTS, latents=latents, num_inference_steps=3, guidance_scale=4.0, height=192, width=128, output_type="np").images
 
-    pipe = PersonalizePipeline(copy.deepcopy(base), _image_encoder(), _adapter(base.unet))
+    pipe = PersonalizePipeline(copy.deepcopy(base), tiny_image_encoder(), _adapter(base.unet))
     pipe.progress = False
     ours = pipe(_reference(), PROMPTS, num_inference_steps=3, guidance_scale=4.0, scale=0.0, seed=7)
     assert np.abs(_as_float(ours.images) - expected).max() <= 1.5 / 255
@@ -137,7 +79,7 @@ def test_scale_zero_reproduces_the_base_model(kind, request):
 
 
 def test_a_series_does_not_depend_on_batching(sd):
-    pipe = PersonalizePipeline(copy.deepcopy(sd), _image_encoder(), _adapter(sd.unet))
+    pipe = PersonalizePipeline(copy.deepcopy(sd), tiny_image_encoder(), _adapter(sd.unet))
     pipe.progress = False
     prompts = PROMPTS + ["a girl with red hair, sad, front view"]
     together = pipe(_reference(), prompts, num_inference_steps=2, seed=5, batch_size=3).images
@@ -151,7 +93,7 @@ def test_a_series_does_not_depend_on_batching(sd):
 @pytest.mark.parametrize("kind", ["sd", "sdxl"])
 def test_our_file_loads_in_diffusers_and_gives_the_same_images(kind, request, tmp_path):
     base = request.getfixturevalue(kind)
-    encoder = _image_encoder()
+    encoder = tiny_image_encoder()
     adapter = _adapter(base.unet)
     adapter.save(tmp_path / "ip-adapter.safetensors")
     from safetensors import safe_open
@@ -194,7 +136,7 @@ def _export_from_diffusers(unet) -> dict:
 
 
 def test_a_diffusers_adapter_loads_into_ours_and_gives_the_same_images(sd, tmp_path):
-    encoder = _image_encoder()
+    encoder = tiny_image_encoder()
     theirs = copy.deepcopy(sd)
     theirs.load_ip_adapter(_adapter(sd.unet, seed=4).official_nested(), subfolder=None, weight_name="in-memory",
                            image_encoder_folder=None)

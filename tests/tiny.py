@@ -8,3 +8,74 @@ TINY_CLIP = CLIPConfig(vision_hidden=32, vision_layers=2, vision_heads=2, image_
 TINY_UNET = UNetConfig(block_out_channels=(16, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), layers_per_block=1, cross_attention_dim=32,
                        attention_head_dim=8, norm_num_groups=8, sample_size=(24, 16))
+
+
+def tiny_tokenizer(path, texts=()):
+    """A CLIP BPE tokenizer trained on a few captions, saved to `path` and loaded back."""
+    from transformers import CLIPTokenizer
+
+    from serialgen.models.tokenizer import build_tokenizer, save_tokenizer
+
+    words = list(texts) + ["a character in a white room, front view, full body", "green shirt with stripes, sad",
+                           "a girl with red hair waving on a beach", "a boy in a blue jacket running in a forest"]
+    save_tokenizer(build_tokenizer(words * 4, vocab_size=560, model_max_length=64), path)
+    return CLIPTokenizer.from_pretrained(path)
+
+
+def tiny_image_encoder(projection_dim: int = 16):
+    """A CLIP vision tower with projection (image_encoder/ layout): 4x4 patches + CLS = 17 tokens of 24-d."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(1)
+    return CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=24, intermediate_size=48, num_hidden_layers=2,
+                                                          num_attention_heads=2, image_size=32, patch_size=8,
+                                                          projection_dim=projection_dim)).eval()
+
+
+def _text_config(tokenizer, hidden=32, **extra):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                          num_attention_heads=2, max_position_embeddings=64, bos_token_id=tokenizer.bos_token_id,
+                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **extra)
+
+
+def tiny_sd_pipeline(tokenizer):
+    """A Stable Diffusion 1.5-layout pipeline (DDIM) with tiny random weights, 128x192 images."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTextModel
+
+    from serialgen.diffusion import sampling_scheduler
+
+    torch.manual_seed(0)
+    pipe = StableDiffusionPipeline(vae=TINY_VAE.build(), text_encoder=CLIPTextModel(_text_config(tokenizer)).eval(),
+                                   tokenizer=tokenizer, unet=TINY_UNET.build(), scheduler=sampling_scheduler(),
+                                   safety_checker=None, feature_extractor=None, image_encoder=None,
+                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_sdxl_pipeline(tokenizer):
+    """An SDXL-layout pipeline (two text encoders, pooled embeds, time ids), tiny random weights."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from serialgen.diffusion import sampling_scheduler
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=(24, 16), in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(16, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+                                norm_num_groups=8, cross_attention_dim=48, transformer_layers_per_block=(1, 2),
+                                addition_embed_type="text_time", addition_time_embed_dim=8,
+                                projection_class_embeddings_input_dim=16 + 6 * 8)
+    pipe = StableDiffusionXLPipeline(vae=TINY_VAE.build(), text_encoder=CLIPTextModel(_text_config(tokenizer, 16)).eval(),
+                                     text_encoder_2=CLIPTextModelWithProjection(
+                                         _text_config(tokenizer, 32, projection_dim=16)).eval(),
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=sampling_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

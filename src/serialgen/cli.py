@@ -114,12 +114,88 @@ def _standardize(args) -> int:
     return 0
 
 
+def _read_prompts(args) -> list[str]:
+    prompts = [p.strip() for p in args.prompt]
+    if args.prompts_file:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise ValueError(f"--prompts-file {path} does not exist")
+        prompts += [line.strip() for line in path.read_text().splitlines()
+                    if line.strip() and not line.lstrip().startswith("#")]
+    if any(not p for p in prompts):
+        raise ValueError("a --prompt is empty: give each scene some words")
+    if not prompts:
+        raise ValueError("give at least one --prompt or a --prompts-file")
+    return prompts
+
+
+def _generate(args) -> int:
+    import json
+
+    prog = "serialgen generate"
+    out = Path(args.out)
+    try:
+        if args.reference is None and args.standardized is None:
+            raise ValueError("give --reference IMAGE (or --standardized IMAGE, a reference standardized earlier)")
+        if args.one_stage and args.standardized:
+            raise ValueError("--one-stage and --standardized exclude each other: the first skips standardization, the "
+                             "second gives its result")
+        if args.steps < 1 or args.batch_size < 1:
+            raise ValueError("--steps and --batch-size must be at least 1")
+        prompts = _read_prompts(args)
+        _writable_dir(out)
+        from .preprocess import load_image
+
+        for image in (args.reference, args.standardized):
+            if image is not None:
+                load_image(image)  # fail on a bad file before loading any model
+        from .pipelines.serial import SerialGenPipeline
+        from .sheet import series_sheet
+
+        pipe = SerialGenPipeline.from_pretrained(standardizer=args.standardizer, adapter=args.adapter, base=args.base,
+                                                 image_encoder=args.image_encoder,
+                                                 one_stage=args.one_stage or args.standardized is not None,
+                                                 allow_pickle=args.allow_pickle)
+        result = pipe(args.reference, prompts, standardized=args.standardized, standardize=not args.one_stage,
+                      num_inference_steps=args.steps, guidance_scale=args.guidance, scale=args.scale, seed=args.seed,
+                      batch_size=args.batch_size, use_pose=not args.no_pose)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        return _fail(prog, str(error))
+    for note in result.notes:
+        print(f"note: {note}")
+
+    def save(image, name: str) -> Path:
+        path = out / name
+        tmp = path.with_name(path.stem + ".tmp.png")
+        image.save(tmp)
+        os.replace(tmp, path)
+        return path
+
+    digits = max(2, len(str(len(prompts))))
+    files = [save(im, f"{k + 1:0{digits}d}.png").name for k, im in enumerate(result.images)]
+    if result.standardized is not None:
+        save(result.standardized, "standardized.png")
+    from PIL import Image
+
+    shown = Image.fromarray(result.reference.image) if result.reference is not None else load_image(args.standardized)
+    save(series_sheet(shown, result.standardized, result.images, prompts), "sheet.png")
+    record = {"reference": args.reference, "standardized": args.standardized, "one_stage": args.one_stage,
+              "prompts": prompts, "files": files, "seed": args.seed, "steps": args.steps, "guidance": args.guidance,
+              "scale": args.scale, "notes": result.notes}
+    tmp = out / "series.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, out / "series.json")
+    print(f"wrote {len(files)} images, sheet.png and series.json to {out}")
+    return 0
+
+
 TRAINERS = {
     "vae": ("serialgen.train.vae", "the VAE (diffusers AutoencoderKL) on renders"),
     "clip": ("serialgen.train.clip", "CLIP (transformers CLIPModel) on (render, caption) pairs, with its tokenizer"),
     "t2i": ("serialgen.train.t2i", "the text-to-image base UNet on VAE latents and CLIP text states"),
     "judge": ("serialgen.train.judge", "the evaluator: a second CLIP on a disjoint world, with attribute probes"),
     "stage1": ("serialgen.train.stage1", "the Stage I standardizer (ReferenceNet + denoising UNet, FBDM, RPIM)"),
+    "stage2": ("serialgen.train.stage2", "the Stage II image adapter (IP-Adapter, all CLIP tokens) under --pairing"),
 }
 
 
@@ -129,6 +205,8 @@ def _train(args) -> int:
     prog = f"serialgen train {args.model}"
     if (args.no_fbdm or args.no_rpim) and args.model != "stage1":
         return _fail(prog, "--no-fbdm and --no-rpim are Stage I ablations: use them with `serialgen train stage1`")
+    if args.pairing is not None and args.model != "stage2":
+        return _fail(prog, "--pairing chooses Stage II training pairs: use it with `serialgen train stage2`")
     data = Path(args.data)
     if not (data / "train").is_dir():
         return _fail(prog, f"--data {data} has no train/ shards; make them with `serialgen synth --out {data} ...`")
@@ -189,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--no-fbdm", action="store_true", help="stage1 only: without foreground-background distinction (ablation)")
     p.add_argument("--no-rpim", action="store_true", help="stage1 only: without reference pose injection (ablation)")
+    p.add_argument("--pairing", choices=("standardized", "paired", "unpaired"),
+                   help="stage2 only: reference of each training image: its standardized form (SerialGen, default), "
+                        "another image of the same character (paired one-stage), or itself cropped and flipped "
+                        "(unpaired one-stage)")
     p.set_defaults(run=_train)
 
     p = sub.add_parser(
@@ -207,6 +289,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pose", action="store_true", help="skip person detection: no mask or pose guidance")
     p.add_argument("--allow-pickle", action="store_true", help="load .bin/.ckpt weights (pickles can run code)")
     p.set_defaults(run=_standardize)
+
+    p = sub.add_parser(
+        "generate", help="draw one character in a series of scenes (Stage I, then Stage II)",
+        description="Standardize the reference once (A-pose, front view, white background), then draw the character "
+                    "once per prompt. Writes OUT/01.png, 02.png, ..., OUT/standardized.png, OUT/sheet.png (reference, "
+                    "standardized, series) and OUT/series.json (prompts, seeds, settings). With no weight options the "
+                    "bundled mini models run; they know only the procedural character world, so describe scenes in "
+                    "its words, e.g. \"a character, waving, side view, smiling, on a beach, full body shot\".",
+    )
+    p.add_argument("--reference", help="reference image of the character (any format Pillow opens)")
+    p.add_argument("--prompt", action="append", default=[], help="a scene to draw; repeat for a series")
+    p.add_argument("--prompts-file", help="text file with one prompt per line (blank lines and # comments skipped)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=0, help="seed; image i uses noise from (seed, i) (default 0)")
+    p.add_argument("--steps", type=int, default=20, help="DDIM steps per image (default 20)")
+    p.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default 5)")
+    p.add_argument("--scale", type=float, default=1.0, help="image adapter scale: 0 = text only (default 1)")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
+    p.add_argument("--standardized", help="an already standardized reference: skip Stage I")
+    p.add_argument("--one-stage", action="store_true", help="skip standardization: the adapter sees the reference as is")
+    p.add_argument("--no-pose", action="store_true", help="Stage I without person detection (no mask or pose guidance)")
+    p.add_argument("--standardizer", help="Stage I weights folder (default: bundled mini)")
+    p.add_argument("--adapter", help="IP-Adapter .safetensors file or folder (default: bundled mini)")
+    p.add_argument("--base", help="Stable Diffusion 1.5 / SDXL pipeline folder (default: bundled mini text-to-image)")
+    p.add_argument("--image-encoder", help="CLIP vision folder the adapter was trained with (default: bundled mini)")
+    p.add_argument("--allow-pickle", action="store_true", help="load .bin/.ckpt weights (pickles can run code)")
+    p.set_defaults(run=_generate)
     return parser
 
 

@@ -74,3 +74,48 @@ def render_sheet(root: str | Path, characters: int = 6, poses: int = 3, tile_hei
             put(rec["mask"], 2 + 3 * k, r, f"{m['framing']}")
             put(rec["pose_map"], 3 + 3 * k, r, f"{m['expression']} / {m['background']}")
     return sheet
+
+
+def series_sheet(reference: Image.Image, standardized: Image.Image | None, images: list[Image.Image],
+                 prompts: list[str], tile_height: int = 192, per_row: int = 4) -> Image.Image:
+    """A generated series on one page: the reference and the standardized reference on the left,
+    then the series `per_row` images a row, each captioned with (the start of) its prompt."""
+    def tile(image: Image.Image) -> Image.Image:
+        w = round(image.width * tile_height / image.height)
+        return image.convert("RGB").resize((w, tile_height), Image.Resampling.LANCZOS)
+
+    label_h, pad = 28, 6
+    tiles = [tile(im) for im in images]
+    w = max([t.width for t in tiles] + [1])
+    left = [("reference", tile(reference))] + ([("standardized", tile(standardized))] if standardized is not None else [])
+    cols = min(per_row, len(tiles))
+    rows = (len(tiles) + per_row - 1) // per_row
+    left_w = max(t.width for _, t in left)
+    width = pad + left_w + pad + cols * (w + pad)
+    height = pad + max(rows, len(left)) * (tile_height + label_h + pad)
+    page = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(page)
+    font = _font(11)
+
+    def put(image: Image.Image, x: int, y: int, label: str) -> None:
+        page.paste(image, (x, y))
+        words, lines = label.split(), [""]
+        for word in words:  # wrap to the tile width, two lines at most
+            trial = f"{lines[-1]} {word}".strip()
+            if draw.textlength(trial, font=font) <= image.width or not lines[-1]:
+                lines[-1] = trial
+            elif len(lines) < 2:
+                lines.append(word)
+            else:
+                lines[-1] = lines[-1].rstrip(".") + "..."
+                break
+        for k, line in enumerate(lines):
+            draw.text((x, y + tile_height + 1 + 13 * k), line, fill=(0, 0, 0), font=font)
+
+    for k, (name, image) in enumerate(left):
+        put(image, pad, pad + k * (tile_height + label_h + pad), name)
+    x0 = pad + left_w + pad
+    for k, (image, prompt) in enumerate(zip(tiles, prompts, strict=True)):
+        r, c = divmod(k, per_row)
+        put(image, x0 + c * (w + pad), pad + r * (tile_height + label_h + pad), f"{k + 1}. {prompt}")
+    return page

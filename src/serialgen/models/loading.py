@@ -114,3 +114,48 @@ def load_image_encoder(path: str | Path | None = None, *, allow_pickle: bool = F
         raise ValueError(f"{folder} lacks vision weights, e.g. {missing[0]}: is it a CLIP model folder?")
     dtype = next(iter(state.values())).dtype
     return model.to(dtype).eval()
+
+
+def sd_pipeline(unet, vae, text_encoder, tokenizer):
+    """Components in diffusers' StableDiffusionPipeline with the DDIM sampler (20 steps by default)."""
+    from diffusers import StableDiffusionPipeline
+
+    from ..diffusion import sampling_scheduler
+
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=sampling_scheduler(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load_base(path: str | Path | None = None, *, allow_pickle: bool = False):
+    """The text-to-image base model as a diffusers pipeline, with a DDIM sampler.
+
+    None: the bundled mini model (t2i UNet, mini VAE, mini CLIP text tower). A folder: a whole
+    Stable Diffusion 1.5 or SDXL pipeline in diffusers' layout (model_index.json, unet/, vae/,
+    text_encoder/, tokenizer/, and text_encoder_2/, tokenizer_2/ for SDXL)."""
+    import json
+
+    if path is None:
+        text_encoder, tokenizer = load_clip_text(allow_pickle=allow_pickle)
+        return sd_pipeline(load_unet(allow_pickle=allow_pickle).eval(), load_vae(allow_pickle=allow_pickle).eval(),
+                           text_encoder.eval(), tokenizer)
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    root = Path(path)
+    index = root / "model_index.json"
+    if not index.exists():
+        raise FileNotFoundError(f"{root} is not a diffusers pipeline folder (no model_index.json): give a Stable Diffusion "
+                                "1.5 or SDXL folder in the diffusers layout")
+    name = json.loads(index.read_text()).get("_class_name", "")
+    classes = {"StableDiffusionPipeline": StableDiffusionPipeline, "StableDiffusionXLPipeline": StableDiffusionXLPipeline}
+    if name not in classes:
+        raise ValueError(f"{root} holds a {name or 'unknown'} pipeline; the base model must be a StableDiffusionPipeline "
+                         "or StableDiffusionXLPipeline")
+    _safetensors_or_refuse(root / "unet", allow_pickle)
+    extra = dict(safety_checker=None, requires_safety_checker=False) if name == "StableDiffusionPipeline" else {}
+    pipe = classes[name].from_pretrained(root, use_safetensors=None if allow_pickle else True, **extra)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -12,6 +12,7 @@ Text encoding reuses the base pipeline's own `encode_prompt`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,11 +34,40 @@ def _pixels(image) -> torch.Tensor:
     return torch.from_numpy(a).permute(2, 0, 1)[None] / 127.5 - 1.0
 
 
+ADAPTER_FILE = "ip-adapter.safetensors"
+
+
 class PersonalizePipeline:
+    """Components: base (a diffusers SD or SDXL pipeline), image_encoder (CLIP vision tower),
+    adapter (`IPAdapter`, attached to the base UNet's cross-attentions here)."""
+
     def __init__(self, base, image_encoder, adapter: IPAdapter):
+        clip_dim = adapter.image_proj.proj[0].in_features
+        if image_encoder.config.hidden_size != clip_dim:
+            raise ValueError(f"The image adapter reads {clip_dim}-d CLIP hidden states; this image encoder gives "
+                             f"{image_encoder.config.hidden_size}-d: pair an adapter with the encoder it was trained on")
         self.base, self.image_encoder, self.adapter = base, image_encoder, adapter
+        adapter.to(base.unet.device, base.unet.dtype)
         adapter.attach(base.unet)
         self.progress = True
+
+    @classmethod
+    def from_pretrained(cls, adapter: str | Path | None = None, *, base: str | Path | None = None,
+                        image_encoder: str | Path | None = None, allow_pickle: bool = False) -> "PersonalizePipeline":
+        """adapter: an IP-Adapter file, or a folder holding ip-adapter.safetensors (None = the bundled
+        mini adapter). base: a SD1.5/SDXL pipeline folder (None = the bundled mini text-to-image
+        model). image_encoder: a CLIP vision folder (None = the bundled mini CLIP)."""
+        from ..models.loading import bundled, load_base, load_image_encoder
+
+        path = Path(adapter) if adapter is not None else bundled("stage2")
+        if path.is_dir():
+            path = path / ADAPTER_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"No image adapter at {path}: train one with `serialgen train stage2` or give an "
+                                    "IP-Adapter .safetensors file")
+        pipe = load_base(base, allow_pickle=allow_pickle)
+        encoder = load_image_encoder(image_encoder, allow_pickle=allow_pickle).eval()
+        return cls(pipe, encoder, IPAdapter.load(path, pipe.unet, allow_pickle=allow_pickle).eval())
 
     @property
     def unet(self):

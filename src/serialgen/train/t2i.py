@@ -74,11 +74,9 @@ def encode_captions(text_encoder, tokenizer, captions: list[str], batch: int = 2
 
 def make_pipeline(unet, vae, text_encoder, tokenizer):
     """Our components in diffusers' StableDiffusionPipeline with a DDIM scheduler."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from ..models.loading import sd_pipeline
 
-    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=DDIMScheduler.from_config(noise_scheduler_config()), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    return sd_pipeline(unet, vae, text_encoder, tokenizer)
 
 
 def main(args) -> int:

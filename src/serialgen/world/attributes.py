@@ -106,3 +106,13 @@ def probe_value(meta: dict, attribute: str) -> str | None:
     if attribute == "hair_style":
         return attrs["hair_style"]
     return meta[attribute]
+
+
+def scene_caption(meta: dict, subject: str = "a character") -> str:
+    """The sample's caption with the character's appearance replaced by `subject`: what a user
+    writes for a personalized series ("a character, waving, side view, ..., on a beach"), where
+    the look comes from the reference image, not the words."""
+    caption, appearance = meta["caption"], character_from_attributes(meta["attributes"]).describe()
+    if not caption.startswith(appearance):
+        raise ValueError(f"caption does not start with the character's description: {caption!r}")
+    return subject + caption[len(appearance):]

@@ -1,0 +1,104 @@
+"""SerialGenPipeline: one reference image + a series of prompts -> that character in each scene
+(SerialGen: first standardization, then personalization).
+
+It composes the two task pipelines and re-implements neither: `StandardizePipeline` turns the
+reference into the standard image once (A-pose, front view, white background, neutral face),
+then `PersonalizePipeline` encodes that image once and draws every prompt of the series,
+in batches whose classifier-free guidance halves share one UNet call per step.
+
+One-stage use (the baselines of the paper's Table 2, or a bare IP-Adapter): `standardize=False`
+hands the reference, padded to the canvas, straight to the adapter. An image standardized
+earlier can be passed as `standardized=` to skip Stage I.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..preprocess import Reference, load_image, prepare_reference
+from .personalize import PersonalizePipeline
+from .standardize import StandardizePipeline
+
+
+@dataclass
+class SerialGenOutput:
+    images: list[Image.Image]  # one per prompt, in order
+    standardized: Image.Image | None  # the reference the adapter saw, when Stage I ran or was given
+    reference: Reference | None  # the prepared input (canvas, mask, pose map), when one was given
+    notes: list[str] = field(default_factory=list)
+
+
+class SerialGenPipeline:
+    """Components: standardize (`StandardizePipeline`, None for one-stage use) and personalize
+    (`PersonalizePipeline`)."""
+
+    def __init__(self, standardize: StandardizePipeline | None, personalize: PersonalizePipeline):
+        self.standardize, self.personalize = standardize, personalize
+
+    @classmethod
+    def from_pretrained(cls, *, standardizer: str | Path | None = None, adapter: str | Path | None = None,
+                        base: str | Path | None = None, image_encoder: str | Path | None = None,
+                        one_stage: bool = False, allow_pickle: bool = False) -> "SerialGenPipeline":
+        """Every argument None: the bundled mini models. standardizer: a Stage I folder;
+        adapter: an IP-Adapter file or folder; base: a SD1.5/SDXL pipeline folder;
+        image_encoder: the adapter's CLIP vision folder. one_stage: load no standardizer."""
+        personalize = PersonalizePipeline.from_pretrained(adapter, base=base, image_encoder=image_encoder,
+                                                          allow_pickle=allow_pickle)
+        stage1 = None if one_stage else StandardizePipeline.from_pretrained(standardizer, allow_pickle=allow_pickle)
+        return cls(stage1, personalize)
+
+    @property
+    def progress(self) -> bool:
+        return self.personalize.progress
+
+    @progress.setter
+    def progress(self, value: bool) -> None:
+        self.personalize.progress = value
+        if self.standardize is not None:
+            self.standardize.progress = value
+
+    @torch.no_grad()
+    def __call__(self, reference=None, prompts: list[str] | str = (), *, standardized=None, standardize: bool = True,
+                 num_inference_steps: int = 20, guidance_scale: float = 5.0, scale: float = 1.0, seed: int = 0,
+                 batch_size: int = 8, negative_prompt: str = "", standardize_steps: int = 20,
+                 standardize_guidance: float = 2.5, use_pose: bool = True, detector=None) -> SerialGenOutput:
+        """reference: an image path, PIL image or prepared `Reference`. standardized: an image already
+        standardized (skips Stage I; `reference` may then be None). standardize=False: one-stage use.
+        Image i of the series starts from noise seeded by (seed, i), whatever the batching."""
+        # 1. Check inputs
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise ValueError("Give at least one prompt")
+        if reference is None and standardized is None:
+            raise ValueError("Give a reference image (or an already standardized one as standardized=)")
+        if standardized is None and standardize and self.standardize is None:
+            raise ValueError("This pipeline has no standardizer: pass standardize=False for one-stage use, or load one")
+
+        # 2. Stage I, once: the standardized reference (or the given one, or none for one-stage use)
+        notes: list[str] = []
+        prepared = None
+        if standardized is not None:
+            image = Image.fromarray(standardized) if isinstance(standardized, np.ndarray) else load_image(standardized)
+        elif standardize:
+            result = self.standardize(reference, num_inference_steps=standardize_steps, guidance_scale=standardize_guidance,
+                                      generator=torch.Generator().manual_seed(seed), use_pose=use_pose, detector=detector)
+            prepared, image = result.references[0], result.images[0]
+            notes += prepared.notes
+        else:
+            prepared = reference if isinstance(reference, Reference) else prepare_reference(
+                reference, self.personalize.default_size(), use_pose=False)
+            image = Image.fromarray(prepared.image)
+            notes.append("one-stage: the reference goes to the adapter unstandardized")
+
+        # 3. Stage II: encode the reference once, then the series in guidance-batched groups
+        tokens = self.personalize.image_tokens(np.asarray(image.convert("RGB")))
+        series = self.personalize(image_tokens=tokens, prompts=prompts, negative_prompt=negative_prompt,
+                                  num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, scale=scale,
+                                  seed=seed, batch_size=batch_size)
+        return SerialGenOutput(series.images, image if (standardize or standardized is not None) else None, prepared,
+                               notes)

@@ -1,0 +1,362 @@
+"""Train the Stage II image adapter (SerialGen §3.4): IP-Adapter with all CLIP tokens on the
+frozen text-to-image base, under one of three pairings (the paper's Table 2):
+
+    serialgen train stage2 --data data/world128 --out runs/stage2 --pairing standardized [--config FILE] [--resume]
+
+- `standardized` (SerialGen): the reference is the frozen Stage I standardizer's output for an
+  image of the target's character. Standardizing is the expensive part, so it runs once, into
+  safetensors shards under OUT/standardized (resumable: finished shards are kept), for
+  `standardized_per_character` images per character (0 = every training image, as the paper).
+- `paired` (one-stage): the reference is another non-standard image of the same character.
+- `unpaired` (one-stage, IP-Adapter's own recipe): the reference is the target itself, randomly
+  cropped and flipped.
+
+Only the adapter trains (projector + to_k_ip/to_v_ip); the base UNet, VAE, text encoder(s) and
+CLIP image encoder are frozen. For guidance, the image, the text, or both are dropped (~5% each):
+a dropped image is CLIP of an all-zero image, as at sampling time. Half the captions name the
+character's look and half only the scene ("a character, waving, side view, ..."), so the look
+must come through the adapter. The base is the bundled mini model or a local SD1.5/SDXL folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from ..data.memory import WorldArrays, batch_indices, to_float
+from ..diffusion import epsilon_loss, training_scheduler
+from ..models.clip import preprocess as clip_preprocess
+from ..models.ip_adapter import IPAdapter
+from ..preprocess import Reference
+from ..world.attributes import scene_caption
+from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .common import RunDir, grid, load_config, optimizer_step, set_lr, write_json
+
+PAIRINGS = ("standardized", "paired", "unpaired")
+
+
+@dataclass(frozen=True)
+class Stage2TrainConfig:
+    pairing: str = "standardized"
+    base: str = ""  # SD1.5/SDXL pipeline folder; "" = the bundled mini text-to-image model
+    image_encoder: str = ""  # CLIP vision folder; "" = the bundled mini CLIP
+    standardizer: str = ""  # Stage I folder for pairing = standardized; "" = the bundled one
+    standardized_per_character: int = 4  # images standardized per character; 0 = all
+    standardize_steps: int = 20
+    standardize_guidance: float = 2.5
+    scene_captions: float = 0.5  # share of captions without the character's look
+    crop_scale: float = 0.7  # unpaired: smallest crop side, as a fraction of the image
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 1e-4
+    schedule: str = "cosine"
+    warmup: int = 100
+    drop_image: float = 0.05
+    drop_text: float = 0.05
+    drop_both: float = 0.05
+    mixed_precision: str = "no"
+    checkpoint_every: int = 250
+    sample_every: int = 500
+    sample_steps: int = 20
+    guidance_scale: float = 5.0
+    limit: int = 0
+    seed: int = 0
+
+
+class Stage2Objective(torch.nn.Module):
+    """One training forward in one module call (accelerate/DDP); only `adapter` has gradients."""
+
+    def __init__(self, unet, adapter: IPAdapter):
+        super().__init__()
+        self.unet, self.adapter = unet, adapter
+
+    def forward(self, x0, text, hidden, added, scheduler, generator):
+        tokens = self.adapter.tokens(hidden)  # (B, T, cross_dim)
+
+        def eps(x_t, t, cond):
+            return self.unet(x_t, t, cond["text"], added_cond_kwargs=cond["added"],
+                             cross_attention_kwargs={"ip_tokens": cond["tokens"]}).sample
+
+        return epsilon_loss(eps, x0, {"text": text, "tokens": tokens, "added": added}, scheduler, generator)
+
+
+@torch.no_grad()
+def encode_text(base, captions: list[str], batch: int = 256, progress: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Captions -> the base pipeline's own text conditioning: (embeds (N, L, D) fp16, pooled
+    (N, P) fp16 for SDXL, else None)."""
+    embeds, pooled = [], []
+    for k in tqdm(range(0, len(captions), batch), desc="encoding captions", disable=not progress):
+        out = base.encode_prompt(prompt=captions[k:k + batch], device=base.unet.device, num_images_per_prompt=1,
+                                 do_classifier_free_guidance=False)
+        embeds.append(out[0].half())
+        if len(out) == 4:
+            pooled.append(out[2].half())
+    return torch.cat(embeds), torch.cat(pooled) if pooled else None
+
+
+@torch.no_grad()
+def empty_text(base) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The unconditional text, as the base pipeline makes it at sampling time (SDXL: zeros)."""
+    embeds, pooled = encode_text(base, [""], progress=False)
+    if getattr(base.config, "force_zeros_for_empty_prompt", False):
+        embeds, pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
+    return embeds[0], pooled[0] if pooled is not None else None
+
+
+@torch.no_grad()
+def clip_hidden_states(image_encoder, pixels: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) in [-1, 1] -> penultimate hidden states (N, T, d)."""
+    x = clip_preprocess(pixels, image_encoder.config.image_size).to(image_encoder.device, image_encoder.dtype)
+    return image_encoder(pixel_values=x, output_hidden_states=True).hidden_states[-2]
+
+
+def augment(images: np.ndarray, rng: np.random.Generator, smallest: float) -> torch.Tensor:
+    """unpaired: a random crop (side in [smallest, 1] of the image, same aspect) resized back, and
+    a horizontal flip half the time. uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
+    x = to_float(np.ascontiguousarray(images))
+    n, _, h, w = x.shape
+    out = torch.empty_like(x)
+    for k in range(n):
+        s = rng.uniform(smallest, 1.0)
+        ch, cw = max(8, round(h * s)), max(8, round(w * s))
+        top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = x[k:k + 1, :, top:top + ch, left:left + cw]
+        crop = F.interpolate(crop, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        out[k] = crop[0].flip(-1) if rng.random() < 0.5 else crop[0]
+    return out
+
+
+def standardized_sources(train: WorldArrays, per_character: int, seed: int) -> np.ndarray:
+    """Training-sample indices to standardize: `per_character` per character (seeded), or all."""
+    rng = np.random.default_rng([seed, 21])
+    picks = []
+    for c in range(int(train.character_row.max()) + 1):
+        rows = np.flatnonzero(train.character_row == c)
+        picks.append(rows if per_character <= 0 else rng.permutation(rows)[:per_character])
+    return np.sort(np.concatenate(picks))
+
+
+def precompute_standardized(train: WorldArrays, sources: np.ndarray, folder: Path, pipe, cfg: Stage2TrainConfig,
+                            rank: int = 0, world_size: int = 1, shard_size: int = 64, progress: bool = True
+                            ) -> None:
+    """Standardize train[sources] into folder/NNNNN.safetensors shards (images uint8, sources).
+    A shard already on disk with the same sources is kept, so an interrupted run resumes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shards = [sources[k:k + shard_size] for k in range(0, len(sources), shard_size)]
+    todo = []
+    for s, rows in enumerate(shards):
+        path = folder / f"{s:05d}.safetensors"
+        if s % world_size != rank:
+            continue
+        if path.exists() and np.array_equal(load_file(str(path))["sources"].numpy(), rows):
+            continue
+        todo.append((s, rows, path))
+    pipe.progress = False
+    for s, rows, path in tqdm(todo, desc="standardizing references", unit="shard", disable=not progress):
+        refs = [Reference.from_world(train.images["image"][i], train.images["foreground"][i], train.meta[i]["keypoints"])
+                for i in rows]
+        images = pipe(refs, num_inference_steps=cfg.standardize_steps, guidance_scale=cfg.standardize_guidance,
+                      generator=torch.Generator().manual_seed(cfg.seed * 7919 + s)).images
+        tensors = {"images": torch.from_numpy(np.stack([np.asarray(im) for im in images])),
+                   "sources": torch.from_numpy(np.asarray(rows, np.int64))}
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp))
+        tmp.replace(path)
+
+
+def load_standardized(folder: Path, sources: np.ndarray) -> np.ndarray:
+    """-> uint8 (len(sources), H, W, 3), in `sources` order."""
+    images, seen = [], []
+    for path in sorted(folder.glob("[0-9]*.safetensors")):
+        tensors = load_file(str(path))
+        images.append(tensors["images"].numpy())
+        seen.append(tensors["sources"].numpy())
+    if not images or not np.array_equal(np.concatenate(seen), sources):
+        raise ValueError(f"{folder} does not hold the standardized references of this run's data and config")
+    return np.concatenate(images)
+
+
+def main(args) -> int:
+    from accelerate import Accelerator
+
+    from ..models.loading import load_base, load_image_encoder
+    from ..pipelines.personalize import ADAPTER_FILE, PersonalizePipeline
+    from ..pipelines.serial import SerialGenPipeline
+    from ..pipelines.standardize import StandardizePipeline
+
+    cfg = load_config(Stage2TrainConfig, args.config, pairing=getattr(args, "pairing", None))
+    if cfg.pairing not in PAIRINGS:
+        raise ValueError(f"pairing must be one of {', '.join(PAIRINGS)}, got {cfg.pairing!r}")
+    run = RunDir(args.out, cfg, args.resume)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    torch.manual_seed(cfg.seed)
+    main_process = accelerator.is_main_process
+    device = accelerator.device
+
+    # 1. Frozen models: the base pipeline (UNet, VAE, text encoders) and the CLIP image encoder
+    base = load_base(cfg.base or None)
+    base.to(device)
+    for module in (base.unet, base.vae, base.text_encoder, getattr(base, "text_encoder_2", None)):
+        if module is not None:
+            module.float().eval().requires_grad_(False)
+    image_encoder = load_image_encoder(cfg.image_encoder or None).float().to(device).eval().requires_grad_(False)
+    sdxl = getattr(base, "text_encoder_2", None) is not None
+
+    # 2. Data: targets (latents and captions, cached in OUT) and the references of the pairing
+    keys = ("image", "foreground") if cfg.pairing == "standardized" else ("image",)
+    train = WorldArrays.load(args.data, "train", keys=keys, limit=cfg.limit or None, progress=main_process)
+    h, w = train.images["image"].shape[1:3]
+    cache = run.path / "cache.safetensors"
+    if cache.exists():
+        cached = load_file(str(cache))
+    else:
+        rng = np.random.default_rng([cfg.seed, 31])
+        captions = [scene_caption(m) if rng.random() < cfg.scene_captions else m["caption"] for m in train.meta]
+        with torch.no_grad():
+            latents = torch.cat([base.vae.encode(to_float(train.images["image"][k:k + 64]).to(device)).latent_dist.mode()
+                                 for k in tqdm(range(0, len(train), 64), desc="encoding latents",
+                                               disable=not main_process)]) * base.vae.config.scaling_factor
+        text, pooled = encode_text(base, captions, progress=main_process)
+        empty, empty_pooled = empty_text(base)
+        cached = {"latents": latents.cpu(), "text": text.cpu(), "empty": empty.cpu()}
+        if pooled is not None:
+            cached |= {"pooled": pooled.cpu(), "empty_pooled": empty_pooled.cpu()}
+        if main_process:
+            tmp = cache.with_name(cache.name + ".tmp")
+            save_file({k: v.contiguous() for k, v in cached.items()}, str(tmp))
+            tmp.replace(cache)
+        accelerator.wait_for_everyone()
+        cached = load_file(str(cache))  # a fresh and a resumed run train on the very same tensors
+    latents, text = cached["latents"], cached["text"]
+    added_ids = None
+    if sdxl:
+        added_ids = base._get_add_time_ids((h, w), (0, 0), (h, w), dtype=torch.float32,
+                                           text_encoder_projection_dim=base.text_encoder_2.config.projection_dim)
+
+    samples_of = [np.flatnonzero(train.character_row == c) for c in range(int(train.character_row.max()) + 1)]
+    stage1 = None
+    if cfg.pairing == "standardized":
+        stage1 = StandardizePipeline.from_pretrained(cfg.standardizer or None).to(device)
+        sources = standardized_sources(train, cfg.standardized_per_character, cfg.seed)
+        folder = run.path / "standardized"
+        precompute_standardized(train, sources, folder, stage1, cfg, accelerator.process_index,
+                                accelerator.num_processes, progress=main_process)
+        accelerator.wait_for_everyone()
+        standardized = load_standardized(folder, sources)
+        standardized_of = [np.flatnonzero(train.character_row[sources] == c) for c in range(len(samples_of))]
+    with torch.no_grad():
+        size = image_encoder.config.image_size  # CLIP of an all-zero *normalised* image, as sampling does
+        negative = image_encoder(pixel_values=torch.zeros(1, 3, size, size, device=device),
+                                 output_hidden_states=True).hidden_states[-2]
+
+    def references(idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """The reference of each target in idx, float (B, 3, H, W) in [-1, 1]."""
+        if cfg.pairing == "unpaired":
+            return augment(train.images["image"][idx], rng, cfg.crop_scale)
+        if cfg.pairing == "paired":
+            picks = []
+            for i in idx:
+                others = samples_of[train.character_row[i]]
+                others = others[others != i] if len(others) > 1 else others
+                picks.append(rng.choice(others))
+            return to_float(train.images["image"][np.array(picks)])
+        return to_float(standardized[np.array([rng.choice(standardized_of[train.character_row[i]]) for i in idx])])
+
+    # 3. The adapter, its optimizer; the UNet gets the decoupled processors
+    adapter = IPAdapter.for_unet(base.unet, image_encoder.config.hidden_size)
+    adapter.attach(base.unet)
+    optimizer = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=0.01)
+    start, elapsed = 0, 0.0
+    if args.resume and has_checkpoint(run.path):
+        state = load_checkpoint(run.path, model=adapter, optimizer=optimizer)
+        start, elapsed = state["step"], state["extra"].get("elapsed_s", 0.0)
+        accelerator.print(f"resumed from step {start}")
+    objective, optimizer = accelerator.prepare(Stage2Objective(base.unet, adapter), optimizer)
+    noise_scheduler = training_scheduler()
+    test = WorldArrays.load(args.data, "test", keys=("image", "foreground"), limit=64, progress=False)
+    personalize = PersonalizePipeline(base, image_encoder, adapter)
+    sampler = SerialGenPipeline(stage1, personalize)
+
+    # 4. Training loop: batch, references, dropout and noise all follow (seed, step)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"stage2 {cfg.pairing}",
+               disable=not main_process)
+    t0 = time.time()
+    for step in bar:
+        set_lr(optimizer, cfg, step)
+        idx = batch_indices(len(train), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
+        rng = np.random.default_rng([cfg.seed, step, 12])
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        u = rng.random(len(idx))
+        no_image = torch.from_numpy(u < cfg.drop_image + cfg.drop_both).to(device)  # [0, a + c): image dropped
+        no_text = torch.from_numpy((u >= cfg.drop_image) & (u < cfg.drop_image + cfg.drop_both + cfg.drop_text))
+        hidden = clip_hidden_states(image_encoder, references(idx, rng).to(device))  # (B, T, d)
+        hidden = torch.where(no_image.view(-1, 1, 1), negative.expand_as(hidden), hidden)
+        cond = torch.where(no_text.view(-1, 1, 1), cached["empty"].float().expand(len(idx), -1, -1), text[idx].float())
+        added = None
+        if sdxl:
+            pooled = torch.where(no_text.view(-1, 1), cached["empty_pooled"].float().expand(len(idx), -1),
+                                 cached["pooled"][idx].float())
+            added = {"text_embeds": pooled.to(device), "time_ids": added_ids.to(device).repeat(len(idx), 1)}
+        with accelerator.autocast():
+            loss = objective(latents[idx].float().to(device), cond.to(device), hidden, added, noise_scheduler, g)
+        optimizer_step(accelerator, objective, optimizer, loss)
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            run.log(step, loss=loss.item(), lr=optimizer.param_groups[0]["lr"])
+        done = step + 1
+        if main_process and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            save_checkpoint(run.path, step=done, model=adapter, optimizer=optimizer,
+                            extra={"elapsed_s": elapsed + time.time() - t0})
+        if main_process and (done % cfg.sample_every == 0 or done == cfg.steps):
+            run.save_image(f"samples_{done:06d}.png", sample_sheet(sampler, test, cfg))
+
+    # 5. Export the adapter in IP-Adapter's layout, with what made it
+    if main_process:
+        model = run.path / "model"
+        adapter.save(model / ADAPTER_FILE)
+        write_json(model / "training.json", run.provenance(
+            data=str(args.data), steps=cfg.steps, pairing=cfg.pairing, base=cfg.base or "bundled mini",
+            image_encoder=cfg.image_encoder or "bundled mini", standardizer=cfg.standardizer or "bundled mini",
+            wall_time_s=round(elapsed + time.time() - t0, 1), config=dataclasses.asdict(cfg)))
+        (model / "README.md").write_text(f"IP-Adapter (all CLIP tokens) trained with `{cfg.pairing}` pairing; "
+                                         f"load with `PersonalizePipeline.from_pretrained('{model}')`.\n")
+        print(f"saved {model / ADAPTER_FILE}")
+    return 0
+
+
+def held_out_series(test: WorldArrays, characters: int, prompts: int) -> list[tuple[Reference, list[str]]]:
+    """For each of the first held-out characters: its first image as reference, and the scene
+    captions of its next images as the series' prompts."""
+    out = []
+    rows = test.first_of_each_character()[:characters]
+    for first in rows:
+        same = np.flatnonzero(test.character_row == test.character_row[first])
+        ref = Reference.from_world(test.images["image"][first], test.images["foreground"][first],
+                                   test.meta[first]["keypoints"])
+        out.append((ref, [scene_caption(test.meta[i]) for i in same[1:prompts + 1]]))
+    return out
+
+
+@torch.no_grad()
+def sample_sheet(sampler, test: WorldArrays, cfg: Stage2TrainConfig, characters: int = 4, prompts: int = 4
+                 ) -> np.ndarray:
+    """One row per held-out character: reference, the adapter's reference (standardized or not),
+    then the series from its scene-only prompts."""
+    sampler.progress = False
+    rows = []
+    for ref, series in held_out_series(test, characters, prompts):
+        out = sampler(ref, series, standardize=sampler.standardize is not None, num_inference_steps=cfg.sample_steps,
+                      guidance_scale=cfg.guidance_scale, seed=cfg.seed)
+        seen = out.standardized if out.standardized is not None else ref.image
+        rows.append([ref.image, np.asarray(seen)] + [np.asarray(im) for im in out.images])
+    return grid(rows)
+

@@ -1,0 +1,221 @@
+"""Stage II training under the three pairings, the serial pipeline (each stage's expensive part
+once per series), and `serialgen generate`, on tiny models saved in the published layouts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from serialgen.cli import main as cli
+from serialgen.data.memory import WorldArrays
+from serialgen.diffusion import sampling_scheduler
+from serialgen.models.ip_adapter import IPAdapter
+from serialgen.models.loading import load_base
+from serialgen.models.standardizer import Standardizer, StandardizerConfig
+from serialgen.pipelines.personalize import PersonalizePipeline
+from serialgen.pipelines.serial import SerialGenPipeline
+from serialgen.pipelines.standardize import StandardizePipeline
+from serialgen.train import stage2
+from serialgen.train.stage1 import template_keypoints
+
+from .tiny import TINY_UNET, TINY_VAE, tiny_image_encoder, tiny_sd_pipeline, tiny_sdxl_pipeline, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, dataset):
+    """sd15/ (a diffusers SD pipeline folder), image_encoder/ (Stage II's CLIP vision tower) and
+    stage1/ (a standardizer with its vae/ and image_encoder/), all tiny and random."""
+    root = tmp_path_factory.mktemp("stage2_models")
+    tiny_sd_pipeline(tiny_tokenizer(root / "tok")).save_pretrained(root / "sd15")
+    tiny_image_encoder().save_pretrained(root / "image_encoder")
+    train = WorldArrays.load(dataset, "train", progress=False)
+    torch.manual_seed(0)
+    model = Standardizer.from_unet(TINY_UNET.build(), StandardizerConfig(
+        width=128, height=192, pose_channels=(4, 8, 8, 16),
+        template_keypoints=template_keypoints([train.meta[i] for i in train.first_of_each_character()], 128, 192)))
+    model.save_pretrained(root / "stage1")
+    TINY_VAE.build().save_pretrained(root / "stage1" / "vae")
+    tiny_image_encoder(projection_dim=TINY_UNET.cross_attention_dim).save_pretrained(root / "stage1" / "image_encoder")
+    return root
+
+
+def _config(folders, path, **extra):
+    values = dict(base=str(folders / "sd15"), image_encoder=str(folders / "image_encoder"),
+                  standardizer=str(folders / "stage1"), steps=3, batch_size=2, warmup=1, lr=1e-3, checkpoint_every=2,
+                  sample_every=3, sample_steps=2, standardize_steps=2, standardized_per_character=1) | extra
+    path.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items()) + "\n")
+    return path
+
+
+def _args(data, out, config, pairing, resume=False):
+    return argparse.Namespace(data=str(data), out=str(out), config=str(config), resume=resume, pairing=pairing)
+
+
+@pytest.mark.parametrize("pairing", ["standardized", "paired", "unpaired"])
+def test_each_pairing_trains_only_the_adapter_and_exports_the_official_layout(pairing, dataset, folders, tmp_path):
+    config = _config(folders, tmp_path / "c.toml")
+    run = tmp_path / pairing
+    assert stage2.main(_args(dataset, run, config, pairing)) == 0
+    adapter_file = run / "model" / "ip-adapter.safetensors"
+    keys = set(load_file(str(adapter_file)))
+    assert keys and all(k.startswith(("image_proj.", "ip_adapter.")) for k in keys)
+    info = json.loads((run / "model" / "training.json").read_text())
+    assert info["pairing"] == pairing and info["steps"] == 3
+    assert (run / "samples" / "samples_000003.png").exists()
+
+    pipe = PersonalizePipeline.from_pretrained(run / "model", base=folders / "sd15", image_encoder=folders / "image_encoder")
+    base = load_base(folders / "sd15")
+    fresh = IPAdapter.for_unet(base.unet, 24)  # training moved the adapter, and nothing else
+    moved = [not torch.equal(a, b) for a, b in zip(pipe.adapter.official_state_dict().values(),
+                                                    fresh.official_state_dict().values())]
+    assert any(moved)
+    assert all(torch.equal(a, b) for a, b in zip(pipe.unet.state_dict().values(), base.unet.state_dict().values()))
+    if pairing == "standardized":
+        shards = sorted((run / "standardized").glob("*.safetensors"))
+        train = WorldArrays.load(dataset, "train", progress=False)
+        stored = load_file(str(shards[0]))
+        assert len(np.unique(train.character_row)) == sum(len(load_file(str(s))["sources"]) for s in shards)
+        assert stored["images"].shape[1:] == (192, 128, 3) and stored["images"].dtype == torch.uint8
+
+
+def test_stage2_resumes_exactly(dataset, folders, tmp_path, monkeypatch):
+    config = _config(folders, tmp_path / "c.toml", steps=4, sample_every=100)
+    assert stage2.main(_args(dataset, tmp_path / "straight", config, "unpaired")) == 0
+    real_save = stage2.save_checkpoint
+
+    def save_then_die(out, *, step, **kw):
+        real_save(out, step=step, **kw)
+        if step == 2:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(stage2, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        stage2.main(_args(dataset, tmp_path / "split", config, "unpaired"))
+    monkeypatch.setattr(stage2, "save_checkpoint", real_save)
+    assert stage2.main(_args(dataset, tmp_path / "split", config, "unpaired", resume=True)) == 0
+    a = load_file(str(tmp_path / "straight" / "checkpoint" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "checkpoint" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_standardized_shards_resume_and_are_checked(dataset, folders, tmp_path):
+    cfg = stage2.Stage2TrainConfig(standardize_steps=1)
+    train = WorldArrays.load(dataset, "train", keys=("image", "foreground"), progress=False)
+    sources = stage2.standardized_sources(train, 2, seed=0)
+    assert len(sources) == 2 * len(np.unique(train.character_row))
+    pipe = StandardizePipeline.from_pretrained(folders / "stage1")
+    calls = []
+    real = pipe.__call__
+
+    class Counting:
+        progress = False
+
+        def __call__(self, refs, **kw):
+            calls.append(len(refs))
+            return real(refs, **kw)
+
+    stage2.precompute_standardized(train, sources, tmp_path, Counting(), cfg, shard_size=4, progress=False)
+    shards = sorted(tmp_path.glob("*.safetensors"))
+    assert len(shards) == -(-len(sources) // 4) and sum(calls) == len(sources)
+    shards[1].unlink()  # as if killed before the second shard was written
+    calls.clear()
+    stage2.precompute_standardized(train, sources, tmp_path, Counting(), cfg, shard_size=4, progress=False)
+    assert calls == [4]
+    assert stage2.load_standardized(tmp_path, sources).shape == (len(sources), 192, 128, 3)
+    with pytest.raises(ValueError, match="does not hold"):
+        stage2.load_standardized(tmp_path, sources[:-1])
+
+
+def test_unpaired_augmentation_crops_and_flips():
+    images = np.zeros((64, 24, 16, 3), np.uint8)
+    images[:, :, :8] = 255  # left half white
+    out = stage2.augment(images, np.random.default_rng(0), smallest=0.7)
+    assert out.shape == (64, 3, 24, 16) and out.min() >= -1 and out.max() <= 1
+    left = out[:, 0, :, :4].mean((1, 2))
+    assert (left > 0.5).any() and (left < -0.5).any()  # some flipped, some not
+
+
+def test_sdxl_base_trains_with_pooled_text_and_time_ids(dataset, folders, tmp_path):
+    tiny_sdxl_pipeline(tiny_tokenizer(tmp_path / "tok")).save_pretrained(tmp_path / "sdxl")
+    config = _config(folders, tmp_path / "c.toml", base=str(tmp_path / "sdxl"), steps=2, sample_every=100)
+    assert stage2.main(_args(dataset, tmp_path / "run", config, "paired")) == 0
+    pipe = PersonalizePipeline.from_pretrained(tmp_path / "run" / "model", base=tmp_path / "sdxl",
+                                               image_encoder=folders / "image_encoder")
+    assert pipe.is_sdxl
+    pipe.progress = False
+    images = pipe(np.full((96, 64, 3), 200, np.uint8), ["a character, waving"], num_inference_steps=2).images
+    assert images[0].size == (128, 192)
+
+
+def _count_calls(module, counter: list):
+    return module.register_forward_hook(lambda *_: counter.append(1))
+
+
+def test_serial_pipeline_standardizes_once_and_batches_the_series(folders):
+    serial = SerialGenPipeline.from_pretrained(standardizer=folders / "stage1", base=folders / "sd15",
+                                               image_encoder=folders / "image_encoder",
+                                               adapter=_saved_adapter(folders))
+    serial.progress = False
+    references, encodes, unet_calls = [], [], []
+    serial.standardize.standardizer.reference_net.register_forward_hook(lambda *_: references.append(1))
+    _count_calls(serial.personalize.image_encoder, encodes)
+    _count_calls(serial.personalize.unet, unet_calls)
+    prompts = [f"a character, waving, {v} view" for v in ("front", "side", "back", "three-quarter", "front")]
+    reference = Image.fromarray(np.full((192, 128, 3), 180, np.uint8))
+    out = serial(reference, prompts, num_inference_steps=3, batch_size=2, standardize_steps=2, use_pose=False, seed=4)
+    assert len(out.images) == 5 and out.standardized.size == (128, 192)
+    assert len(references) == 1  # one ReferenceNet pass for the whole series
+    assert len(encodes) == 2  # the reference and the zero image, once each
+    assert len(unet_calls) == 3 * 3  # steps x batches: guidance halves share a call
+    again = serial(reference, prompts, num_inference_steps=3, batch_size=5, standardize_steps=2, use_pose=False, seed=4)
+    assert len(unet_calls) == 3 * 3 + 3  # all five in one batch: one call per step
+    for a, b in zip(again.images, out.images, strict=True):  # the series does not depend on the batching
+        assert np.abs(np.asarray(a, float) - np.asarray(b, float)).max() <= 2
+    one_stage = serial(reference, prompts[:1], standardize=False, num_inference_steps=2)
+    assert one_stage.standardized is None and len(references) == 2
+
+
+def _saved_adapter(folders):
+    path = folders / "adapter" / "ip-adapter.safetensors"
+    if not path.exists():
+        torch.manual_seed(5)
+        adapter = IPAdapter.for_unet(load_base(folders / "sd15").unet, 24)
+        with torch.no_grad():
+            for p in adapter.parameters():
+                p.add_(0.2 * torch.randn_like(p))
+        adapter.save(path)
+    return path
+
+
+def test_generate_writes_the_series_and_a_sheet(dataset, folders, tmp_path, capsys):
+    test = WorldArrays.load(dataset, "test", limit=1, progress=False)
+    Image.fromarray(test.images["image"][0]).save(tmp_path / "ref.png")
+    (tmp_path / "prompts.txt").write_text("# scenes\na character, running, side view\n\na character, sitting\n")
+    models = ["--standardizer", str(folders / "stage1"), "--base", str(folders / "sd15"), "--image-encoder",
+              str(folders / "image_encoder"), "--adapter", str(_saved_adapter(folders))]
+    out = tmp_path / "series"
+    code = cli(["generate", "--reference", str(tmp_path / "ref.png"), "--prompt", "a character, waving",
+                "--prompts-file", str(tmp_path / "prompts.txt"), "--out", str(out), "--steps", "2", "--no-pose", *models])
+    assert code == 0
+    record = json.loads((out / "series.json").read_text())
+    assert record["prompts"] == ["a character, waving", "a character, running, side view", "a character, sitting"]
+    assert record["files"] == ["01.png", "02.png", "03.png"]
+    assert all((out / f).exists() for f in record["files"] + ["standardized.png", "sheet.png"])
+    sheet = Image.open(out / "sheet.png")
+    assert sheet.height >= 192 and sheet.width > 4 * 128  # reference column + three images
+
+    for bad, message in [([], "at least one --prompt"), (["--prompt", "  "], "empty"),
+                         (["--prompt", "x", "--one-stage", "--standardized", str(tmp_path / "ref.png")], "exclude")]:
+        assert cli(["generate", "--reference", str(tmp_path / "ref.png"), "--out", str(tmp_path / "o"), *bad]) == 2
+        assert message in capsys.readouterr().err
+    assert cli(["generate", "--reference", str(tmp_path / "missing.png"), "--prompt", "x", "--out",
+                str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli(["train", "vae", "--data", str(dataset), "--out", str(tmp_path / "v"), "--pairing", "paired"]) == 2
+    assert "--pairing" in capsys.readouterr().err
