@@ -219,3 +219,78 @@ def test_generate_writes_the_series_and_a_sheet(dataset, folders, tmp_path, caps
     assert "does not exist" in capsys.readouterr().err
     assert cli(["train", "vae", "--data", str(dataset), "--out", str(tmp_path / "v"), "--pairing", "paired"]) == 2
     assert "--pairing" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def judge_folder(tmp_path_factory):
+    """A tiny judge in its saved layout: CLIPModel + tokenizer + probes.safetensors/json."""
+    from safetensors.torch import save_file
+
+    from serialgen.world.attributes import PROBE_ATTRIBUTES
+
+    from .tiny import TINY_CLIP
+
+    root = tmp_path_factory.mktemp("judge")
+    tokenizer = tiny_tokenizer(root)
+    torch.manual_seed(2)
+    TINY_CLIP.build(tokenizer).save_pretrained(root)
+    tensors = {}
+    for attribute, values in PROBE_ATTRIBUTES.items():
+        tensors[f"{attribute}.weight"] = torch.zeros(len(values), TINY_CLIP.projection_dim)
+        bias = torch.zeros(len(values))
+        bias[values.index("front" if attribute == "view" else values[0])] = 1.0  # a constant guess
+        tensors[f"{attribute}.bias"] = bias
+    save_file(tensors, str(root / "probes.safetensors"))
+    (root / "probes.json").write_text(json.dumps({a: list(v) for a, v in PROBE_ATTRIBUTES.items()}))
+    return root
+
+
+def test_judge_scores_attributes_against_the_world_truth(dataset, judge_folder):
+    from serialgen.evaluation import Judge, attribute_accuracy
+
+    judge = Judge.from_pretrained(judge_folder)
+    test = WorldArrays.load(dataset, "train", progress=False)
+    features = judge.image_features(test.images["image"])
+    assert features.shape == (len(test), 16) and torch.allclose(features.norm(dim=1), torch.ones(len(test)), atol=1e-5)
+    assert judge.predict(features[:2], "view") == ["front", "front"]
+    scores = attribute_accuracy(judge, features, test.meta, ("view", "bottom_color"))
+    assert scores["view"] == pytest.approx(np.mean([m["view"] == "front" for m in test.meta]))
+    with_bottom = [m for m in test.meta if m["attributes"]["bottom"]]  # dresses have no bottom: skipped
+    first = judge.values["bottom_color"][0]
+    assert scores["bottom_color"] == pytest.approx(np.mean([m["attributes"]["bottom"]["color"] == first
+                                                            for m in with_bottom]))
+    with pytest.raises(FileNotFoundError, match="No judge"):
+        Judge.from_pretrained(dataset)
+
+
+def test_eval_commands_write_tables_scores_and_sheets(dataset, folders, judge_folder, tmp_path, capsys):
+    assert cli(["eval", "stage1", "--data", str(dataset), "--weights", str(folders / "stage1"), "--samples", "2",
+                "--steps", "2", "--out", str(tmp_path / "s1.json"), "--sheet", str(tmp_path / "s1.png")]) == 0
+    table = capsys.readouterr().out
+    assert "| stage1 |" in table and "PSNR" in table
+    scores = json.loads((tmp_path / "s1.json").read_text())["stage1"]
+    assert scores["psnr"] > 0 and 0 < scores["ssim"] <= 1 and Image.open(tmp_path / "s1.png").height == 3 * 192
+
+    adapter = _saved_adapter(folders)
+    (adapter.parent / "training.json").write_text(json.dumps({"pairing": "paired"}))
+    args = ["eval", "stage2", "--data", str(dataset), "--adapter", str(adapter), "--base", str(folders / "sd15"),
+            "--judge", str(judge_folder), "--samples", "1", "--prompts", "2", "--steps", "2"]
+    assert cli(args + ["--out", str(tmp_path / "s2.json"), "--image-encoder", str(folders / "image_encoder")]) == 0
+    assert "| adapter (paired) |" in capsys.readouterr().out
+    scores = json.loads((tmp_path / "s2.json").read_text())["adapter (paired)"]
+    assert scores["images"] == 2 and -100 <= scores["clip_i"] <= 100 and -100 <= scores["ap_clip_i"] <= 100
+    assert scores["text_control"]["view"] in (0.0, 0.5, 1.0)
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                   num_attention_heads=2, image_size=32, patch_size=8)
+                                  ).save_pretrained(tmp_path / "wide_encoder")
+    assert cli(args + ["--image-encoder", str(tmp_path / "wide_encoder")]) == 2  # not this adapter's encoder
+    assert "24-d CLIP hidden states" in capsys.readouterr().err
+
+    assert cli(["eval", "t2i", "--data", str(dataset), "--base", str(folders / "sd15"), "--judge", str(judge_folder),
+                "--samples", "3", "--steps", "2", "--out", str(tmp_path / "t2i.json")]) == 0
+    scores = json.loads((tmp_path / "t2i.json").read_text())["sd15"]
+    assert scores["accuracy"]["view"] in (0.0, 1 / 3, 2 / 3, 1.0) and scores["chance"]["view"] == 0.25
+    assert cli(["eval", "stage1", "--data", str(tmp_path), "--weights", "x"]) == 2
+    assert "no test/ shards" in capsys.readouterr().err
