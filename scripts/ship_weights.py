@@ -4,6 +4,10 @@
     python scripts/ship_weights.py clip runs/clip/model
     python scripts/ship_weights.py t2i runs/t2i/model
     python scripts/ship_weights.py judge runs/judge/model
+    python scripts/ship_weights.py stage1 runs/stage1/model
+    python scripts/ship_weights.py stage2 runs/stage2/model            # the default adapter (standardized pairs)
+    python scripts/ship_weights.py stage2-paired runs/stage2-paired/model  # one-stage baselines, for the study
+    python scripts/ship_weights.py stage2-unpaired runs/stage2-unpaired/model
 
 Tokenizers, configs, probes and training.json are copied as they are; every
 *.safetensors tensor in floating point is stored as fp16 (half the size; the mini models
@@ -22,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from serialgen.models.loading import bundled
 
-NAMES = ("vae", "clip", "t2i", "judge")
+NAMES = ("vae", "clip", "t2i", "judge", "stage1", "stage2", "stage2-paired", "stage2-unpaired")
 
 
 def ship(name: str, source: Path) -> Path:
