@@ -1,5 +1,9 @@
-"""Inference pipelines, one task each: standardize (Stage I)."""
+"""Inference pipelines, one task each: standardize (Stage I), personalize (Stage II), and the
+serial pipeline that composes them."""
 
+from .personalize import PersonalizeOutput, PersonalizePipeline
+from .serial import SerialGenOutput, SerialGenPipeline
 from .standardize import StandardizeOutput, StandardizePipeline
 
-__all__ = ["StandardizeOutput", "StandardizePipeline"]
+__all__ = ["PersonalizeOutput", "PersonalizePipeline", "SerialGenOutput", "SerialGenPipeline", "StandardizeOutput",
+           "StandardizePipeline"]
