@@ -11,11 +11,41 @@ resume() { [ -d "$1/checkpoint" ] && echo --resume || true; }
 $SG synth --out data/world128 --characters 2000 --poses-per-character 16 --size 128x192 --seed 0 --workers 2
 $SG synth --out data/judge128 --characters 500 --poses-per-character 16 --size 128x192 --seed 1 --workers 2
 
-[ -f runs/vae/model/training.json ] || $SG train vae --data data/world128 --out runs/vae --config configs/mini/vae.toml $(resume runs/vae)
-.venv/bin/python scripts/ship_weights.py vae runs/vae/model
-[ -f runs/clip/model/training.json ] || $SG train clip --data data/world128 --out runs/clip --config configs/mini/clip.toml $(resume runs/clip)
-.venv/bin/python scripts/ship_weights.py clip runs/clip/model
-[ -f runs/judge/model/probes.json ] || $SG train judge --data data/judge128 --out runs/judge --config configs/mini/judge.toml $(resume runs/judge)
-.venv/bin/python scripts/ship_weights.py judge runs/judge/model
-[ -f runs/t2i/model/training.json ] || $SG train t2i --data data/world128 --out runs/t2i --config configs/mini/t2i.toml $(resume runs/t2i)
-.venv/bin/python scripts/ship_weights.py t2i runs/t2i/model
+run() {  # run NAME ARGS...: train unless runs/NAME/model is finished; resume a started run
+    local name=$1; shift
+    [ -f "runs/$name/model/training.json" ] || $SG train "$@" --out "runs/$name" $(resume "runs/$name")
+}
+ship() { .venv/bin/python scripts/ship_weights.py "$@"; }
+
+# Backbones (issue 3): VAE, CLIP in two phases, judge, text-to-image base
+run vae vae --data data/world128 --config configs/mini/vae.toml
+ship vae runs/vae/model
+run clip clip --data data/world128 --config configs/mini/clip.toml
+run clip2 clip --data data/world128 --config configs/mini/clip_phase2.toml
+ship clip runs/clip2/model
+run t2i t2i --data data/world128 --config configs/mini/t2i.toml
+ship t2i runs/t2i/model
+run judge judge --data data/judge128 --config configs/mini/judge.toml
+ship judge runs/judge/model
+
+# Stage I: the shipped standardizer, then the equal-budget ablation (paper Table 3)
+run stage1 stage1 --data data/world128 --config configs/mini/stage1.toml
+ship stage1 runs/stage1/model
+run stage1-full stage1 --data data/world128 --config configs/mini/stage1_ablation.toml
+run stage1-no-fbdm stage1 --data data/world128 --config configs/mini/stage1_ablation.toml --no-fbdm
+run stage1-no-rpim stage1 --data data/world128 --config configs/mini/stage1_ablation.toml --no-rpim
+run stage1-neither stage1 --data data/world128 --config configs/mini/stage1_ablation.toml --no-fbdm --no-rpim
+
+# Stage II: one adapter per pairing, same budget (paper Table 2); the standardized one ships as default
+run stage2 stage2 --data data/world128 --config configs/mini/stage2.toml --pairing standardized
+ship stage2 runs/stage2/model
+run stage2-paired stage2 --data data/world128 --config configs/mini/stage2.toml --pairing paired
+ship stage2-paired runs/stage2-paired/model
+run stage2-unpaired stage2 --data data/world128 --config configs/mini/stage2.toml --pairing unpaired
+ship stage2-unpaired runs/stage2-unpaired/model
+
+# Reports
+$SG eval stage1 --data data/world128 --weights runs/stage1-full/model --weights runs/stage1-no-fbdm/model \
+    --weights runs/stage1-no-rpim/model --weights runs/stage1-neither/model --out docs/stage1_ablation.json
+$SG eval stage2 --data data/world128 --adapter runs/stage2/model --adapter runs/stage2-paired/model \
+    --adapter runs/stage2-unpaired/model --out docs/stage2_pairings.json --sheet docs/stage2_series.png
