@@ -17,16 +17,16 @@ run() {  # run NAME ARGS...: train unless runs/NAME/model is finished; resume a 
 }
 ship() { .venv/bin/python scripts/ship_weights.py "$@"; }
 
-# Backbones (issue 3): VAE, CLIP in two phases, judge, text-to-image base
+# Backbones (issue 3): VAE, CLIP in two phases, the judge, the text-to-image base
 run vae vae --data data/world128 --config configs/mini/vae.toml
 ship vae runs/vae/model
 run clip clip --data data/world128 --config configs/mini/clip.toml
 run clip2 clip --data data/world128 --config configs/mini/clip_phase2.toml
 ship clip runs/clip2/model
-run t2i t2i --data data/world128 --config configs/mini/t2i.toml
-ship t2i runs/t2i/model
 run judge judge --data data/judge128 --config configs/mini/judge.toml
 ship judge runs/judge/model
+run t2i t2i --data data/world128 --config configs/mini/t2i.toml
+ship t2i runs/t2i/model
 
 # Stage I: the shipped standardizer, then the equal-budget ablation (paper Table 3)
 run stage1 stage1 --data data/world128 --config configs/mini/stage1.toml
