@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Headless rendering: EGL + Mesa (llvmpipe on CPU). Root installs; otherwise sudo if present.
+# Headless rendering: EGL + Mesa (llvmpipe on CPU); chromium for the web app's browser test.
+# Root installs; otherwise sudo if present.
 need=()
-for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libgles2; do
+for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libgles2 chromium; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -24,6 +25,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     # Pinned: 2.13.0 is the CPU build available offline here; an unpinned torch pulls
     # several GB of CUDA wheels.
     .venv/bin/pip install -q "torch==2.13.0"
-    .venv/bin/pip install -q -e ".[test]"
+    .venv/bin/pip install -q -e ".[serve,test]"
     echo "$want" > "$stamp"
 fi

@@ -17,32 +17,17 @@ from serialgen.data.memory import WorldArrays
 from serialgen.diffusion import sampling_scheduler
 from serialgen.models.ip_adapter import IPAdapter
 from serialgen.models.loading import load_base
-from serialgen.models.standardizer import Standardizer, StandardizerConfig
 from serialgen.pipelines.personalize import PersonalizePipeline
 from serialgen.pipelines.serial import SerialGenPipeline
 from serialgen.pipelines.standardize import StandardizePipeline
 from serialgen.train import stage2
-from serialgen.train.stage1 import template_keypoints
 
-from .tiny import TINY_UNET, TINY_VAE, tiny_image_encoder, tiny_sd_pipeline, tiny_sdxl_pipeline, tiny_tokenizer
+from .tiny import tiny_serial_models, tiny_sdxl_pipeline, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory, dataset):
-    """sd15/ (a diffusers SD pipeline folder), image_encoder/ (Stage II's CLIP vision tower) and
-    stage1/ (a standardizer with its vae/ and image_encoder/), all tiny and random."""
-    root = tmp_path_factory.mktemp("stage2_models")
-    tiny_sd_pipeline(tiny_tokenizer(root / "tok")).save_pretrained(root / "sd15")
-    tiny_image_encoder().save_pretrained(root / "image_encoder")
-    train = WorldArrays.load(dataset, "train", progress=False)
-    torch.manual_seed(0)
-    model = Standardizer.from_unet(TINY_UNET.build(), StandardizerConfig(
-        width=128, height=192, pose_channels=(4, 8, 8, 16),
-        template_keypoints=template_keypoints([train.meta[i] for i in train.first_of_each_character()], 128, 192)))
-    model.save_pretrained(root / "stage1")
-    TINY_VAE.build().save_pretrained(root / "stage1" / "vae")
-    tiny_image_encoder(projection_dim=TINY_UNET.cross_attention_dim).save_pretrained(root / "stage1" / "image_encoder")
-    return root
+    return tiny_serial_models(tmp_path_factory.mktemp("stage2_models"), dataset)
 
 
 def _config(folders, path, **extra):
@@ -182,15 +167,7 @@ def test_serial_pipeline_standardizes_once_and_batches_the_series(folders):
 
 
 def _saved_adapter(folders):
-    path = folders / "adapter" / "ip-adapter.safetensors"
-    if not path.exists():
-        torch.manual_seed(5)
-        adapter = IPAdapter.for_unet(load_base(folders / "sd15").unet, 24)
-        with torch.no_grad():
-            for p in adapter.parameters():
-                p.add_(0.2 * torch.randn_like(p))
-        adapter.save(path)
-    return path
+    return folders / "adapter" / "ip-adapter.safetensors"
 
 
 def test_generate_writes_the_series_and_a_sheet(dataset, folders, tmp_path, capsys):

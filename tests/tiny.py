@@ -79,3 +79,34 @@ def tiny_sdxl_pipeline(tokenizer):
                                      tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=sampling_scheduler())
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def tiny_serial_models(root, dataset):
+    """Under root: sd15/ (a diffusers SD pipeline folder), image_encoder/ (Stage II's CLIP vision
+    tower), stage1/ (a standardizer with its vae/ and image_encoder/) and adapter/ip-adapter.safetensors
+    (perturbed away from its no-op start), all tiny and random. -> root"""
+    import torch
+
+    from serialgen.data.memory import WorldArrays
+    from serialgen.models.ip_adapter import IPAdapter
+    from serialgen.models.loading import load_base
+    from serialgen.models.standardizer import Standardizer, StandardizerConfig
+    from serialgen.train.stage1 import template_keypoints
+
+    tiny_sd_pipeline(tiny_tokenizer(root / "tok")).save_pretrained(root / "sd15")
+    tiny_image_encoder().save_pretrained(root / "image_encoder")
+    train = WorldArrays.load(dataset, "train", progress=False)
+    torch.manual_seed(0)
+    model = Standardizer.from_unet(TINY_UNET.build(), StandardizerConfig(
+        width=128, height=192, pose_channels=(4, 8, 8, 16),
+        template_keypoints=template_keypoints([train.meta[i] for i in train.first_of_each_character()], 128, 192)))
+    model.save_pretrained(root / "stage1")
+    TINY_VAE.build().save_pretrained(root / "stage1" / "vae")
+    tiny_image_encoder(projection_dim=TINY_UNET.cross_attention_dim).save_pretrained(root / "stage1" / "image_encoder")
+    torch.manual_seed(5)
+    adapter = IPAdapter.for_unet(load_base(root / "sd15").unet, 24)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    adapter.save(root / "adapter" / "ip-adapter.safetensors")
+    return root

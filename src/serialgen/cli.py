@@ -226,6 +226,28 @@ def _demo(args) -> int:
     return _generate(generate)
 
 
+def _serve(args) -> int:
+    prog = "serialgen serve"
+    if not 0 < args.port < 65536 or args.max_upload_mb < 1 or args.max_prompts < 1 or args.steps < 1:
+        return _fail(prog, "--port must be 1-65535 and --max-upload-mb, --max-prompts, --steps at least 1")
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        return _fail(prog, "the web app needs Gradio: pip install 'serialgen[serve]'")
+    try:
+        from .pipelines.serial import SerialGenPipeline
+        from .serve import ServeLimits, serve
+
+        pipe = SerialGenPipeline.from_pretrained(standardizer=args.standardizer, adapter=args.adapter, base=args.base,
+                                                 image_encoder=args.image_encoder, allow_pickle=args.allow_pickle)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        return _fail(prog, str(error))
+    limits = ServeLimits(max_upload_mb=args.max_upload_mb, max_prompts=args.max_prompts)
+    print(f"serving on http://{args.host}:{args.port} (Ctrl+C stops)")
+    serve(pipe, host=args.host, port=args.port, limits=limits, default_steps=args.steps)
+    return 0
+
+
 def _table(rows: list[tuple[str, dict]], columns: list[tuple[str, str]]) -> str:
     """A markdown table: one row per (name, scores), columns (header, dotted key)."""
     def get(scores, key):
@@ -478,6 +500,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
     p.set_defaults(run=_demo)
+
+    p = sub.add_parser(
+        "serve", help="a web app: upload a reference, write prompts, see the standardized image and the series",
+        description="Serve a Gradio app on http://HOST:PORT. Models load once (the bundled mini ones unless given); "
+                    "jobs run one at a time per worker and at most --max-prompts scenes each; uploads over "
+                    "--max-upload-mb are refused. Bind --host 0.0.0.0 to reach it from other machines.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--max-upload-mb", type=int, default=10, help="largest upload accepted (default 10)")
+    p.add_argument("--max-prompts", type=int, default=16, help="most scenes per job (default 16)")
+    p.add_argument("--steps", type=int, default=20, help="default DDIM steps shown in the app (default 20)")
+    p.add_argument("--standardizer", help="Stage I weights folder (default: bundled mini)")
+    p.add_argument("--adapter", help="IP-Adapter .safetensors file or folder (default: bundled mini)")
+    p.add_argument("--base", help="Stable Diffusion 1.5 / SDXL pipeline folder (default: bundled mini text-to-image)")
+    p.add_argument("--image-encoder", help="CLIP vision folder the adapter was trained with (default: bundled mini)")
+    p.add_argument("--allow-pickle", action="store_true", help="load .bin/.ckpt weights (pickles can run code)")
+    p.set_defaults(run=_serve)
 
     p = sub.add_parser(
         "eval", help="score models on held-out characters (graded by the judge)",
