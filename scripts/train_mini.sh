@@ -22,11 +22,12 @@ run vae vae --data data/world128 --config configs/mini/vae.toml
 ship vae runs/vae/model
 run clip clip --data data/world128 --config configs/mini/clip.toml
 run clip2 clip --data data/world128 --config configs/mini/clip_phase2.toml
-ship clip runs/clip2/model
-run judge judge --data data/judge128 --config configs/mini/judge.toml
-ship judge runs/judge/model
+run clip3 clip --data data/world128 --config configs/mini/clip_phase3.toml
+ship clip runs/clip3/model
 run t2i t2i --data data/world128 --config configs/mini/t2i.toml
 ship t2i runs/t2i/model
+run judge judge --data data/judge128 --config configs/mini/judge.toml
+ship judge runs/judge/model
 
 # Stage I: the shipped standardizer, then the equal-budget ablation (paper Table 3)
 run stage1 stage1 --data data/world128 --config configs/mini/stage1.toml

@@ -231,6 +231,10 @@ def test_clip_judge_and_t2i_trainers_run_end_to_end(dataset, tmp_path, monkeypat
     assert info["heldout"]["chance_view"] == pytest.approx(0.25)
     assert tok("a red t-shirt").input_ids[0] == tok.bos_token_id
 
+    phase2 = dict(small, init_from=str(tmp_path / "clip" / "model"), hard_negatives=True)
+    assert train_clip.main(_args(dataset, tmp_path / "clip2", _toml(tmp_path / "c2.toml", **phase2))) == 0
+    assert load_clip(tmp_path / "clip2" / "model")[1].get_vocab() == tok.get_vocab()  # phase 2 keeps the tokenizer
+
     assert train_judge.main(_args(dataset, tmp_path / "judge", _toml(tmp_path / "j.toml", probe_epochs=5, **small))) == 0
     info = json.loads((tmp_path / "judge" / "model" / "training.json").read_text())
     assert set(info["probe_accuracy"]) == {"top_color", "bottom_color", "shoes_color", "hair_color", "hair_style",
@@ -245,3 +249,32 @@ def test_clip_judge_and_t2i_trainers_run_end_to_end(dataset, tmp_path, monkeypat
     assert (tmp_path / "t2i" / "cache.safetensors").exists()
     assert load_unet(tmp_path / "t2i" / "model").config.cross_attention_dim == 32
     assert (tmp_path / "t2i" / "samples" / "samples_000002.png").exists()
+
+
+def test_hard_negative_changes_one_stated_attribute(small_world):
+    from serialgen.train.clip import hard_negative
+    from serialgen.world.attributes import ATTRIBUTES, attribute_value, caption_variants
+
+    meta = [small_world.sample(c, 1)["meta"] for c in range(6)]
+    captions = [m["caption"] for m in meta] + ["a standard image caption"]
+    rng = np.random.default_rng(0)
+    for k, m in enumerate(meta):
+        negative = hard_negative(meta, k, captions, rng)
+        assert negative != m["caption"]
+        changed = [a for a in ATTRIBUTES if attribute_value(m, a) is not None
+                   and negative in caption_variants(m, a)[0]]
+        assert len(changed) == 1  # one attribute away from the truth, and a caption the world can write
+    assert hard_negative(meta, len(meta), captions, rng) in captions  # a standard image: another caption
+
+
+def test_contrastive_loss_is_clips_and_hard_negatives_only_raise_it():
+    from serialgen.train.clip import contrastive_loss
+
+    torch.manual_seed(0)
+    model = TINY_CLIP.build().eval()
+    ids, pixels = torch.randint(0, 100, (4, 8)), torch.randn(4, 3, 32, 32)
+    out = model(input_ids=ids, pixel_values=pixels, return_loss=True)
+    assert torch.allclose(contrastive_loss(out.logits_per_image), out.loss, atol=1e-6)
+    extra = model(input_ids=torch.cat([ids, torch.randint(0, 100, (4, 8))]), pixel_values=pixels)
+    assert extra.logits_per_image.shape == (4, 8)
+    assert contrastive_loss(extra.logits_per_image) > out.loss  # more columns, more competition

@@ -4,7 +4,10 @@
 
 The tokenizer is built first from the training captions (`models/tokenizer.py`) and saved
 beside the model. Symmetric InfoNCE with a learnable temperature (Radford et al. 2021,
-eq. in Fig. 3). Held-out evaluation: image->text top-1 retrieval and per-attribute
+eq. in Fig. 3). With `hard_negatives`, each image's row also holds a copy of its caption with
+one attribute changed (action, view, expression, a colour...), as NegCLIP does (Yuksekgonul
+et al. 2023): a plain contrastive batch is won by colours and backgrounds alone and leaves
+the rest of a caption unread. Held-out evaluation: image->text top-1 retrieval and per-attribute
 zero-shot accuracy (`evaluate_clip`). The same script trains the judge's CLIP on a
 disjoint world (other seed) for evaluation.
 """
@@ -47,6 +50,7 @@ class CLIPTrainConfig:
     sample_every: int = 500
     eval_samples: int = 512
     zeroshot_samples: int = 128  # per attribute; each costs one text batch per sample
+    hard_negatives: bool = False  # add one single-attribute-swapped caption per image to its row
     limit: int = 0
     seed: int = 0
 
@@ -144,9 +148,14 @@ def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
         flip = torch.from_numpy(np.random.default_rng([cfg.seed, step, 7]).random(len(idx)) < 0.5)
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)  # captions never say left or right
         pixels = preprocess(x, arch.image_size).to(accelerator.device)
+        ids = token_ids[idx]
+        if cfg.hard_negatives:
+            rng = np.random.default_rng([cfg.seed, step, 11])
+            ids = torch.cat([ids, tokenize(tokenizer, [hard_negative(train.meta, k, captions, rng) for k in idx],
+                                           arch.max_text_length)])
         with accelerator.autocast():
-            out = wrapped(input_ids=token_ids[idx].to(accelerator.device), pixel_values=pixels, return_loss=True)
-        loss = out.loss
+            out = wrapped(input_ids=ids.to(accelerator.device), pixel_values=pixels)
+        loss = contrastive_loss(out.logits_per_image)
         optimizer_step(accelerator, wrapped, optimizer, loss)
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
@@ -173,6 +182,28 @@ def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
         print(f"saved {run.path / 'model'}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
         return ema, tokenizer, (images, train), scores
     return None
+
+
+def contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over (B, B) image-text logits; with (B, 2B) the extra columns are
+    hard negatives that only the image->text direction sees."""
+    b = logits_per_image.shape[0]
+    target = torch.arange(b, device=logits_per_image.device)
+    return (F.cross_entropy(logits_per_image.float(), target)
+            + F.cross_entropy(logits_per_image[:, :b].T.float(), target)) / 2
+
+
+def hard_negative(meta: list[dict], k: int, captions: list[str], rng: np.random.Generator) -> str:
+    """Caption k with one attribute it states set to another value; a standard image (k past
+    the renders) states none that can change, so it gets another random caption."""
+    from ..world.attributes import ATTRIBUTES, caption_variants
+
+    if k < len(meta):
+        for attr in rng.permutation(list(ATTRIBUTES)):
+            options, truth = caption_variants(meta[k], str(attr))
+            if len(options) > 1:
+                return options[(truth + 1 + int(rng.integers(len(options) - 1))) % len(options)]
+    return captions[int(rng.integers(len(captions)))]
 
 
 def evaluate_clip(model, tokenizer, test: WorldArrays, arch, zeroshot_samples: int = 128) -> dict[str, float]:
