@@ -25,6 +25,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     # Pinned: 2.13.0 is the CPU build available offline here; an unpinned torch pulls
     # several GB of CUDA wheels.
     .venv/bin/pip install -q "torch==2.13.0"
-    .venv/bin/pip install -q -e ".[serve,test]"
+    .venv/bin/pip install -q -e ".[serve,eval,test]"
     echo "$want" > "$stamp"
 fi

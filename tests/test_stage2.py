@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from serialgen.cli import main as cli
 from serialgen.data.memory import WorldArrays
 from serialgen.diffusion import sampling_scheduler
+from serialgen.evaluation import protocol_scenes
 from serialgen.models.ip_adapter import IPAdapter
 from serialgen.models.loading import load_base
 from serialgen.pipelines.personalize import PersonalizePipeline
@@ -251,12 +252,14 @@ def test_eval_commands_write_tables_scores_and_sheets(dataset, folders, judge_fo
     adapter = _saved_adapter(folders)
     (adapter.parent / "training.json").write_text(json.dumps({"pairing": "paired"}))
     args = ["eval", "stage2", "--data", str(dataset), "--adapter", str(adapter), "--base", str(folders / "sd15"),
-            "--judge", str(judge_folder), "--samples", "1", "--prompts", "2", "--steps", "2"]
+            "--judge", str(judge_folder), "--samples", "2", "--prompts", "2", "--seeds", "2", "--steps", "2"]
     assert cli(args + ["--out", str(tmp_path / "s2.json"), "--image-encoder", str(folders / "image_encoder")]) == 0
-    assert "| adapter (paired) |" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "| adapter (paired) |" in table and "1 held-out characters x 2 prompts x 2 seeds" in table
     scores = json.loads((tmp_path / "s2.json").read_text())["adapter (paired)"]
-    assert scores["images"] == 2 and -100 <= scores["clip_i"] <= 100 and -100 <= scores["ap_clip_i"] <= 100
-    assert scores["text_control"]["view"] in (0.0, 0.5, 1.0)
+    assert scores["images"] == 4 and scores["characters"] == 1  # the tiny world holds one test character
+    assert -100 <= scores["clip_i"]["mean"] <= 100 and scores["clip_i"]["n"] == 1
+    assert "stage1_psnr" not in scores  # one-stage: no standardized reference to score
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -271,3 +274,32 @@ def test_eval_commands_write_tables_scores_and_sheets(dataset, folders, judge_fo
     assert scores["accuracy"]["view"] in (0.0, 1 / 3, 2 / 3, 1.0) and scores["chance"]["view"] == 0.25
     assert cli(["eval", "stage1", "--data", str(tmp_path), "--weights", "x"]) == 2
     assert "no test/ shards" in capsys.readouterr().err
+
+
+def test_protocol_scores_each_character_with_intervals(dataset, folders, judge_folder):
+    from serialgen.evaluation import Judge, Protocol, evaluate_series
+    from serialgen.face import DlibFaceEmbedder
+
+    serial = SerialGenPipeline.from_pretrained(standardizer=folders / "stage1", base=folders / "sd15",
+                                               image_encoder=folders / "image_encoder", adapter=_saved_adapter(folders))
+    serial.progress = False
+    calls = []
+    serial.standardize.standardizer.reference_net.register_forward_hook(lambda *_: calls.append(1))
+    train = WorldArrays.load(dataset, "train", keys=("image", "foreground"), per_character=("standard_image",),
+                             progress=False)
+    protocol = Protocol(characters=3, prompts=4, seeds=2, steps=2, bootstrap=200)
+    scores = evaluate_series(serial, Judge.from_pretrained(judge_folder), train, protocol, standardize=True,
+                             face=DlibFaceEmbedder(), progress=False)
+    assert len(calls) == 3  # Stage I once per character, whatever the seeds
+    assert scores["characters"] == 3 and scores["images"] == 3 * 4 * 2
+    for key in ("clip_t", "clip_i", "ap_clip_i", "stage1_psnr", "stage1_ssim"):
+        ci = scores[key]
+        assert ci["n"] == 3 and ci["lo"] <= ci["mean"] <= ci["hi"], key
+    assert 0 < scores["stage1_ssim"]["mean"] <= 1 and scores["stage1_psnr"]["mean"] > 0
+    # the constant probe says "front": a character's view accuracy is the share of front-view prompts
+    fronts = np.mean([s["view"] == "front" for s in protocol_scenes(4)])
+    assert scores["text_control"]["view"]["mean"] == pytest.approx(fronts)
+    assert scores["per_category"]["view"]["accuracy"]["mean"] == pytest.approx(
+        float(protocol_scenes(4)[2]["view"] == "front"))
+    assert 0.0 <= scores["face_found"] <= 1.0 and 0.0 <= scores["mask_found"] <= 1.0
+    assert len(scores["sheets"]) == 3 and len(scores["sheets"][0][2]) == 4

@@ -253,6 +253,8 @@ def _table(rows: list[tuple[str, dict]], columns: list[tuple[str, str]]) -> str:
     def get(scores, key):
         for part in key.split("."):
             scores = scores.get(part, float("nan")) if isinstance(scores, dict) else float("nan")
+        if isinstance(scores, dict) and "mean" in scores:  # a bootstrap interval
+            return f"{scores['mean']:.3f} [{scores['lo']:.3f}, {scores['hi']:.3f}]"
         return f"{scores:.3f}" if isinstance(scores, float) else str(scores)
 
     lines = ["| model | " + " | ".join(h for h, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
@@ -269,8 +271,10 @@ def _eval(args) -> int:
     data = Path(args.data)
     if not (data / "test").is_dir():
         return _fail(prog, f"--data {data} has no test/ shards; make them with `serialgen synth --out {data} ...`")
-    if args.samples < 1:
-        return _fail(prog, f"--samples must be at least 1, got {args.samples}")
+    if args.samples is None:
+        args.samples = 8 if args.what == "stage2" else 64
+    if min(args.samples, args.prompts, args.seeds, args.bootstrap) < 1:
+        return _fail(prog, "--samples, --prompts, --seeds and --bootstrap must be at least 1")
     try:
         for path in (args.out, args.sheet):
             if path:
@@ -316,6 +320,14 @@ def _eval(args) -> int:
             from .pipelines.serial import SerialGenPipeline
 
             judge = evaluation.Judge.from_pretrained(args.judge)
+            protocol = evaluation.Protocol(characters=args.samples, prompts=args.prompts, seeds=args.seeds,
+                                           steps=args.steps, guidance=args.guidance or 5.0, seed=args.seed,
+                                           bootstrap=args.bootstrap)
+            face = None
+            if not args.no_face:
+                from .face import face_embedder
+
+                face = face_embedder(args.face_model)
             standardize_pipe = None
             for adapter in args.adapter or [None]:
                 from .models.loading import bundled
@@ -334,15 +346,17 @@ def _eval(args) -> int:
                         standardize_pipe = StandardizePipeline.from_pretrained(args.standardizer)
                     serial.standardize = standardize_pipe
                 serial.progress = False
-                scores = evaluation.evaluate_series(serial, judge, test, args.samples, args.prompts, two_stage,
-                                                    args.steps, args.guidance or 5.0, args.seed)
+                scores = evaluation.evaluate_series(serial, judge, test, protocol, two_stage, face=face)
                 made = scores.pop("sheets")
                 rows.append((f"{folder.name} ({pairing})", scores))
                 if sheet is None or two_stage:
-                    sheet = grid([[ref, np.asarray(std) if std is not None else ref] + [np.asarray(im) for im in ims]
+                    sheet = grid([[ref, np.asarray(std) if std is not None else ref] + list(ims[:8])
                                   for ref, std, ims, _ in made[:6]])
             print(_table(rows, [("CLIP-T", "clip_t"), ("CLIP-I", "clip_i"), ("AP-CLIP-I", "ap_clip_i"),
-                                ("text control", "text_control.mean"), ("appearance", "appearance.mean")]))
+                                ("face sim.", "face_sim"), ("text control", "text_control.mean"),
+                                ("appearance", "appearance.mean")]))
+            print(f"{rows[-1][1]['characters']} held-out characters x {protocol.prompts} prompts x {protocol.seeds} seeds; "
+                  "mean [95% bootstrap interval over characters]")
     except (ValueError, FileNotFoundError, ImportError) as error:
         return _fail(prog, str(error))
     if args.out:
@@ -523,11 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="score models on held-out characters (graded by the judge)",
         description="stage1: PSNR/SSIM of standardized vs ground-truth standard renders, one row per --weights (the "
                     "paper's Table 3 ablation: pass the full, no-FBDM, no-RPIM and neither models). t2i: the base "
-                    "model from held-out captions, scored by the judge's attribute probes and CLIP-T. stage2: a series "
-                    "of scene prompts per held-out character through each --adapter (standardized when its "
-                    "training.json says so, one-stage otherwise): CLIP-T, CLIP-I, AP-CLIP-I (Table 2) and the judge's "
-                    "text-control and appearance accuracies. The judge never grades itself: it is trained on "
-                    "another world.",
+                    "model from held-out captions, scored by the judge's attribute probes and CLIP-T. stage2: the paper's "
+                    "protocol through each --adapter (standardized when its training.json says so, one-stage "
+                    "otherwise): held-out characters x 20 scene prompts (action, background, viewpoint, expression) "
+                    "x 4 seeds; CLIP-T, CLIP-I on background-removed images, AP-CLIP-I (Table 2), face similarity "
+                    "(dlib, or ArcFace with --face-model), the judge's text-control and appearance accuracies and "
+                    "Stage I PSNR/SSIM, each a mean over characters with a 95%% bootstrap interval. The judge never "
+                    "grades itself: it is trained on another world.",
     )
     p.add_argument("what", choices=("stage1", "t2i", "stage2"), help="what to score")
     p.add_argument("--data", required=True, help="dataset directory (its test/ split is used)")
@@ -537,9 +553,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="t2i/stage2: text-to-image pipeline folder (default bundled)")
     p.add_argument("--image-encoder", help="stage2: the adapters' CLIP vision folder (default bundled)")
     p.add_argument("--judge", help="judge folder (default bundled)")
-    p.add_argument("--samples", type=int, default=64,
-                   help="stage1: characters; t2i: prompts; stage2: characters (default 64)")
-    p.add_argument("--prompts", type=int, default=6, help="stage2: prompts per character (default 6)")
+    p.add_argument("--samples", type=int,
+                   help="stage1: characters (default 64); t2i: prompts (default 64); stage2: characters (default 8)")
+    p.add_argument("--prompts", type=int, default=20, help="stage2: scene prompts per character (default 20, as the paper)")
+    p.add_argument("--seeds", type=int, default=4, help="stage2: images per prompt (default 4, as the paper)")
+    p.add_argument("--face-model", help="stage2: an ArcFace .onnx model for face similarity (default: dlib's descriptor)")
+    p.add_argument("--no-face", action="store_true", help="stage2: skip face similarity")
+    p.add_argument("--bootstrap", type=int, default=1000, help="stage2: bootstrap resamples for the intervals (default 1000)")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
     p.add_argument("--guidance", type=float, help="guidance scale (default 2.5 for stage1, 5 otherwise)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")

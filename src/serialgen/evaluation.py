@@ -9,14 +9,15 @@ character's clothes and hair (appearance)?
 
 - `evaluate_stage1`: PSNR/SSIM of standardized vs ground-truth standard renders (Table 3).
 - `evaluate_t2i`: the base model from held-out captions: attribute accuracies, CLIP-T.
-- `evaluate_series`: one reference + a series of scene prompts per held-out character,
-  through `SerialGenPipeline` (with or without Stage I): CLIP-T, CLIP-I, AP-CLIP-I and
-  attribute accuracies.
+- `evaluate_series`: the paper's protocol (held-out characters x 20 scene prompts x 4 seeds)
+  through `SerialGenPipeline`, with or without Stage I: CLIP-T, CLIP-I on background-removed
+  images, AP-CLIP-I, face similarity, attribute accuracies, Stage I PSNR/SSIM; 95% bootstrap
+  intervals over characters.
 """
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from .data.memory import WorldArrays, to_float
 from .models.clip import preprocess
 from .world.attributes import PROBE_ATTRIBUTES, probe_value, scene_caption
 
-TEXT_CONTROL = ("action", "view", "background")
+TEXT_CONTROL = ("action", "view", "background", "expression")
 APPEARANCE = ("top_color", "bottom_color", "shoes_color", "hair_color", "hair_style")
 
 
@@ -139,7 +140,7 @@ def evaluate_t2i(base, judge: Judge, test: WorldArrays, count: int = 64, steps: 
         images += list((np.clip(out, 0, 1) * 255).round().astype(np.uint8))
     features = judge.image_features(images)
     text = judge.text_features(prompts)
-    attributes = TEXT_CONTROL + ("expression",) + APPEARANCE
+    attributes = TEXT_CONTROL + APPEARANCE
     real = judge.image_features(test.images["image"][picks])
     return {"count": count, "clip_t": float(100 * (features * text).sum(1).mean()),
             "clip_t_real_images": float(100 * (real * text).sum(1).mean()),
@@ -148,37 +149,175 @@ def evaluate_t2i(base, judge: Judge, test: WorldArrays, count: int = 64, steps: 
             "chance": chance(attributes), "images": images}
 
 
-@torch.no_grad()
-def evaluate_series(serial, judge: Judge, test: WorldArrays, characters: int = 16, prompts: int = 6,
-                    standardize: bool = True, steps: int = 20, guidance: float = 5.0, seed: int = 0) -> dict:
-    """Per held-out character: its first sample is the reference, the scene captions of its next
-    `prompts` samples the series. Scores (paper Table 2 and the world's attributes):
-    clip_t (image vs prompt), clip_i (image vs reference), ap_clip_i (mean pairwise within a
-    series), text control and appearance accuracies of the judge's probes."""
-    from .preprocess import Reference
+CATEGORIES = ("action", "background", "view", "expression")  # the paper's four kinds of prompt
 
-    rows = test.first_of_each_character()[:characters]
-    feats, text_feats, ref_feats, metas, series_feats, sheets = [], [], [], [], [], []
-    for first in tqdm(rows, desc="series", leave=False):
-        same = np.flatnonzero(test.character_row == test.character_row[first])[1:prompts + 1]
-        ref = Reference.from_world(test.images["image"][first], test.images["foreground"][first],
-                                   test.meta[first]["keypoints"])
-        captions = [scene_caption(test.meta[i]) for i in same]
-        out = serial(ref, captions, standardize=standardize, num_inference_steps=steps, guidance_scale=guidance,
-                     seed=seed)
-        f = judge.image_features(out.images)
-        feats.append(f)
-        series_feats.append(f)
-        text_feats.append(judge.text_features(captions))
-        ref_feats.append(judge.image_features([ref.image]).expand(len(f), -1))
-        metas += [test.meta[i] for i in same]
-        sheets.append((ref.image, out.standardized, out.images, captions))
-    features, text, refs = torch.cat(feats), torch.cat(text_feats), torch.cat(ref_feats)
-    pairwise = [float((a * b).sum()) for f in series_feats for a, b in itertools.combinations(f, 2)]
-    return {"characters": len(rows), "images": len(features),
-            "clip_t": float(100 * (features * text).sum(1).mean()),
-            "clip_i": float(100 * (features * refs).sum(1).mean()),
-            "ap_clip_i": float(100 * np.mean(pairwise)) if pairwise else float("nan"),
-            "text_control": attribute_accuracy(judge, features, metas, TEXT_CONTROL),
-            "appearance": attribute_accuracy(judge, features, metas, APPEARANCE),
-            "chance": chance(TEXT_CONTROL + APPEARANCE), "sheets": sheets}
+
+@dataclass(frozen=True)
+class Protocol:
+    """The paper's protocol (§4.2) on held-out characters of the world: each character's first
+    sample is its reference; `prompts` scene prompts (action, background, viewpoint and
+    expression prompts in turn), `seeds` images per prompt; 95% bootstrap intervals over
+    characters."""
+
+    characters: int = 8
+    prompts: int = 20
+    seeds: int = 4
+    steps: int = 20
+    guidance: float = 5.0
+    seed: int = 0
+    bootstrap: int = 1000
+    batch_size: int = 8
+
+
+def protocol_scenes(count: int = 20, seed: int = 0) -> list[dict]:
+    """`count` scenes in the world's words. Scene i is of category CATEGORIES[i % 4], whose
+    attribute steps through distinct values; the other attributes are drawn at random.
+    -> dicts: category, action, view, expression, background, framing, prompt."""
+    from .world.backgrounds import SCENES
+    from .world.character import EXPRESSIONS
+    from .world.generator import VIEWS, scene_phrase
+    from .world.poses import ACTIONS
+
+    rng = np.random.default_rng([seed, 0x5CE7E])
+    values = {"action": [a.name for a in ACTIONS], "background": list(SCENES), "view": list(VIEWS),
+              "expression": list(EXPRESSIONS)}
+    order = {k: [str(x) for x in rng.permutation(v)] for k, v in values.items()}
+    scenes = []
+    for i in range(count):
+        category = CATEGORIES[i % len(CATEGORIES)]
+        scene = {k: str(rng.choice(v)) for k, v in values.items()}
+        scene[category] = order[category][(i // len(CATEGORIES)) % len(order[category])]
+        scene |= {"framing": "full body", "category": category}
+        scene["prompt"] = scene_phrase("a character", scene["action"], scene["view"], scene["expression"],
+                                       scene["background"], scene["framing"])
+        scenes.append(scene)
+    return scenes
+
+
+def on_white(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Background removal for CLIP-I: the masked person on white. mask (H, W) in [0, 1]."""
+    m = np.asarray(mask, np.float32)[..., None]
+    return (image.astype(np.float32) * m + 255.0 * (1 - m)).round().astype(np.uint8)
+
+
+def bootstrap_ci(values, n: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Mean of per-character values (NaN = no value for that character) with a percentile
+    bootstrap interval from resampling characters. -> {mean, lo, hi, n}"""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
+    means = v[np.random.default_rng(seed).integers(0, len(v), (n, len(v)))].mean(1)
+    tail = (1 - level) / 2 * 100
+    return {"mean": float(v.mean()), "lo": float(np.percentile(means, tail)),
+            "hi": float(np.percentile(means, 100 - tail)), "n": int(len(v))}
+
+
+def _per_character(records: list[dict], key, characters: int) -> np.ndarray:
+    """Mean over each character's images of key(record) (None skipped; NaN where none)."""
+    out = np.full(characters, np.nan)
+    for c in range(characters):
+        vals = [key(r) for r in records if r["character"] == c]
+        vals = [float(x) for x in vals if x is not None]
+        if vals:
+            out[c] = np.mean(vals)
+    return out
+
+
+@torch.no_grad()
+def evaluate_series(serial, judge: Judge, test: WorldArrays, protocol: Protocol = Protocol(),
+                    standardize: bool = True, face=None, detector=None, progress: bool = True) -> dict:
+    """Run the protocol through `serial` (a SerialGenPipeline; standardize=False for one-stage
+    adapters) and grade it with the judge.
+
+    Per image: CLIP-T (judge image vs prompt), CLIP-I (background-removed image vs background-
+    removed reference: the world's mask for the reference, MediaPipe's person segmentation for
+    the image), face similarity (`face`, an embedder from `serialgen.face`; None skips it) and the
+    judge's attribute readings: the prompt's action, view, background and expression (text
+    control) and the reference's clothes and hair (appearance). Per character: AP-CLIP-I, the
+    mean pairwise CLIP-I among all its images, and with Stage I the PSNR/SSIM of its
+    standardized reference against the world's true standard render. Every score is a mean
+    over characters with a 95% bootstrap interval. Each character is standardized once and its
+    reference encoded once per seed."""
+    from .metrics import psnr, ssim
+    from .preprocess import PersonDetector, Reference
+
+    detector = detector or PersonDetector()
+    scenes = protocol_scenes(protocol.prompts, protocol.seed)
+    prompts = [s["prompt"] for s in scenes]
+    text = judge.text_features(prompts)
+    rows = test.first_of_each_character()[:protocol.characters]
+    attributes = TEXT_CONTROL + APPEARANCE
+    records, ap, fidelity, sheets = [], [], [], []
+    bar = tqdm(total=len(rows) * protocol.seeds, desc="protocol", disable=not progress, leave=False)
+    for c, first in enumerate(rows):
+        image, foreground = test.images["image"][first], test.images["foreground"][first]
+        ref = Reference.from_world(image, foreground, test.meta[first]["keypoints"])
+        ref_feature = judge.image_features([on_white(image, foreground[..., 3] / 255.0)])[0]
+        ref_face = face(image) if face is not None else None
+        standardized, masked_features, first_images = None, [], None
+        for k in range(protocol.seeds):
+            out = serial(ref, prompts, standardized=standardized, standardize=standardize,
+                         num_inference_steps=protocol.steps, guidance_scale=protocol.guidance,
+                         seed=protocol.seed * 1000 + k, batch_size=protocol.batch_size, use_pose=True)
+            if standardize and standardized is None:
+                standardized = out.standardized  # Stage I once per character
+                truth = test.characters["standard_image"][test.character_row[first]]
+                made = np.asarray(standardized)[None]
+                fidelity.append((float(psnr(made, truth[None])[0]), float(ssim(made, truth[None])[0])))
+            images = [np.asarray(im) for im in out.images]
+            first_images = first_images or images
+            masks = [detector.segment(im) for im in images]
+            full = judge.image_features(images)
+            masked = judge.image_features([on_white(im, m) if m.mean() > 0.01 else im for im, m in zip(images, masks)])
+            masked_features.append(masked)
+            truths = [{"attributes": test.meta[first]["attributes"], **scene} for scene in scenes]
+            reads = {a: judge.predict(full, a) for a in attributes}
+            for i, (scene, meta) in enumerate(zip(scenes, truths, strict=True)):
+                emb = face(images[i]) if face is not None and ref_face is not None else None
+                records.append({
+                    "character": c, "prompt": i, "seed": k, "category": scene["category"],
+                    "clip_t": float(100 * full[i] @ text[i]), "clip_i": float(100 * masked[i] @ ref_feature),
+                    "face_sim": None if emb is None else float(emb @ ref_face),
+                    "mask_found": bool(masks[i].mean() > 0.01),
+                    "correct": {a: (None if probe_value(meta, a) is None else reads[a][i] == probe_value(meta, a))
+                                for a in attributes}})
+            bar.update()
+        f = torch.cat(masked_features)
+        sim = (f @ f.T).numpy()
+        ap.append(float(100 * sim[np.triu_indices(len(f), 1)].mean()) if len(f) > 1 else float("nan"))
+        sheets.append((image, standardized, first_images, prompts))
+    bar.close()
+
+    n = len(rows)
+
+    def ci(values):
+        return bootstrap_ci(values, protocol.bootstrap, protocol.seed)
+
+    def accuracy(subset, attrs):
+        table = {a: ci(_per_character(subset, lambda r, a=a: r["correct"][a], n)) for a in attrs}
+        table["mean"] = ci(np.nanmean([_per_character(subset, lambda r, a=a: r["correct"][a], n) for a in attrs], 0))
+        return table
+
+    scores = {
+        "protocol": dataclasses.asdict(protocol), "characters": n, "images": len(records),
+        "clip_t": ci(_per_character(records, lambda r: r["clip_t"], n)),
+        "clip_i": ci(_per_character(records, lambda r: r["clip_i"], n)),
+        "ap_clip_i": ci(ap),
+        "face_sim": ci(_per_character(records, lambda r: r["face_sim"], n)),
+        "face_found": float(np.mean([r["face_sim"] is not None for r in records])) if face is not None else 0.0,
+        "mask_found": float(np.mean([r["mask_found"] for r in records])),
+        "text_control": accuracy(records, TEXT_CONTROL),
+        "appearance": accuracy(records, APPEARANCE),
+        "per_category": {cat: {"clip_t": ci(_per_character([r for r in records if r["category"] == cat],
+                                                            lambda r: r["clip_t"], n)),
+                               "accuracy": ci(_per_character([r for r in records if r["category"] == cat],
+                                                             lambda r, cat=cat: r["correct"][cat], n))}
+                         for cat in CATEGORIES},
+        "chance": chance(TEXT_CONTROL + APPEARANCE),
+        "prompts": prompts, "sheets": sheets,
+    }
+    if fidelity:
+        scores["stage1_psnr"] = ci([p for p, _ in fidelity])
+        scores["stage1_ssim"] = ci([q for _, q in fidelity])
+    return scores

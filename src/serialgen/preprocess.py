@@ -111,10 +111,32 @@ class PersonDetector:
         self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True,
                                             min_detection_confidence=0.5)
         self._faces = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+        self._segmenter = None
 
     def close(self):
         self._pose.close()
         self._faces.close()
+        if self._segmenter is not None:
+            self._segmenter.close()
+
+    def segment(self, rgb: np.ndarray, min_width: int = 256) -> np.ndarray:
+        """Person mask (H, W) in {0, 1} from MediaPipe's selfie segmentation, which needs no body
+        detection (it holds on crops and drawn characters where BlazePose finds no body). Small
+        images are upsampled to `min_width` first."""
+        if self._segmenter is None:
+            import mediapipe as mp
+
+            self._segmenter = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        h, w = rgb.shape[:2]
+        scaled = rgb
+        if w < min_width:
+            size = (min_width, round(h * min_width / w))
+            scaled = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BICUBIC))
+        mask = self._segmenter.process(np.ascontiguousarray(scaled)).segmentation_mask
+        if mask is None:
+            return np.zeros((h, w), np.float32)
+        mask = np.asarray(Image.fromarray(mask.astype(np.float32), "F").resize((w, h), Image.Resampling.BILINEAR))
+        return (mask > 0.5).astype(np.float32)
 
     def faces(self, rgb: np.ndarray) -> list[np.ndarray]:
         """Face boxes (x0, y0, x1, y1) in pixels, largest first."""

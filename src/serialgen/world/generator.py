@@ -47,6 +47,15 @@ _TOLERANCE = {name: 0.12 for name in COCO18} | {"neck": 0.25, "l_shoulder": 0.25
 STANDARD_LIGHT = Light(np.array([-0.3, -0.45, -1.0]), np.full(3, 0.72), np.full(3, 0.48), np.full(3, 0.36))
 
 
+def scene_phrase(subject: str, action: str, view: str, expression: str, background: str,
+                 framing: str = "full body") -> str:
+    """The world's caption grammar: "<subject>, <action>, <view> view, <expression>, <background>,
+    <framing> shot". The subject is the character's description, or "a character" in a prompt."""
+    phrase = next(a.phrase for a in ACTIONS if a.name == action)
+    return (f"{subject}, {phrase}, {view} view, {EXPRESSION_PHRASE[expression]}, {BACKGROUND_PHRASE[background]}, "
+            f"{framing} shot")
+
+
 def split_of(character_id: int) -> str:
     """Train/test split by character id, 80/20: every fifth character is held out."""
     return "test" if character_id % 5 == 4 else "train"
@@ -250,9 +259,7 @@ class CharacterWorld:
 
     @staticmethod
     def caption(c: Character, v: View) -> str:
-        action = next(a for a in ACTIONS if a.name == v.action)
-        return (f"{c.describe()}, {action.phrase}, {v.view} view, {EXPRESSION_PHRASE[v.expression]}, "
-                f"{BACKGROUND_PHRASE[v.background]}, {v.framing} shot")
+        return scene_phrase(c.describe(), v.action, v.view, v.expression, v.background, v.framing)
 
     def _camera(self, c: Character, joints: np.ndarray, v: View, rng: np.random.Generator) -> tuple[Camera, float]:
         """Orbit camera at the sample's azimuth and pitch, zoomed so the framing's body region
