@@ -303,3 +303,53 @@ def test_protocol_scores_each_character_with_intervals(dataset, folders, judge_f
         float(protocol_scenes(4)[2]["view"] == "front"))
     assert 0.0 <= scores["face_found"] <= 1.0 and 0.0 <= scores["mask_found"] <= 1.0
     assert len(scores["sheets"]) == 3 and len(scores["sheets"][0][2]) == 4
+
+
+def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, folders, judge_folder, tmp_path,
+                                                                   monkeypatch):
+    import serialgen.evaluation as evaluation
+
+    adapters = []
+    for name, pairing in (("u", "unpaired"), ("p", "paired"), ("s", "standardized")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "ip-adapter.safetensors").write_bytes(_saved_adapter(folders).read_bytes())
+        (folder / "training.json").write_text(json.dumps({"pairing": pairing}))
+        adapters.append(folder)
+    monkeypatch.setattr("serialgen.report.PAIRINGS", ())  # never the bundled ones in a test
+    base = ["report", "--data", str(dataset), "--out", str(tmp_path / "docs" / "REPRODUCTION.md"),
+            "--characters", "1", "--prompts", "4", "--seeds", "1", "--steps", "2", "--stage1-samples", "2",
+            "--standardizer", str(folders / "stage1"), "--judge", str(judge_folder), "--base", str(folders / "sd15"),
+            "--image-encoder", str(folders / "image_encoder")]
+    rows = [f"--stage1={n}={folders / 'stage1'}" for n in ("full", "no FBDM", "no RPIM", "neither")]
+    rows += [f"--adapter={n}={a}" for n, a in zip(("unpaired one-stage", "paired one-stage", "SerialGen (two-stage)"),
+                                                   adapters, strict=True)]
+    assert cli(base + rows) == 0
+    text = (tmp_path / "docs" / "REPRODUCTION.md").read_text()
+    assert "## Table 2" in text and "## Table 3" in text and "| paper: unpaired one-stage | 16.08 | 89.62 |" in text
+    assert "| Standardization raises series consistency over paired one-stage (AP-CLIP-I) | 83.17 vs 77.74 |" in text
+    # the four Stage I rows are one model: its differences are exactly zero; one character is too few to judge
+    assert "PSNR full - no FBDM +0.00 [+0.00, +0.00]" in text and "**too few characters (under 5)**" in text
+    scores = tmp_path / "docs" / "reproduction"
+    assert (scores / "pairings.png").exists() and (scores / "stage1_ablation.png").exists()
+    pairings = json.loads((scores / "pairings.json").read_text())
+    assert pairings["SerialGen (two-stage)"]["images"] == 4 and "stage1_psnr" in pairings["SerialGen (two-stage)"]
+    assert "stage1_psnr" not in pairings["paired one-stage"]
+
+    (scores / "discussion.md").write_text("Our honest reading.")
+    monkeypatch.setattr(evaluation, "evaluate_series", lambda *a, **k: pytest.fail("scores should be reused"))
+    monkeypatch.setattr(evaluation, "evaluate_stage1", lambda *a, **k: pytest.fail("scores should be reused"))
+    assert cli(base + rows) == 0
+    assert "Our honest reading." in (tmp_path / "docs" / "REPRODUCTION.md").read_text()
+    assert cli(base + ["--adapter", "no-equals-sign"]) == 2
+
+
+def test_claim_verdicts_need_the_interval_clear_of_zero():
+    from serialgen.report import verdict
+
+    up, down, spans = ({"mean": m, "lo": lo, "hi": hi, "n": 8} for m, lo, hi in ((2, 1, 3), (-2, -3, -1), (1, -1, 3)))
+    assert verdict([up], [+1]) == "supported" and verdict([down], [-1]) == "supported"
+    assert verdict([down], [+1]) == "contradicted" and verdict([up, down], [+1, +1]) == "contradicted"
+    assert verdict([up, spans], [+1, +1]) == "not resolved"
+    assert verdict([dict(up, n=3)], [+1]).startswith("too few")
+    assert verdict([dict(up, n=0)], [+1]) == "not measured"

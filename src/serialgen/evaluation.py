@@ -116,12 +116,21 @@ def chance(attributes) -> dict[str, float]:
 
 
 def evaluate_stage1(pipe, test: WorldArrays, count: int = 64, steps: int = 20, guidance: float = 2.5,
-                    seed: int = 0) -> dict:
-    """PSNR/SSIM of `pipe` (a StandardizePipeline) on `count` held-out characters."""
-    from .train.stage1 import Stage1TrainConfig, evaluate, held_out_references
+                    seed: int = 0, bootstrap: int = 1000) -> dict:
+    """PSNR/SSIM of `pipe` (a StandardizePipeline) on `count` held-out characters (one reference
+    each), with 95% bootstrap intervals and the per-character values (for paired comparisons
+    between models scored on the same characters). "images": the standardized images."""
+    from .metrics import psnr, ssim
+    from .train.stage1 import Stage1TrainConfig, held_out_references, standardize_all
 
     refs, truth = held_out_references(test, count)
-    return evaluate(pipe, refs, truth, Stage1TrainConfig(sample_steps=steps, guidance_scale=guidance, seed=seed))
+    images = standardize_all(pipe, refs, Stage1TrainConfig(sample_steps=steps, guidance_scale=guidance, seed=seed))
+    p, q = psnr(images, truth), ssim(images, truth)
+    return {"psnr": round(float(p.mean()), 3), "ssim": round(float(q.mean()), 4), "count": len(refs),
+            "steps": steps, "guidance_scale": guidance,
+            "psnr_ci": bootstrap_ci(p, bootstrap, seed), "ssim_ci": bootstrap_ci(q, bootstrap, seed),
+            "per_character": {"psnr": [float(x) for x in p], "ssim": [float(x) for x in q]},
+            "images": [np.asarray(im) for im in images]}
 
 
 @torch.no_grad()
@@ -299,8 +308,17 @@ def evaluate_series(serial, judge: Judge, test: WorldArrays, protocol: Protocol 
         table["mean"] = ci(np.nanmean([_per_character(subset, lambda r, a=a: r["correct"][a], n) for a in attrs], 0))
         return table
 
+    per_character = {
+        "clip_t": _per_character(records, lambda r: r["clip_t"], n),
+        "clip_i": _per_character(records, lambda r: r["clip_i"], n),
+        "ap_clip_i": np.asarray(ap),
+        "face_sim": _per_character(records, lambda r: r["face_sim"], n),
+        "text_control": np.nanmean([_per_character(records, lambda r, a=a: r["correct"][a], n) for a in TEXT_CONTROL], 0),
+        "appearance": np.nanmean([_per_character(records, lambda r, a=a: r["correct"][a], n) for a in APPEARANCE], 0),
+    }
     scores = {
         "protocol": dataclasses.asdict(protocol), "characters": n, "images": len(records),
+        "per_character": {k: [None if not np.isfinite(x) else float(x) for x in v] for k, v in per_character.items()},
         "clip_t": ci(_per_character(records, lambda r: r["clip_t"], n)),
         "clip_i": ci(_per_character(records, lambda r: r["clip_i"], n)),
         "ap_clip_i": ci(ap),
