@@ -79,8 +79,18 @@ def test_dlib_face_similarity_on_real_photos():
     assert embed(np.full((192, 128, 3), 255, np.uint8)) is None
 
 
-def test_arcface_needs_a_model_file(tmp_path):
-    from serialgen.face import face_embedder
+def test_arcface_path_runs_a_given_onnx_model(tmp_path):
+    """A random stand-in with ArcFace's interface (scripts/make_tiny_arcface.py): the same face
+    mirrored embeds alike, another face less so, and a missing model is a clear error."""
+    pytest.importorskip("onnxruntime")
+    from serialgen.face import ArcFaceEmbedder, face_embedder
 
+    embed = face_embedder(Path(__file__).resolve().parent / "assets" / "tiny_arcface.onnx")
+    assert isinstance(embed, ArcFaceEmbedder)
+    photo = np.asarray(Image.open(IMAGES / "fullbody-photo-1.png").convert("RGB"))
+    other = np.asarray(Image.open(IMAGES / "halfbody-photo-1.png").convert("RGB"))
+    a, b = embed(photo), embed(other)
+    assert a.shape == (512,) and abs(np.linalg.norm(a) - 1) < 1e-5
+    assert a @ embed(np.ascontiguousarray(photo[:, ::-1])) > a @ b
     with pytest.raises(FileNotFoundError, match="No ArcFace model"):
         face_embedder(tmp_path / "missing.onnx")
