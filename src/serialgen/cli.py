@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -189,40 +190,28 @@ def _generate(args) -> int:
     return 0
 
 
-DEMO_PROMPTS = (
-    "a character, waving, front view, smiling, on a beach, full body shot",
-    "a character, running, side view, in a forest, full body shot",
-    "a character, sitting, three-quarter view, looking sad, in a room, full body shot",
-    "a character, jumping, front view, under a night sky, full body shot",
-    "a character, kicking, side view, looking angry, on a city street, full body shot",
-    "a character, walking, back view, in the snow, full body shot",
-    "a character, pointing, three-quarter view, in a desert, waist-up shot",
-    "a character, dancing, front view, with eyes closed, in a park, full body shot",
-)
-
-
 def _demo(args) -> int:
-    """Render a character nobody trained on, then run `generate` on it with eight scenes."""
+    """The bundled reference (a character of a world no bundled model was trained on) through
+    `generate` with the bundled prompts."""
+    import shutil
+    from importlib import resources
+
     prog = "serialgen demo"
     out = Path(args.out)
+    assets = Path(str(resources.files("serialgen"))) / "assets" / "demo"
     try:
         _writable_dir(out)
-        from PIL import Image
-
-        from .world.generator import CharacterWorld
-
-        world = CharacterWorld(128, 192, seed=args.world_seed)  # a world no bundled model was trained on
-        sample = world.sample(args.character, args.pose)
-    except (ValueError, RuntimeError) as error:
+    except ValueError as error:
         return _fail(prog, str(error))
-    reference = out / "reference.png"
-    Image.fromarray(sample["image"]).save(reference)
-    Image.fromarray(sample["standard_image"]).save(out / "reference_true_standard.png")
-    print(f"reference: {sample['meta']['caption']} -> {reference}")
-    generate = argparse.Namespace(reference=str(reference), prompt=list(DEMO_PROMPTS), prompts_file=None, out=str(out),
-                                  seed=args.seed, steps=args.steps, guidance=5.0, scale=1.0, batch_size=8,
-                                  standardized=None, one_stage=False, no_pose=True, standardizer=None, adapter=None,
-                                  base=None, image_encoder=None, allow_pickle=False)
+    for name in ("reference.png", "reference_true_standard.png"):
+        shutil.copyfile(assets / name, out / name)
+    caption = json.loads((assets / "reference.json").read_text())["caption"]
+    print(f"reference: {caption} -> {out / 'reference.png'}")
+    generate = argparse.Namespace(reference=str(out / "reference.png"), prompt=[], out=str(out),
+                                  prompts_file=str(assets / "prompts.txt"), seed=args.seed, steps=args.steps,
+                                  guidance=5.0, scale=1.0, batch_size=8, standardized=None, one_stage=False,
+                                  no_pose=False, standardizer=None, adapter=None, base=None, image_encoder=None,
+                                  allow_pickle=False)
     return _generate(generate)
 
 
@@ -544,16 +533,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_generate)
 
     p = sub.add_parser(
-        "demo", help="the whole pipeline on the bundled models: one unseen character in eight scenes",
-        description="Render a character of a world no bundled model was trained on (its render is the reference), "
-                    "standardize it, and draw it in eight scenes. Writes OUT/reference.png, "
-                    "OUT/reference_true_standard.png (the world's own standard render, to compare), "
-                    "OUT/standardized.png, OUT/01.png ... 08.png, OUT/sheet.png and OUT/series.json.",
+        "demo", help="the whole pipeline on the bundled models: one unseen character in four scenes",
+        description="The bundled reference, a character of a world no bundled model was trained on, in a "
+                    "non-standard pose and background, goes through `generate` with the bundled scene prompts: "
+                    "person detection, Stage I once, then Stage II for every prompt. Writes OUT/reference.png, "
+                    "OUT/reference_true_standard.png (the world's own standard render, to compare with), "
+                    "OUT/standardized.png, OUT/01.png ..., OUT/sheet.png and OUT/series.json.",
     )
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    p.add_argument("--character", type=int, default=4, help="character id in the demo world (default 4)")
-    p.add_argument("--pose", type=int, default=2, help="which of its samples is the reference (default 2)")
-    p.add_argument("--world-seed", type=int, default=7, help="seed of the demo world (default 7)")
     p.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
     p.set_defaults(run=_demo)
