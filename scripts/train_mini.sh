@@ -45,8 +45,5 @@ ship stage2-paired runs/stage2-paired/model
 run stage2-unpaired stage2 --data data/world128 --config configs/mini/stage2.toml --pairing unpaired
 ship stage2-unpaired runs/stage2-unpaired/model
 
-# Reports
-$SG eval stage1 --data data/world128 --weights runs/stage1-full/model --weights runs/stage1-no-fbdm/model \
-    --weights runs/stage1-no-rpim/model --weights runs/stage1-neither/model --out docs/stage1_ablation.json
-$SG eval stage2 --data data/world128 --adapter runs/stage2/model --adapter runs/stage2-paired/model \
-    --adapter runs/stage2-unpaired/model --out docs/stage2_pairings.json --sheet docs/stage2_series.png
+# Reports: the paper's Tables 2 and 3 and its claims (docs/REPRODUCTION.md, docs/reproduction/)
+$SG report --data data/world128
