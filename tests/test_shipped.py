@@ -59,8 +59,8 @@ def test_judge_reads_attributes_of_unseen_renders(samples):
     from serialgen.evaluation import Judge, attribute_accuracy
 
     judge = Judge.from_pretrained()
-    features = judge.image_features([s["image"] for s in samples])
-    scores = attribute_accuracy(judge, features, [s["meta"] for s in samples], ("top_color", "background", "view"))
+    reads = judge.read([s["image"] for s in samples])
+    scores = attribute_accuracy(reads, [s["meta"] for s in samples], ("top_color", "background", "view"))
     assert scores["background"] >= 0.6 and scores["top_color"] >= 0.4  # chance 0.1 and 0.07
 
 
@@ -75,7 +75,7 @@ def test_t2i_draws_the_prompted_background(samples):
                   generator=torch.Generator().manual_seed(0), output_type="np").images
     images = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
     judge = Judge.from_pretrained()
-    scores = attribute_accuracy(judge, judge.image_features(images), [s["meta"] for s in samples[:8]], ("background",))
+    scores = attribute_accuracy(judge.read(images), [s["meta"] for s in samples[:8]], ("background",))
     assert scores["background"] >= 0.5  # chance 0.1
 
 
@@ -111,7 +111,7 @@ def test_serial_pipeline_keeps_the_reference_look(samples):
         prompts = [scene_caption(s["meta"]).replace(here, BACKGROUND_PHRASE[b]) for b in ("beach", "forest")]
         images += pipe(ref, prompts, seed=0).images
         metas += [s["meta"], s["meta"]]
-    scores = attribute_accuracy(judge, judge.image_features(images), metas, APPEARANCE)
+    scores = attribute_accuracy(judge.read(images), metas, APPEARANCE)
     assert scores["top_color"] >= 0.4  # the reference's clothes come through; chance 0.07
 
 

@@ -201,10 +201,9 @@ def test_generate_writes_the_series_and_a_sheet(dataset, folders, tmp_path, caps
 
 @pytest.fixture(scope="module")
 def judge_folder(tmp_path_factory):
-    """A tiny judge in its saved layout: CLIPModel + tokenizer + probes.safetensors/json."""
-    from safetensors.torch import save_file
-
-    from serialgen.world.attributes import PROBE_ATTRIBUTES
+    """A tiny judge in its saved layout: CLIPModel + tokenizer, and classifier/ whose heads always
+    answer the same value ("front" for the view, the first value otherwise)."""
+    from serialgen.train.judge import AttributeClassifier
 
     from .tiny import TINY_CLIP
 
@@ -212,14 +211,14 @@ def judge_folder(tmp_path_factory):
     tokenizer = tiny_tokenizer(root)
     torch.manual_seed(2)
     TINY_CLIP.build(tokenizer).save_pretrained(root)
-    tensors = {}
-    for attribute, values in PROBE_ATTRIBUTES.items():
-        tensors[f"{attribute}.weight"] = torch.zeros(len(values), TINY_CLIP.projection_dim)
-        bias = torch.zeros(len(values))
-        bias[values.index("front" if attribute == "view" else values[0])] = 1.0  # a constant guess
-        tensors[f"{attribute}.bias"] = bias
-    save_file(tensors, str(root / "probes.safetensors"))
-    (root / "probes.json").write_text(json.dumps({a: list(v) for a, v in PROBE_ATTRIBUTES.items()}))
+    classifier = AttributeClassifier.build(widths=(8, 8, 8, 8), depths=(1, 1, 1, 1))
+    with torch.no_grad():
+        for attribute, head in classifier.heads.items():
+            head.weight.zero_()
+            head.bias.zero_()
+            values = classifier.values[attribute]
+            head.bias[values.index("front" if attribute == "view" else values[0])] = 1.0  # a constant guess
+    classifier.save_pretrained(root / "classifier")
     return root
 
 
@@ -230,8 +229,9 @@ def test_judge_scores_attributes_against_the_world_truth(dataset, judge_folder):
     test = WorldArrays.load(dataset, "train", progress=False)
     features = judge.image_features(test.images["image"])
     assert features.shape == (len(test), 16) and torch.allclose(features.norm(dim=1), torch.ones(len(test)), atol=1e-5)
-    assert judge.predict(features[:2], "view") == ["front", "front"]
-    scores = attribute_accuracy(judge, features, test.meta, ("view", "bottom_color"))
+    reads = judge.read(test.images["image"])
+    assert reads["view"][:2] == ["front", "front"] and len(reads["action"]) == len(test)
+    scores = attribute_accuracy(reads, test.meta, ("view", "bottom_color"))
     assert scores["view"] == pytest.approx(np.mean([m["view"] == "front" for m in test.meta]))
     with_bottom = [m for m in test.meta if m["attributes"]["bottom"]]  # dresses have no bottom: skipped
     first = judge.values["bottom_color"][0]

@@ -235,11 +235,16 @@ def test_clip_judge_and_t2i_trainers_run_end_to_end(dataset, tmp_path, monkeypat
     assert train_clip.main(_args(dataset, tmp_path / "clip2", _toml(tmp_path / "c2.toml", **phase2))) == 0
     assert load_clip(tmp_path / "clip2" / "model")[1].get_vocab() == tok.get_vocab()  # phase 2 keeps the tokenizer
 
-    assert train_judge.main(_args(dataset, tmp_path / "judge", _toml(tmp_path / "j.toml", probe_epochs=5, **small))) == 0
+    judge_cfg = _toml(tmp_path / "j.toml", classifier_steps=3, classifier_batch=4, classifier_widths=[8, 8, 8, 8],
+                      classifier_depths=[1, 1, 1, 1], **small)
+    assert train_judge.main(_args(dataset, tmp_path / "judge", judge_cfg)) == 0
     info = json.loads((tmp_path / "judge" / "model" / "training.json").read_text())
-    assert set(info["probe_accuracy"]) == {"top_color", "bottom_color", "shoes_color", "hair_color", "hair_style",
-                                           "action", "view", "background", "expression"}
-    assert (tmp_path / "judge" / "model" / "probes.safetensors").exists()
+    assert set(info["classifier_accuracy"]) == {"top_color", "bottom_color", "shoes_color", "hair_color", "hair_style",
+                                                "action", "view", "background", "expression"}
+    from serialgen.evaluation import Judge
+
+    judge = Judge.from_pretrained(tmp_path / "judge" / "model")
+    assert set(judge.read(np.zeros((2, 192, 128, 3), np.uint8))["view"]) <= {"front", "three-quarter", "side", "back"}
 
     torch.manual_seed(0)
     TINY_VAE.build().save_pretrained(tmp_path / "vae")
@@ -278,3 +283,33 @@ def test_contrastive_loss_is_clips_and_hard_negatives_only_raise_it():
     extra = model(input_ids=torch.cat([ids, torch.randint(0, 100, (4, 8))]), pixel_values=pixels)
     assert extra.logits_per_image.shape == (4, 8)
     assert contrastive_loss(extra.logits_per_image) > out.loss  # more columns, more competition
+
+
+def test_judge_classifier_learns_attributes_and_softening_keeps_images_in_range(dataset):
+    """A few hundred steps on the tiny world's renders: the classifier fits its training images
+    (loss falls well below its start); softened images stay in [-1, 1] and change."""
+    import torch.nn.functional as F
+
+    from serialgen.data.memory import WorldArrays, to_float
+    from serialgen.train.judge import AttributeClassifier, _targets, soften
+
+    train = WorldArrays.load(dataset, "train", progress=False)
+    x = to_float(train.images["image"])
+    soft = soften(x, np.random.default_rng(0))
+    assert soft.shape == x.shape and soft.min() >= -1 and soft.max() <= 1 and not torch.equal(soft, x)
+    targets = {a: torch.from_numpy(t) for a, t in _targets(train.meta).items()}
+    torch.manual_seed(0)
+    model = AttributeClassifier.build(widths=(8, 16, 16, 16), depths=(1, 1, 1, 1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+    def loss_of():
+        logits = model(x)
+        return sum(F.cross_entropy(logits[a], targets[a], ignore_index=-1) for a in logits if (targets[a] >= 0).any())
+
+    first = loss_of().item()
+    for _ in range(60):
+        loss = loss_of()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss_of().item() < 0.3 * first

@@ -1,7 +1,7 @@
 """Evaluation on held-out characters of the world, graded by the judge only.
 
 The judge (`serialgen train judge`) is a second CLIP trained on a world of another seed, with
-linear probes that read the world's attributes from its image embedding. It never sees the
+an attribute classifier trained on that world that reads the world's attributes. It never sees the
 models it grades. The world knows the truth of every held-out sample, so besides the paper's
 embedding scores (CLIP-T, CLIP-I, AP-CLIP-I; Table 2) we report attribute accuracies: does
 the image show the prompt's action, view and background (text control), and the reference
@@ -37,38 +37,37 @@ APPEARANCE = ("top_color", "bottom_color", "shoes_color", "hair_color", "hair_st
 
 @dataclass
 class Judge:
-    """CLIP (transformers CLIPModel) + tokenizer + one linear probe per attribute."""
+    """CLIP (transformers CLIPModel) + tokenizer for CLIP-T/CLIP-I, and an attribute classifier
+    (`serialgen.train.judge.AttributeClassifier`) that reads the world's attributes."""
 
     model: torch.nn.Module
     tokenizer: object
-    probes: dict[str, torch.nn.Linear]
-    values: dict[str, tuple[str, ...]]
+    classifier: torch.nn.Module
+
+    @property
+    def values(self) -> dict[str, tuple[str, ...]]:
+        return self.classifier.values
 
     @classmethod
     def from_pretrained(cls, folder: str | Path | None = None) -> "Judge":
-        from safetensors.torch import load_file
-
         from .models.loading import bundled, load_clip
+        from .train.judge import AttributeClassifier
 
         folder = Path(folder) if folder is not None else bundled("judge")
-        if not (folder / "probes.safetensors").exists():
+        if not (folder / "classifier" / "heads.safetensors").exists():
             raise FileNotFoundError(f"No judge at {folder}: train one with `serialgen train judge` (it needs "
-                                    "probes.safetensors and probes.json beside the CLIP weights)")
+                                    "classifier/ beside the CLIP weights)")
         model, tokenizer = load_clip(folder)
-        values = {k: tuple(v) for k, v in json.loads((folder / "probes.json").read_text()).items()}
-        tensors = load_file(str(folder / "probes.safetensors"))
-        probes = {}
-        for attribute, names in values.items():
-            weight = tensors[f"{attribute}.weight"].float()
-            probe = torch.nn.Linear(weight.shape[1], len(names))
-            probe.load_state_dict({"weight": weight, "bias": tensors[f"{attribute}.bias"].float()})
-            probes[attribute] = probe.eval()
-        return cls(model.float().eval(), tokenizer, probes, values)
+        return cls(model.float().eval(), tokenizer, AttributeClassifier.from_pretrained(folder / "classifier"))
+
+    @staticmethod
+    def _array(images) -> np.ndarray:
+        return np.stack([np.asarray(im.convert("RGB") if hasattr(im, "convert") else im) for im in images])
 
     @torch.no_grad()
     def image_features(self, images, batch: int = 64) -> torch.Tensor:
-        """uint8 (N, H, W, 3) array or list of PIL images -> unit embeddings (N, D)."""
-        a = np.stack([np.asarray(im.convert("RGB") if hasattr(im, "convert") else im) for im in images])
+        """uint8 (N, H, W, 3) array or list of PIL images -> unit CLIP embeddings (N, D)."""
+        a = self._array(images)
         size = self.model.config.vision_config.image_size
         out = []
         for k in range(0, len(a), batch):
@@ -86,26 +85,30 @@ class Judge:
         return torch.cat(out)
 
     @torch.no_grad()
-    def predict(self, features: torch.Tensor, attribute: str) -> list[str]:
-        """Image embeddings -> the probe's value for `attribute`, per image."""
-        index = self.probes[attribute](features).argmax(1).tolist()
-        return [self.values[attribute][i] for i in index]
+    def read(self, images, batch: int = 64) -> dict[str, list[str]]:
+        """Images -> the classifier's value of every attribute, per image."""
+        a = self._array(images)
+        logits: dict[str, list] = {k: [] for k in self.values}
+        for k in range(0, len(a), batch):
+            for attribute, v in self.classifier(to_float(a[k:k + batch])).items():
+                logits[attribute].append(v)
+        return {attribute: [self.values[attribute][i] for i in torch.cat(v).argmax(1).tolist()]
+                for attribute, v in logits.items()}
 
 
 def _tensor(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-def attribute_accuracy(judge: Judge, features: torch.Tensor, metas: list[dict], attributes) -> dict[str, float]:
-    """Share of images whose probed attribute equals the truth in `metas` (samples without the
-    attribute, e.g. a dress's bottom colour, are skipped); plus the mean over attributes."""
+def attribute_accuracy(reads: dict[str, list[str]], metas: list[dict], attributes) -> dict[str, float]:
+    """Share of images whose read attribute (`Judge.read`) equals the truth in `metas` (samples
+    without the attribute, e.g. a dress's bottom colour, are skipped); plus the mean."""
     out = {}
     for attribute in attributes:
         keep = [k for k, m in enumerate(metas) if probe_value(m, attribute) is not None]
         if not keep:
             continue
-        pred = judge.predict(features[keep], attribute)
-        out[attribute] = float(np.mean([p == probe_value(metas[k], attribute) for p, k in zip(pred, keep, strict=True)]))
+        out[attribute] = float(np.mean([reads[attribute][k] == probe_value(metas[k], attribute) for k in keep]))
     out["mean"] = float(np.mean(list(out.values()))) if out else float("nan")
     return out
 
@@ -150,11 +153,11 @@ def evaluate_t2i(base, judge: Judge, test: WorldArrays, count: int = 64, steps: 
     features = judge.image_features(images)
     text = judge.text_features(prompts)
     attributes = TEXT_CONTROL + APPEARANCE
-    real = judge.image_features(test.images["image"][picks])
+    real = test.images["image"][picks]
     return {"count": count, "clip_t": float(100 * (features * text).sum(1).mean()),
-            "clip_t_real_images": float(100 * (real * text).sum(1).mean()),
-            "accuracy": attribute_accuracy(judge, features, metas, attributes),
-            "accuracy_real_images": attribute_accuracy(judge, real, metas, attributes),
+            "clip_t_real_images": float(100 * (judge.image_features(real) * text).sum(1).mean()),
+            "accuracy": attribute_accuracy(judge.read(images), metas, attributes),
+            "accuracy_real_images": attribute_accuracy(judge.read(real), metas, attributes),
             "chance": chance(attributes), "images": images}
 
 
@@ -281,7 +284,7 @@ def evaluate_series(serial, judge: Judge, test: WorldArrays, protocol: Protocol 
             masked = judge.image_features([on_white(im, m) if m.mean() > 0.01 else im for im, m in zip(images, masks)])
             masked_features.append(masked)
             truths = [{"attributes": test.meta[first]["attributes"], **scene} for scene in scenes]
-            reads = {a: judge.predict(full, a) for a in attributes}
+            reads = judge.read(images)
             for i, (scene, meta) in enumerate(zip(scenes, truths, strict=True)):
                 emb = face(images[i]) if face is not None and ref_face is not None else None
                 records.append({

@@ -3,9 +3,15 @@
     serialgen train judge --data data/judge128 --out runs/judge [--config FILE] [--resume]
 
 The judge is a second CLIP (same class and trainer as `train clip`) trained on a world made
-with another seed (disjoint characters), plus linear probes on its image embedding that
-read the world's attributes (garment colours, hair, action, view, background, expression).
-Evaluation code (CLIP-I, CLIP-T, attribute accuracies) uses only the judge.
+with another seed (disjoint characters), for CLIP-T and CLIP-I, plus an attribute classifier
+that reads the world's attributes (garment colours, hair, action, view, background,
+expression): a small ResNet (transformers `ResNetModel`) at the renders' own 128x192, one
+linear head per attribute, trained with cross-entropy on the same world. Linear probes on
+the CLIP embedding read little beyond background and the top's colour (measured: shoes
+0.10, view 0.34, action 0.12), hence a classifier of its own. Its training images are
+blurred, resampled and noised at random, so that it reads generated images, which are softer
+than renders, without ever seeing a graded model's output. Evaluation code (CLIP-I, CLIP-T,
+attribute accuracies) uses only the judge.
 """
 
 from __future__ import annotations
@@ -22,29 +28,90 @@ from safetensors.torch import save_file
 
 from ..data.memory import WorldArrays
 from ..world.attributes import PROBE_ATTRIBUTES, probe_value
-from .clip import CLIPTrainConfig, embed_images, train_clip
+from .clip import CLIPTrainConfig, train_clip
 from .common import RunDir, load_config, write_json
 
 
 @dataclass(frozen=True)
 class JudgeTrainConfig(CLIPTrainConfig):
     seed: int = 1  # a different seed from the graded models, on a different world
-    probe_epochs: int = 300
-    probe_lr: float = 1e-2
+    classifier_steps: int = 1500
+    classifier_batch: int = 32
+    classifier_lr: float = 1e-3
+    classifier_widths: tuple = (32, 64, 128, 256)
+    classifier_depths: tuple = (1, 1, 2, 1)
 
 
-def fit_probe(features: torch.Tensor, labels: torch.Tensor, classes: int, epochs: int, lr: float,
-              seed: int) -> torch.nn.Linear:
-    """Multinomial logistic regression on frozen features (full batch, Adam, light L2)."""
-    torch.manual_seed(seed)
-    probe = torch.nn.Linear(features.shape[1], classes)
-    optimizer = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=1e-4)
-    for _ in range(epochs):
-        loss = F.cross_entropy(probe(features), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return probe
+class AttributeClassifier(torch.nn.Module):
+    """transformers ResNetModel + one linear head per attribute of PROBE_ATTRIBUTES."""
+
+    def __init__(self, backbone, values: dict[str, tuple[str, ...]]):
+        super().__init__()
+        self.backbone, self.values = backbone, values
+        width = backbone.config.hidden_sizes[-1]
+        self.heads = torch.nn.ModuleDict({a: torch.nn.Linear(width, len(v)) for a, v in values.items()})
+
+    @classmethod
+    def build(cls, widths=(32, 64, 128, 256), depths=(1, 1, 2, 1)) -> "AttributeClassifier":
+        from transformers import ResNetConfig, ResNetModel
+
+        config = ResNetConfig(num_channels=3, embedding_size=widths[0], hidden_sizes=list(widths), depths=list(depths),
+                              layer_type="basic", downsample_in_first_stage=False)
+        return cls(ResNetModel(config), dict(PROBE_ATTRIBUTES))
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(N, 3, H, W) in [-1, 1] -> logits per attribute."""
+        pooled = self.backbone(pixel_values=images).pooler_output.flatten(1)
+        return {a: head(pooled) for a, head in self.heads.items()}
+
+    def save_pretrained(self, folder) -> None:
+        from pathlib import Path
+
+        folder = Path(folder)
+        self.backbone.save_pretrained(folder)
+        save_file({f"{a}.{k}": v.detach().contiguous() for a, h in self.heads.items() for k, v in h.state_dict().items()},
+                  str(folder / "heads.safetensors"))
+        (folder / "attributes.json").write_text(json.dumps({a: list(v) for a, v in self.values.items()}, indent=1))
+
+    @classmethod
+    def from_pretrained(cls, folder) -> "AttributeClassifier":
+        from pathlib import Path
+
+        from safetensors.torch import load_file
+        from transformers import ResNetModel
+
+        folder = Path(folder)
+        values = {a: tuple(v) for a, v in json.loads((folder / "attributes.json").read_text()).items()}
+        model = cls(ResNetModel.from_pretrained(folder), values)
+        tensors = load_file(str(folder / "heads.safetensors"))
+        for a, head in model.heads.items():
+            head.load_state_dict({k: tensors[f"{a}.{k}"].float() for k in ("weight", "bias")})
+        return model.float().eval()
+
+
+def soften(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Random softening of a batch (N, 3, H, W) in [-1, 1], per image: a 2x down/up resample or
+    a Gaussian blur (sigma up to 1.2 px) or neither, then Gaussian noise (sigma up to 0.04),
+    and a left-right flip (captions never say left or right)."""
+    out = []
+    for img in x:
+        kind = rng.integers(3)
+        if kind == 1:
+            h, w = img.shape[1:]
+            img = F.interpolate(F.interpolate(img[None], scale_factor=0.5, mode="bilinear", antialias=True),
+                                size=(h, w), mode="bilinear")[0]
+        elif kind == 2:
+            sigma = float(rng.uniform(0.4, 1.2))
+            r = torch.arange(-3, 4, dtype=img.dtype)
+            k = torch.exp(-r**2 / (2 * sigma**2))
+            k = k / k.sum()
+            img = F.conv2d(F.pad(img[:, None], (3, 3, 0, 0), mode="replicate"), k.view(1, 1, 1, 7))
+            img = F.conv2d(F.pad(img, (0, 0, 3, 3), mode="replicate"), k.view(1, 1, 7, 1))[:, 0]
+        img = img + float(rng.uniform(0, 0.04)) * torch.from_numpy(rng.standard_normal(img.shape).astype(np.float32))
+        if rng.random() < 0.5:
+            img = img.flip(-1)
+        out.append(img.clamp(-1, 1))
+    return torch.stack(out)
 
 
 def _labels(meta: list[dict], attribute: str) -> tuple[np.ndarray, np.ndarray]:
@@ -70,29 +137,76 @@ def main(args) -> int:
     model, _, (_, train), clip_scores = result
     size = model.config.vision_config.image_size
 
-    # probes on the judge's own image embedding, trained on its training split, scored on its test split
-    features = embed_images(model, train.images["image"], size)
+    # the attribute classifier, trained on the judge world's training split, scored on its test split
     test = WorldArrays.load(args.data, "test", keys=("image",), progress=False)
-    test_features = embed_images(model, test.images["image"], size)
-    tensors, accuracy, chance = {}, {}, {}
-    for attribute, values in PROBE_ATTRIBUTES.items():
-        idx, y = _labels(train.meta, attribute)
-        probe = fit_probe(features[idx], torch.from_numpy(y), len(values), cfg.probe_epochs, cfg.probe_lr, cfg.seed)
-        tensors[f"{attribute}.weight"] = probe.weight.detach().contiguous()
-        tensors[f"{attribute}.bias"] = probe.bias.detach().contiguous()
-        tidx, ty = _labels(test.meta, attribute)
-        if len(ty) == 0:  # no held-out sample states it (a tiny test split)
-            accuracy[attribute] = chance[attribute] = None
-            continue
-        with torch.no_grad():
-            pred = probe(test_features[tidx]).argmax(1).numpy()
-        accuracy[attribute] = float((pred == ty).mean())
-        chance[attribute] = float(np.bincount(ty, minlength=len(values)).max() / len(ty))  # majority class
-    save_file(tensors, str(run.path / "model" / "probes.safetensors"))
-    (run.path / "model" / "probes.json").write_text(json.dumps({a: list(v) for a, v in PROBE_ATTRIBUTES.items()}, indent=1))
+    classifier, accuracy, chance = train_classifier(cfg, train, test, run)
+    classifier.save_pretrained(run.path / "model" / "classifier")
     write_json(run.path / "model" / "training.json", run.provenance(
-        data=str(args.data), steps=cfg.steps, heldout=clip_scores, probe_accuracy=accuracy,
-        probe_majority_baseline=chance, wall_time_s=round(time.time() - t0, 1)))
-    print("judge probes (held-out accuracy / majority baseline): " +
+        data=str(args.data), steps=cfg.steps, heldout=clip_scores, classifier_accuracy=accuracy,
+        classifier_majority_baseline=chance, wall_time_s=round(time.time() - t0, 1)))
+    print("judge classifier (held-out accuracy / majority baseline): " +
           ", ".join(f"{a} {accuracy[a]:.2f}/{chance[a]:.2f}" for a in PROBE_ATTRIBUTES if accuracy[a] is not None))
     return 0
+
+
+def _targets(meta: list[dict]) -> dict[str, np.ndarray]:
+    """Class index per sample and attribute; -1 where the sample has no such attribute."""
+    out = {}
+    for attribute, values in PROBE_ATTRIBUTES.items():
+        idx, labels = _labels(meta, attribute)
+        t = np.full(len(meta), -1, dtype=np.int64)
+        t[idx] = labels
+        out[attribute] = t
+    return out
+
+
+def train_classifier(cfg: JudgeTrainConfig, train: WorldArrays, test: WorldArrays, run: RunDir):
+    """-> (classifier, held-out accuracy per attribute, majority-class baseline per attribute).
+    Checkpoints under run.path/classifier and resumes from there."""
+    from tqdm import tqdm
+
+    from ..data.memory import batch_indices, to_float
+    from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+    from .common import lr_factor
+
+    torch.manual_seed(cfg.seed)
+    model = AttributeClassifier.build(cfg.classifier_widths, cfg.classifier_depths)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.classifier_lr, weight_decay=1e-4)
+    folder, start = run.path / "classifier", 0
+    if has_checkpoint(folder):
+        start = load_checkpoint(folder, model=model, optimizer=optimizer)["step"]
+    images, targets = train.images["image"], {a: torch.from_numpy(t) for a, t in _targets(train.meta).items()}
+    model.train()
+    bar = tqdm(range(start, cfg.classifier_steps), initial=start, total=cfg.classifier_steps, desc="judge classifier")
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.classifier_lr * lr_factor(step, 100, cfg.classifier_steps)
+        idx = batch_indices(len(images), cfg.classifier_batch, step, cfg.seed)
+        x = soften(to_float(images[idx]), np.random.default_rng([cfg.seed, step, 13]))
+        logits = model(x)
+        loss = sum(F.cross_entropy(logits[a], targets[a][idx], ignore_index=-1) for a in logits
+                   if (targets[a][idx] >= 0).any())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            run.log(step, classifier_loss=loss.item())
+        if (step + 1) % 250 == 0 or step + 1 == cfg.classifier_steps:
+            save_checkpoint(folder, step=step + 1, model=model, optimizer=optimizer)
+    model.eval()
+    accuracy, chance = {}, {}
+    with torch.no_grad():
+        logits = {a: [] for a in PROBE_ATTRIBUTES}
+        for k in range(0, len(test), 128):
+            for a, v in model(to_float(test.images["image"][k:k + 128])).items():
+                logits[a].append(v)
+    for attribute, t in _targets(test.meta).items():
+        keep = t >= 0
+        if not keep.any():  # no held-out sample states it (a tiny test split)
+            accuracy[attribute] = chance[attribute] = None
+            continue
+        pred = torch.cat(logits[attribute]).argmax(1).numpy()
+        accuracy[attribute] = float((pred[keep] == t[keep]).mean())
+        chance[attribute] = float(np.bincount(t[keep], minlength=len(PROBE_ATTRIBUTES[attribute])).max() / keep.sum())
+    return model, accuracy, chance
