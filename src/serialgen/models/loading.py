@@ -12,7 +12,12 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+import torch
+
 BUNDLED = "mini"
+# transformers 5 loads a model in the dtype its file was saved in; shipped weights are fp16,
+# which CPUs run slowly and which mismatches float32 neighbours, so CLIP towers load as float32.
+FLOAT32 = torch.float32
 
 
 def bundled(name: str) -> Path:
@@ -72,7 +77,8 @@ def load_clip(path: str | Path | None = None, *, allow_pickle: bool = False):
     from transformers import CLIPModel
 
     folder = _component(path, "clip", ".")
-    model = CLIPModel.from_pretrained(folder, use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
+    model = CLIPModel.from_pretrained(folder, dtype=FLOAT32,
+        use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
     return model, load_tokenizer(folder)
 
 
@@ -82,7 +88,8 @@ def load_clip_text(path: str | Path | None = None, *, allow_pickle: bool = False
     from transformers import CLIPTextModel
 
     folder = _component(path, "clip", "text_encoder")
-    model = CLIPTextModel.from_pretrained(folder, use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
+    model = CLIPTextModel.from_pretrained(folder, dtype=FLOAT32,
+        use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
     root = folder.parent if folder.name == "text_encoder" else folder
     return model, load_tokenizer(root)
 
@@ -99,7 +106,8 @@ def load_image_encoder(path: str | Path | None = None, *, allow_pickle: bool = F
     folder = _component(path, "clip", "image_encoder")
     config = json.loads((folder / "config.json").read_text())
     if config.get("model_type") != "clip":
-        return CLIPVisionModelWithProjection.from_pretrained(folder, use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
+        return CLIPVisionModelWithProjection.from_pretrained(folder, dtype=FLOAT32,
+            use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
     # a whole CLIPModel: the vision config lacks projection_dim, which sits at the top level
     _safetensors_or_refuse(folder, allow_pickle)
     fields = {k: v for k, v in config["vision_config"].items() if k not in ("model_type", "transformers_version")}

@@ -82,7 +82,7 @@ class AttributeClassifier(torch.nn.Module):
 
         folder = Path(folder)
         values = {a: tuple(v) for a, v in json.loads((folder / "attributes.json").read_text()).items()}
-        model = cls(ResNetModel.from_pretrained(folder), values)
+        model = cls(ResNetModel.from_pretrained(folder, dtype=torch.float32), values)
         tensors = load_file(str(folder / "heads.safetensors"))
         for a, head in model.heads.items():
             head.load_state_dict({k: tensors[f"{a}.{k}"].float() for k in ("weight", "bias")})
