@@ -19,7 +19,8 @@ ship() { .venv/bin/python scripts/ship_weights.py "$@"; }
 
 # Backbones (issue 3): VAE, CLIP in two phases, the judge, the text-to-image base
 run vae vae --data data/world128 --config configs/mini/vae.toml
-ship vae runs/vae/model
+run vae-decoder vae --data data/world128 --config configs/mini/vae_decoder.toml
+ship vae runs/vae-decoder/model
 run clip clip --data data/world128 --config configs/mini/clip.toml
 run clip2 clip --data data/world128 --config configs/mini/clip_phase2.toml
 run clip3 clip --data data/world128 --config configs/mini/clip_phase3.toml

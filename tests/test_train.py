@@ -313,3 +313,24 @@ def test_judge_classifier_learns_attributes_and_softening_keeps_images_in_range(
         loss.backward()
         optimizer.step()
     assert loss_of().item() < 0.3 * first
+
+
+def test_vae_decoder_fine_tune_keeps_the_encoder_and_the_scaling_factor(dataset, tmp_path, monkeypatch):
+    from serialgen.models import backbones
+    from serialgen.train import vae as train_vae
+
+    monkeypatch.setitem(backbones.VAE_PRESETS, "test", TINY_VAE)
+    common = dict(preset="test", batch_size=4, crop=[64, 64], checkpoint_every=100, sample_every=100, eval_images=8,
+                  warmup=1, lr=2e-3, mixed_precision="no")
+    assert train_vae.main(_args(dataset, tmp_path / "first", _toml(tmp_path / "a.toml", steps=3, **common))) == 0
+    config = _toml(tmp_path / "b.toml", steps=4, init_from=str(tmp_path / "first" / "model"), decoder_only=True,
+                   latent_noise=0.3, **common)
+    assert train_vae.main(_args(dataset, tmp_path / "second", config)) == 0
+    before, after = load_vae(tmp_path / "first" / "model"), load_vae(tmp_path / "second" / "model")
+    assert after.config.scaling_factor == before.config.scaling_factor
+    b, a = before.state_dict(), after.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("encoder.", "quant_conv.")))
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
+    with pytest.raises(ValueError, match="set init_from"):
+        train_vae.main(_args(dataset, tmp_path / "third", _toml(tmp_path / "c.toml", steps=1, decoder_only=True,
+                                                                **common)))

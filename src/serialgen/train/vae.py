@@ -7,6 +7,12 @@ adversarial terms, whose pretrained networks cannot be downloaded here). Trains 
 non-standard and the standard images, since Stage I decodes standardized ones. The latent
 scaling factor (1 / std of latents, as SD's 0.18215) is measured on training images and
 written into the saved config.
+
+A second phase can fine-tune the decoder alone (`decoder_only`, from `init_from`): the encoder,
+and so every latent the diffusion models were trained on, stays as it was, while the decoder
+learns to map latents with a little Gaussian noise added (`latent_noise`, in units of the
+scaled latents) to the clean image. A diffusion model's samples land near the latent
+manifold, not on it, and a decoder trained on exact latents turns that gap into blotches.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ class VAETrainConfig:
     eval_images: int = 256
     limit: int = 0  # use only the first N training samples (0 = all)
     seed: int = 0
+    decoder_only: bool = False  # freeze the encoder (latents unchanged), train the decoder
+    latent_noise: float = 0.0  # per image, noise of std U(0, latent_noise) in scaled-latent units
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -75,13 +83,23 @@ def reconstruct(vae, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
 class Autoencode(torch.nn.Module):
     """The training forward as one module, so data-parallel wrappers see the whole pass."""
 
-    def __init__(self, vae):
+    def __init__(self, vae, decoder_only: bool = False):
         super().__init__()
-        self.vae = vae
+        self.vae, self.decoder_only = vae, decoder_only
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        posterior = self.vae.encode(x).latent_dist
-        return self.vae.decode(posterior.sample()).sample, posterior.kl()  # (N, 3, H, W), (N,)
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (reconstruction (N, 3, H, W), KL (N,)); `noise` (raw latent units) is added to the
+        latent before decoding. Decoder-only: the posterior mean, no KL."""
+        if self.decoder_only:
+            with torch.no_grad():
+                z = self.vae.encode(x).latent_dist.mode()
+            kl = torch.zeros(len(x), device=x.device)
+        else:
+            posterior = self.vae.encode(x).latent_dist
+            z, kl = posterior.sample(), posterior.kl()
+        if noise is not None:
+            z = z + noise.to(z.dtype)
+        return self.vae.decode(z).sample, kl
 
 
 def main(args) -> int:
@@ -111,14 +129,21 @@ def main(args) -> int:
 
         source = load_vae(None if cfg.init_from == "bundled" else cfg.init_from)
         vae.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
+    if cfg.decoder_only:
+        if not cfg.init_from:
+            raise ValueError("decoder_only fine-tunes a trained VAE: set init_from")
+        vae.register_to_config(scaling_factor=source.config.scaling_factor)
+        for module in (vae.encoder, vae.quant_conv):
+            module.requires_grad_(False)
     ema = copy.deepcopy(vae).requires_grad_(False)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    optimizer = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0,
+                                  betas=(0.9, 0.99))
     start, elapsed = 0, 0.0
     if args.resume and has_checkpoint(run.path):
         state = load_checkpoint(run.path, model=vae, optimizer=optimizer, ema=ema)
         start, elapsed = state["step"], state["extra"].get("elapsed_s", 0.0)
         accelerator.print(f"resumed from step {start}")
-    model, optimizer = accelerator.prepare(Autoencode(vae), optimizer)
+    model, optimizer = accelerator.prepare(Autoencode(vae, cfg.decoder_only), optimizer)
 
     # 3. Training loop: batch = f(seed, step), so resume is exact
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="vae", disable=not accelerator.is_main_process)
@@ -127,8 +152,14 @@ def main(args) -> int:
         set_lr(optimizer, cfg, step)
         idx = batch_indices(len(pool), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
         x = to_float(random_crops(pool, idx, cfg.crop, np.random.default_rng([cfg.seed, step, 3]))).to(accelerator.device)
+        noise = None
+        if cfg.latent_noise > 0:
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            shape = (len(x), vae.config.latent_channels, x.shape[2] // 8, x.shape[3] // 8)
+            sigma = torch.rand(len(x), 1, 1, 1, generator=g) * cfg.latent_noise / vae.config.scaling_factor
+            noise = (sigma * torch.randn(shape, generator=g)).to(accelerator.device)
         with accelerator.autocast():
-            recon, kl = model(x)
+            recon, kl = model(x, noise)
         recon = recon.float()
         l1 = (recon - x).abs().mean()
         mse = F.mse_loss(recon, x)
@@ -162,6 +193,8 @@ def main(args) -> int:
             sample = to_float(pool[np.random.default_rng(cfg.seed).choice(len(pool), min(512, len(pool)), replace=False)])
             latents = torch.cat([ema.encode(sample[k:k + 64]).latent_dist.mode() for k in range(0, len(sample), 64)])
         scaling = float(1.0 / latents.std())
+        if cfg.decoder_only:  # the encoder did not change: keep the factor the diffusion models use
+            scaling = float(vae.config.scaling_factor)
         ema.register_to_config(scaling_factor=scaling)
         rec = reconstruct(ema, eval_images)
         value = psnr(rec, eval_images).mean().item()
