@@ -9,7 +9,7 @@ import torch
 def _float(images) -> torch.Tensor:
     """uint8 (N, H, W, 3) array or list of PIL images -> float (N, 3, H, W) in [0, 1]."""
     a = np.stack([np.asarray(im) for im in images]) if isinstance(images, (list, tuple)) else np.asarray(images)
-    return torch.from_numpy(a.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+    return torch.from_numpy(a.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous()
 
 
 def psnr(pred, target) -> np.ndarray:

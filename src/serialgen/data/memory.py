@@ -75,8 +75,12 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int, rank: int = 0, 
 
 
 def to_float(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> float (N, C, H, W) in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    """uint8 (N, H, W, C) -> float (N, C, H, W) in [-1, 1], contiguous.
+
+    Contiguous on purpose: the permuted view is channels-last in memory, and torch 2.13's CPU
+    convolution backward on channels-last input segfaults with two threads on small widths.
+    """
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -98,7 +98,7 @@ def load_unet(cfg: Stage1TrainConfig):
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    return torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
 
 
 def held_out_references(test: WorldArrays, count: int) -> tuple[list[Reference], np.ndarray]:
