@@ -567,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="docs/REPRODUCTION.md: the paper's Tables 2 and 3 and its claims, on the character world",
         description="Score the Stage I ablation (full, no FBDM, no RPIM, neither; default runs/stage1-*/model) and "
                     "the three Stage II pairings (default: the bundled unpaired, paired and two-stage adapters) on "
-                    "held-out characters under the paper's protocol, graded by the judge; write the tables with 95%% "
+                    "held-out characters under the paper's protocol, graded by the judge; write the tables with 95% "
                     "bootstrap intervals, the paper's numbers beside them, a verdict per claim from paired "
                     "differences, and figures. Scores are kept as JSON in the scores folder and reused while the "
                     "models and settings are unchanged; a discussion.md there is included in the report.",
@@ -601,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "otherwise): held-out characters x 20 scene prompts (action, background, viewpoint, expression) "
                     "x 4 seeds; CLIP-T, CLIP-I on background-removed images, AP-CLIP-I (Table 2), face similarity "
                     "(dlib, or ArcFace with --face-model), the judge's text-control and appearance accuracies and "
-                    "Stage I PSNR/SSIM, each a mean over characters with a 95%% bootstrap interval. The judge never "
+                    "Stage I PSNR/SSIM, each a mean over characters with a 95% bootstrap interval. The judge never "
                     "grades itself: it is trained on another world.",
     )
     p.add_argument("what", choices=("stage1", "t2i", "stage2"), help="what to score")
