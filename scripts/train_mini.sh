@@ -30,13 +30,14 @@ ship t2i runs/t2i/model
 run judge judge --data data/judge128 --config configs/mini/judge.toml
 ship judge runs/judge/model
 
-# Stage I: the shipped standardizer, then the equal-budget ablation (paper Table 3)
+# Stage I: the shipped standardizer
 run stage1 stage1 --data data/world128 --config configs/mini/stage1.toml
 ship stage1 runs/stage1/model
-run stage1-full stage1 --data data/world128 --config configs/mini/stage1_ablation.toml
-run stage1-no-fbdm stage1 --data data/world128 --config configs/mini/stage1_ablation.toml --no-fbdm
-run stage1-no-rpim stage1 --data data/world128 --config configs/mini/stage1_ablation.toml --no-rpim
-run stage1-neither stage1 --data data/world128 --config configs/mini/stage1_ablation.toml --no-fbdm --no-rpim
+
+# Text-to-image base, second phase (Stage I above started from the first phase's UNet; the
+# ablation below and Stage II build on this one)
+run t2i2 t2i --data data/world128 --config configs/mini/t2i_phase2.toml
+ship t2i runs/t2i2/model
 
 # Stage II: one adapter per pairing, same budget (paper Table 2); the standardized one ships as default
 run stage2 stage2 --data data/world128 --config configs/mini/stage2.toml --pairing standardized
@@ -45,6 +46,12 @@ run stage2-paired stage2 --data data/world128 --config configs/mini/stage2.toml 
 ship stage2-paired runs/stage2-paired/model
 run stage2-unpaired stage2 --data data/world128 --config configs/mini/stage2.toml --pairing unpaired
 ship stage2-unpaired runs/stage2-unpaired/model
+
+# Stage I ablation at equal budget (paper Table 3), each row from the same base UNet
+run stage1-full stage1 --data data/world128 --config configs/mini/stage1_ablation.toml
+run stage1-no-fbdm stage1 --data data/world128 --config configs/mini/stage1_ablation.toml --no-fbdm
+run stage1-no-rpim stage1 --data data/world128 --config configs/mini/stage1_ablation.toml --no-rpim
+run stage1-neither stage1 --data data/world128 --config configs/mini/stage1_ablation.toml --no-fbdm --no-rpim
 
 # Reports: the paper's Tables 2 and 3 and its claims (docs/REPRODUCTION.md, docs/reproduction/)
 $SG report --data data/world128

@@ -255,6 +255,14 @@ def test_clip_judge_and_t2i_trainers_run_end_to_end(dataset, tmp_path, monkeypat
     assert load_unet(tmp_path / "t2i" / "model").config.cross_attention_dim == 32
     assert (tmp_path / "t2i" / "samples" / "samples_000002.png").exists()
 
+    # a second phase starts from the first one's UNet: with no steps, it exports exactly that UNet
+    phase2 = dict(t2i, steps=0, init_from=str(tmp_path / "t2i" / "model"), schedule="constant")
+    assert train_t2i.main(_args(dataset, tmp_path / "t2i2", _toml(tmp_path / "t2.toml", **phase2))) == 0
+    first, second = load_unet(tmp_path / "t2i" / "model").state_dict(), load_unet(tmp_path / "t2i2" / "model").state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    fresh = TINY_UNET.build().state_dict()
+    assert any(not torch.equal(first[k], fresh[k]) for k in first)
+
 
 def test_hard_negative_changes_one_stated_attribute(small_world):
     from serialgen.train.clip import hard_negative

@@ -9,6 +9,7 @@ opts in with ``allow_pickle=True``. Nothing is ever downloaded.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -18,6 +19,23 @@ BUNDLED = "mini"
 # transformers 5 loads a model in the dtype its file was saved in; shipped weights are fp16,
 # which CPUs run slowly and which mismatches float32 neighbours, so CLIP towers load as float32.
 FLOAT32 = torch.float32
+
+
+@contextmanager
+def _quiet_transformers():
+    """Silence transformers' load report and progress bar where the report is expected noise
+    (the text half of a whole CLIPModel folder lists every vision weight as unexpected)."""
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def bundled(name: str) -> Path:
@@ -88,8 +106,9 @@ def load_clip_text(path: str | Path | None = None, *, allow_pickle: bool = False
     from transformers import CLIPTextModel
 
     folder = _component(path, "clip", "text_encoder")
-    model = CLIPTextModel.from_pretrained(folder, dtype=FLOAT32,
-        use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
+    use_safetensors = _safetensors_or_refuse(folder, allow_pickle)
+    with _quiet_transformers():
+        model = CLIPTextModel.from_pretrained(folder, dtype=FLOAT32, use_safetensors=use_safetensors)
     root = folder.parent if folder.name == "text_encoder" else folder
     return model, load_tokenizer(root)
 

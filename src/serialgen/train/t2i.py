@@ -6,7 +6,8 @@ dropout so classifier-free guidance works at sampling time (Ho & Salimans 2022).
     serialgen train t2i --data data/world128 --out runs/t2i [--config FILE] [--resume]
 
 The VAE and CLIP default to the bundled mini weights; `vae = "..."` and `clip = "..."` in
-the config point at other folders. Latents and caption embeddings are computed once and
+the config point at other folders; `init_from = "..."` starts the UNet from a trained one (a
+second phase with its own schedule). Latents and caption embeddings are computed once and
 cached in OUT (they depend only on data and frozen encoders). Samples are drawn by
 diffusers' StableDiffusionPipeline with a DDIM scheduler, 20 steps.
 """
@@ -35,6 +36,7 @@ class T2ITrainConfig:
     preset: str = "mini"
     vae: str = ""  # folder of an AutoencoderKL; "" = the bundled mini VAE
     clip: str = ""  # folder of a CLIPModel with tokenizer/; "" = the bundled mini CLIP
+    init_from: str = ""  # start from this UNet (a unet/ folder or a pipeline folder; "bundled"), e.g. a second phase
     steps: int = 8000
     batch_size: int = 64
     lr: float = 4e-4
@@ -116,6 +118,10 @@ def main(args) -> int:
 
     # 2. UNet, EMA, optimizer, noise schedule
     unet = preset(UNET_PRESETS, cfg.preset).build()
+    if cfg.init_from:
+        from ..models.loading import load_unet
+
+        unet.load_state_dict(load_unet(None if cfg.init_from == "bundled" else cfg.init_from).state_dict())
     ema = copy.deepcopy(unet).requires_grad_(False)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
     start, elapsed = 0, 0.0
