@@ -432,6 +432,15 @@ def _train(args) -> int:
         return _fail(prog, str(error))
 
 
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """Where the serial pipeline's models come from (generate, serve)."""
+    p.add_argument("--standardizer", help="Stage I weights folder (default: bundled mini)")
+    p.add_argument("--adapter", help="IP-Adapter .safetensors file or folder (default: bundled mini)")
+    p.add_argument("--base", help="Stable Diffusion 1.5 / SDXL pipeline folder (default: bundled mini text-to-image)")
+    p.add_argument("--image-encoder", help="CLIP vision folder the adapter was trained with (default: bundled mini)")
+    p.add_argument("--allow-pickle", action="store_true", help="load .bin/.ckpt weights (pickles can run code)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="serialgen", description="SerialGen: one character, drawn consistently in any number of scenes.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
@@ -525,11 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--standardized", help="an already standardized reference: skip Stage I")
     p.add_argument("--one-stage", action="store_true", help="skip standardization: the adapter sees the reference as is")
     p.add_argument("--no-pose", action="store_true", help="Stage I without person detection (no mask or pose guidance)")
-    p.add_argument("--standardizer", help="Stage I weights folder (default: bundled mini)")
-    p.add_argument("--adapter", help="IP-Adapter .safetensors file or folder (default: bundled mini)")
-    p.add_argument("--base", help="Stable Diffusion 1.5 / SDXL pipeline folder (default: bundled mini text-to-image)")
-    p.add_argument("--image-encoder", help="CLIP vision folder the adapter was trained with (default: bundled mini)")
-    p.add_argument("--allow-pickle", action="store_true", help="load .bin/.ckpt weights (pickles can run code)")
+    _model_options(p)
     p.set_defaults(run=_generate)
 
     p = sub.add_parser(
@@ -556,11 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=int, default=10, help="largest upload accepted (default 10)")
     p.add_argument("--max-prompts", type=int, default=16, help="most scenes per job (default 16)")
     p.add_argument("--steps", type=int, default=20, help="default DDIM steps shown in the app (default 20)")
-    p.add_argument("--standardizer", help="Stage I weights folder (default: bundled mini)")
-    p.add_argument("--adapter", help="IP-Adapter .safetensors file or folder (default: bundled mini)")
-    p.add_argument("--base", help="Stable Diffusion 1.5 / SDXL pipeline folder (default: bundled mini text-to-image)")
-    p.add_argument("--image-encoder", help="CLIP vision folder the adapter was trained with (default: bundled mini)")
-    p.add_argument("--allow-pickle", action="store_true", help="load .bin/.ckpt weights (pickles can run code)")
+    _model_options(p)
     p.set_defaults(run=_serve)
 
     p = sub.add_parser(
