@@ -30,9 +30,10 @@ ship t2i runs/t2i/model
 run judge judge --data data/judge128 --config configs/mini/judge.toml
 ship judge runs/judge/model
 
-# Stage I: the shipped standardizer
+# Stage I: the shipped standardizer, in two phases (the second with offset noise)
 run stage1 stage1 --data data/world128 --config configs/mini/stage1.toml
-ship stage1 runs/stage1/model
+run stage1-offset stage1 --data data/world128 --config configs/mini/stage1_phase2.toml
+ship stage1 runs/stage1-offset/model
 
 # Text-to-image base, second phase (Stage I above started from the first phase's UNet; the
 # ablation below and Stage II build on this one)

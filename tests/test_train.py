@@ -342,3 +342,15 @@ def test_vae_decoder_fine_tune_keeps_the_encoder_and_the_scaling_factor(dataset,
     with pytest.raises(ValueError, match="set init_from"):
         train_vae.main(_args(dataset, tmp_path / "third", _toml(tmp_path / "c.toml", steps=1, decoder_only=True,
                                                                 **common)))
+
+
+def test_offset_noise_shifts_whole_channels_and_zero_is_plain_randn():
+    from serialgen.diffusion import training_noise
+
+    plain = training_noise((64, 4, 24, 16), torch.Generator().manual_seed(0))
+    assert torch.equal(plain, torch.randn((64, 4, 24, 16), generator=torch.Generator().manual_seed(0)))
+    offset = training_noise((64, 4, 24, 16), torch.Generator().manual_seed(0), offset=0.5)
+    shift = offset - plain  # one constant per (sample, channel)
+    assert torch.allclose(shift, shift[:, :, :1, :1].expand_as(shift), atol=1e-6)
+    assert 0.35 < shift[:, :, 0, 0].std().item() < 0.65  # the offset's scale
+    assert plain.mean(dim=(2, 3)).std().item() < 0.1  # pure noise barely moves a channel's mean

@@ -118,3 +118,15 @@ def _world_reference(dataset):
 
     test = WorldArrays.load(dataset, "test", keys=("image", "foreground"), limit=1, progress=False)
     return Reference.from_world(test.images["image"][0], test.images["foreground"][0], test.meta[0]["keypoints"])
+
+
+def test_second_phase_starts_from_a_trained_standardizer_with_offset_noise(dataset, tmp_path, config):
+    assert stage1.main(_args(dataset, tmp_path / "first", config)) == 0
+    first = Standardizer.from_pretrained(tmp_path / "first" / "model").state_dict()
+    extra = f'init_from = "{tmp_path / "first" / "model"}"\noffset_noise = 0.1\nsteps = 0\n'
+    phase2 = tmp_path / "phase2.toml"
+    phase2.write_text("\n".join(line for line in config.read_text().splitlines() if not line.startswith("steps"))
+                      + "\n" + extra)
+    assert stage1.main(_args(dataset, tmp_path / "second", phase2)) == 0
+    second = Standardizer.from_pretrained(tmp_path / "second" / "model").state_dict()
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)

@@ -51,6 +51,8 @@ class Stage1TrainConfig:
     lr: float = 2e-4
     schedule: str = "cosine"
     warmup: int = 200
+    init_from: str = ""  # start the whole standardizer from this Stage I folder (a second phase); overrides unet
+    offset_noise: float = 0.0  # per (sample, channel) noise offset (diffusion.training_noise); 0.1 is usual
     reference_dropout: float = 0.1  # reference bank and CLIP embedding dropped together
     template_pose: float = 0.5  # share of steps whose target pose is the template A-pose
     recomposite: float = 0.5  # share of references laid over a fresh background
@@ -69,16 +71,17 @@ class Stage1TrainConfig:
 class Stage1Objective(torch.nn.Module):
     """The whole training forward in one module call, so accelerate's DDP sees every parameter use."""
 
-    def __init__(self, model: Standardizer):
+    def __init__(self, model: Standardizer, offset_noise: float = 0.0):
         super().__init__()
         self.model = model
+        self.offset_noise = offset_noise
 
     def forward(self, ref_latents, embeds, background, ref_pose, target_pose, keep, x0, scheduler, generator):
         bank = self.model.encode_reference(ref_latents, embeds, background, ref_pose)
         bank.keep = keep
         cond = {"reference": bank, "pose": self.model.pose_features(target_pose),
                 "image": torch.where(keep.view(-1, 1, 1), embeds, torch.zeros_like(embeds))}  # (B, 1, D)
-        return epsilon_loss(self.model, x0, cond, scheduler, generator)
+        return epsilon_loss(self.model, x0, cond, scheduler, generator, self.offset_noise)
 
 
 def template_keypoints(meta: list[dict], width: int, height: int) -> tuple:
@@ -162,6 +165,8 @@ def main(args) -> int:
     model = Standardizer.from_unet(unet, StandardizerConfig(width=w, height=h, pose_channels=tuple(cfg.pose_channels),
                                                             fbdm=cfg.fbdm, rpim=cfg.rpim, template_keypoints=template))
     del unet
+    if cfg.init_from:
+        model.load_state_dict(Standardizer.from_pretrained(cfg.init_from).state_dict())
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.01)
     start, elapsed = 0, 0.0
@@ -169,7 +174,7 @@ def main(args) -> int:
         state = load_checkpoint(run.path, model=model, optimizer=optimizer, ema=ema)
         start, elapsed = state["step"], state["extra"].get("elapsed_s", 0.0)
         accelerator.print(f"resumed from step {start}")
-    objective, optimizer = accelerator.prepare(Stage1Objective(model), optimizer)
+    objective, optimizer = accelerator.prepare(Stage1Objective(model, cfg.offset_noise), optimizer)
     noise_scheduler = training_scheduler()
     sample_refs, sample_truth = held_out_references(test, 8)
 

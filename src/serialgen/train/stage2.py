@@ -59,6 +59,7 @@ class Stage2TrainConfig:
     lr: float = 1e-4
     schedule: str = "cosine"
     warmup: int = 100
+    offset_noise: float = 0.0  # per (sample, channel) noise offset (diffusion.training_noise); 0.1 is usual
     drop_image: float = 0.05
     drop_text: float = 0.05
     drop_both: float = 0.05
@@ -74,9 +75,9 @@ class Stage2TrainConfig:
 class Stage2Objective(torch.nn.Module):
     """One training forward in one module call (accelerate/DDP); only `adapter` has gradients."""
 
-    def __init__(self, unet, adapter: IPAdapter):
+    def __init__(self, unet, adapter: IPAdapter, offset_noise: float = 0.0):
         super().__init__()
-        self.unet, self.adapter = unet, adapter
+        self.unet, self.adapter, self.offset_noise = unet, adapter, offset_noise
 
     def forward(self, x0, text, hidden, added, scheduler, generator):
         tokens = self.adapter.tokens(hidden)  # (B, T, cross_dim)
@@ -85,7 +86,8 @@ class Stage2Objective(torch.nn.Module):
             return self.unet(x_t, t, cond["text"], added_cond_kwargs=cond["added"],
                              cross_attention_kwargs={"ip_tokens": cond["tokens"]}).sample
 
-        return epsilon_loss(eps, x0, {"text": text, "tokens": tokens, "added": added}, scheduler, generator)
+        return epsilon_loss(eps, x0, {"text": text, "tokens": tokens, "added": added}, scheduler, generator,
+                            self.offset_noise)
 
 
 @torch.no_grad()
@@ -280,7 +282,7 @@ def main(args) -> int:
         state = load_checkpoint(run.path, model=adapter, optimizer=optimizer)
         start, elapsed = state["step"], state["extra"].get("elapsed_s", 0.0)
         accelerator.print(f"resumed from step {start}")
-    objective, optimizer = accelerator.prepare(Stage2Objective(base.unet, adapter), optimizer)
+    objective, optimizer = accelerator.prepare(Stage2Objective(base.unet, adapter, cfg.offset_noise), optimizer)
     noise_scheduler = training_scheduler()
     test = WorldArrays.load(args.data, "test", keys=("image", "foreground"), limit=64, progress=False)
     personalize = PersonalizePipeline(base, image_encoder, adapter)

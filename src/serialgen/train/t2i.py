@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ..data.memory import WorldArrays, batch_indices, to_float
-from ..diffusion import noise_scheduler_config
+from ..diffusion import noise_scheduler_config, training_noise
 from ..models.backbones import UNET_PRESETS, preset
 from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
 from .common import RunDir, grid, load_config, optimizer_step, set_lr, write_json
@@ -43,6 +43,7 @@ class T2ITrainConfig:
     schedule: str = "cosine"  # or "constant", to extend a run by raising steps
     warmup: int = 300
     caption_dropout: float = 0.1
+    offset_noise: float = 0.0  # per (sample, channel) noise offset (diffusion.training_noise); 0.1 is usual
     ema_decay: float = 0.999
     mixed_precision: str = "no"  # measured: fp32 is faster than bf16 autocast for this small UNet on CPU
     checkpoint_every: int = 250
@@ -143,7 +144,7 @@ def main(args) -> int:
         cond = text[idx].float()  # (B, L, D)
         drop = torch.rand(len(idx), generator=g) < cfg.caption_dropout
         cond = torch.where(drop.view(-1, 1, 1), empty.float().expand_as(cond), cond)
-        noise = torch.randn(x0.shape, generator=g)
+        noise = training_noise(x0.shape, g, cfg.offset_noise)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=g)
         xt = noise_scheduler.add_noise(x0, noise, t)
         with accelerator.autocast():
