@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from ..data.latents import cached_latents
 from ..data.memory import WorldArrays, batch_indices, to_float
 from ..diffusion import epsilon_loss, training_scheduler
 from ..models.clip import preprocess as clip_preprocess
@@ -223,10 +224,8 @@ def main(args) -> int:
     else:
         rng = np.random.default_rng([cfg.seed, 31])
         captions = [scene_caption(m) if rng.random() < cfg.scene_captions else m["caption"] for m in train.meta]
-        with torch.no_grad():
-            latents = torch.cat([base.vae.encode(to_float(train.images["image"][k:k + 64]).to(device)).latent_dist.mode()
-                                 for k in tqdm(range(0, len(train), 64), desc="encoding latents",
-                                               disable=not main_process)]) * base.vae.config.scaling_factor
+        latents = cached_latents(base.vae, train.images["image"], args.data, "train", run.path, device=device,
+                                 progress=main_process, write=main_process)
         text, pooled = encode_text(base, captions, progress=main_process)
         empty, empty_pooled = empty_text(base)
         cached = {"latents": latents.cpu(), "text": text.cpu(), "empty": empty.cpu()}

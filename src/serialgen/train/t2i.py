@@ -7,8 +7,8 @@ dropout so classifier-free guidance works at sampling time (Ho & Salimans 2022).
 
 The VAE and CLIP default to the bundled mini weights; `vae = "..."` and `clip = "..."` in
 the config point at other folders; `init_from = "..."` starts the UNet from a trained one (a
-second phase with its own schedule). Latents and caption embeddings are computed once and
-cached in OUT (they depend only on data and frozen encoders). Samples are drawn by
+second phase with its own schedule). Latents are computed once per (world, VAE) and cached
+beside the data (serialgen.data.latents), caption embeddings once per run in OUT. Samples are drawn by
 diffusers' StableDiffusionPipeline with a DDIM scheduler, 20 steps.
 """
 
@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from ..data.memory import WorldArrays, batch_indices, to_float
+from ..data.latents import cached_latents
+from ..data.memory import WorldArrays, batch_indices
 from ..diffusion import noise_scheduler_config, training_noise
 from ..models.backbones import UNET_PRESETS, preset
 from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
@@ -52,15 +53,6 @@ class T2ITrainConfig:
     sample_steps: int = 20
     limit: int = 0
     seed: int = 0
-
-
-@torch.no_grad()
-def encode_latents(vae, images: np.ndarray, batch: int = 64, progress: bool = True) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> scaled latents (N, 4, H/8, W/8), posterior means."""
-    out = []
-    for k in tqdm(range(0, len(images), batch), desc="encoding latents", disable=not progress):
-        out.append(vae.encode(to_float(images[k:k + batch])).latent_dist.mode() * vae.config.scaling_factor)
-    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -106,7 +98,8 @@ def main(args) -> int:
     else:
         train = WorldArrays.load(args.data, "train", keys=("image",), limit=cfg.limit or None, progress=main_process)
         captions = [m["caption"] for m in train.meta]
-        latents = encode_latents(vae, train.images["image"], progress=main_process)
+        latents = cached_latents(vae, train.images["image"], args.data, "train", run.path, progress=main_process,
+                                 write=main_process)
         text = encode_captions(text_encoder, tokenizer, captions, progress=main_process)
         empty = encode_captions(text_encoder, tokenizer, [""], progress=False)[0]
         if main_process:
