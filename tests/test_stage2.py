@@ -248,6 +248,8 @@ def test_eval_commands_write_tables_scores_and_sheets(dataset, folders, judge_fo
     assert "| stage1 |" in table and "PSNR" in table
     scores = json.loads((tmp_path / "s1.json").read_text())["stage1"]
     assert scores["psnr"] > 0 and 0 < scores["ssim"] <= 1 and Image.open(tmp_path / "s1.png").height == 3 * 192
+    assert "| white canvas (floor) |" in table and 0 < scores["blank"]["ssim"] <= 1
+    assert scores["figure_ssim_ci"]["n"] == scores["count"] and 0 <= scores["appearance"]["mean"] <= 1
 
     adapter = _saved_adapter(folders)
     (adapter.parent / "training.json").write_text(json.dumps({"pairing": "paired"}))
@@ -353,3 +355,16 @@ def test_claim_verdicts_need_the_interval_clear_of_zero():
     assert verdict([up, spans], [+1, +1]) == "not resolved"
     assert verdict([dict(up, n=3)], [+1]).startswith("too few")
     assert verdict([dict(up, n=0)], [+1]) == "not measured"
+
+
+def test_figure_box_bounds_the_figure_of_a_standard_render():
+    from serialgen.evaluation import figure_box
+
+    canvas = np.full((40, 30, 3), 255, np.uint8)
+    canvas[10:20, 5:9] = (200, 30, 30)
+    ys, xs = figure_box(canvas, pad=2)
+    assert (ys.start, ys.stop, xs.start, xs.stop) == (8, 22, 3, 11)
+    canvas[0, 29] = 0  # a figure touching the corner: the box is clipped to the canvas
+    ys, xs = figure_box(canvas, pad=2)
+    assert (ys.start, ys.stop, xs.start, xs.stop) == (0, 22, 3, 30)
+    assert figure_box(np.full((4, 4, 3), 255, np.uint8)) == (slice(None), slice(None))

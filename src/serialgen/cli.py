@@ -327,13 +327,20 @@ def _eval(args) -> int:
 
             refs, truth = held_out_references(test, min(args.samples, 8))
             columns = [[r.image for r in refs]]
+            judge = evaluation.Judge.from_pretrained(args.judge)
             for weights in args.weights or [None]:
                 pipe = StandardizePipeline.from_pretrained(weights)
-                scores = evaluation.evaluate_stage1(pipe, test, args.samples, args.steps, args.guidance or 2.5, args.seed)
+                scores = evaluation.evaluate_stage1(pipe, test, args.samples, args.steps, args.guidance or 2.5, args.seed,
+                                                    judge=judge)
                 columns.append(scores.pop("images")[:len(refs)])
                 rows.append((_run_name(weights) if weights else "bundled", scores))
             sheet = grid(columns + [list(truth)])  # rows: references, each model's results, the truth
-            print(_table(rows, [("PSNR (dB)", "psnr_ci"), ("SSIM", "ssim_ci"), ("characters", "count")]))
+            blank = rows[0][1]["blank"]
+            rows.append(("white canvas (floor)", {"psnr_ci": blank["psnr"], "ssim_ci": blank["ssim"]}))
+            rows.append(("true standard render", {"appearance": rows[0][1]["appearance_truth"]}))
+            print(_table(rows, [("PSNR (dB)", "psnr_ci"), ("SSIM", "ssim_ci"), ("figure PSNR", "figure_psnr_ci"),
+                                ("figure SSIM", "figure_ssim_ci"), ("appearance read back", "appearance.mean"),
+                                ("characters", "count")]))
         elif args.what == "t2i":
             from .models.loading import load_base
 
