@@ -79,18 +79,23 @@ def test_t2i_draws_the_prompted_background(samples):
     assert scores["background"] >= 0.5  # chance 0.1
 
 
-@needs("stage1", "vae", "clip")
-def test_standardizer_on_unseen_characters(samples):
-    from serialgen.metrics import ssim
+@needs("stage1", "vae", "clip", "judge")
+def test_standardizer_keeps_the_clothes_of_unseen_characters(samples):
+    from serialgen.evaluation import Judge, attribute_accuracy
     from serialgen.pipelines import StandardizePipeline
     from serialgen.preprocess import Reference
 
     pipe = StandardizePipeline.from_pretrained()
     pipe.progress = False
-    refs = [Reference.from_world(s["image"], s["foreground"], s["keypoints"]) for s in samples[:8]]
+    refs = [Reference.from_world(s["image"], s["foreground"], s["keypoints"]) for s in samples]
     out = pipe(refs, generator=torch.Generator().manual_seed(0))
-    scores = ssim(out.images, np.stack([s["standard_image"] for s in samples[:8]]))
-    assert scores.mean() >= 0.7
+    assert len(out.images) == 16 and np.asarray(out.images[0]).shape == (192, 128, 3)
+    judge = Judge.from_pretrained()
+    scores = attribute_accuracy(judge.read(list(out.images)), [s["meta"] for s in samples], ("top_color",))
+    # The shirt colour read back from the standardized image: measured 0.25 (4 of 16); the true
+    # standard renders read 0.44, a white canvas 0, chance 0.07. Whole-frame SSIM is no test here:
+    # a blank white canvas scores 0.77 against these standard renders, this standardizer 0.68.
+    assert scores["top_color"] >= 3 / 16
 
 
 @needs("stage1", "stage2", "t2i", "vae", "clip", "judge")
