@@ -143,10 +143,11 @@ def evaluate_stage1(pipe, test: WorldArrays, count: int = 64, steps: int = 20, g
 
     refs, truth = held_out_references(test, count)
     images = standardize_all(pipe, refs, Stage1TrainConfig(sample_steps=steps, guidance_scale=guidance, seed=seed))
+    images = [np.asarray(im) for im in images]
     p, q = psnr(images, truth), ssim(images, truth)
     boxes = [figure_box(t) for t in truth]
-    fp = np.array([psnr([np.asarray(im)[b]], t[b][None])[0] for im, t, b in zip(images, truth, boxes)])
-    fq = np.array([ssim(np.asarray(im)[b][None], t[b][None])[0] for im, t, b in zip(images, truth, boxes)])
+    fp = np.array([psnr([im[b]], t[b][None])[0] for im, t, b in zip(images, truth, boxes)])
+    fq = np.array([ssim(im[b][None], t[b][None])[0] for im, t, b in zip(images, truth, boxes)])
     blank = np.full_like(truth, 255)
     out = {"psnr": round(float(p.mean()), 3), "ssim": round(float(q.mean()), 4), "count": len(refs),
            "steps": steps, "guidance_scale": guidance,
@@ -159,9 +160,9 @@ def evaluate_stage1(pipe, test: WorldArrays, count: int = 64, steps: int = 20, g
     if judge is not None:
         rows = test.first_of_each_character()[:count]
         metas = [test.meta[i] for i in rows]
-        out["appearance"] = attribute_accuracy(judge.read([np.asarray(im) for im in images]), metas, APPEARANCE)
+        out["appearance"] = attribute_accuracy(judge.read(images), metas, APPEARANCE)
         out["appearance_truth"] = attribute_accuracy(judge.read(list(truth)), metas, APPEARANCE)
-    out["images"] = [np.asarray(im) for im in images]
+    out["images"] = images
     return out
 
 

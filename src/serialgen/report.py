@@ -99,8 +99,7 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
     settings = {"samples": cfg.stage1_samples, "steps": cfg.protocol.steps, "seed": cfg.protocol.seed,
                 "data": Path(cfg.data).name}
     refs, truth = held_out_references(test, min(8, cfg.stage1_samples))
-    columns, changed = [[r.image for r in refs]], False
-    judge = Judge.from_pretrained(cfg.judge)
+    columns, changed, judge = [[r.image for r in refs]], False, None
     for name, path in cfg.stage1:
         key = _fingerprint(path, settings)
         entry = cache.get(name)
@@ -114,6 +113,7 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
                 (folder / "stage1_ablation.png").exists():
             continue
         pipe = StandardizePipeline.from_pretrained(path)
+        judge = judge or Judge.from_pretrained(cfg.judge)  # only when some row is scored
         scores = evaluate_stage1(pipe, test, cfg.stage1_samples, cfg.protocol.steps, 2.5, cfg.protocol.seed,
                                  judge=judge)
         columns.append(scores.pop("images")[:len(refs)])

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..data.latents import encode_latents
 from ..data.memory import WorldArrays, batch_indices
 from ..diffusion import epsilon_loss, sampling_scheduler, training_scheduler
 from ..metrics import psnr, ssim
@@ -152,10 +153,8 @@ def main(args) -> int:
     vae = load_vae(cfg.vae or None).to(device).eval().requires_grad_(False)
     image_encoder = load_image_encoder(cfg.clip or None).float().to(device).eval().requires_grad_(False)
     vae.float()
-    with torch.no_grad():
-        standard_latents = torch.cat([
-            vae.encode(to_tensor(train.characters["standard_image"][k:k + 64]).to(device)).latent_dist.mode()
-            for k in range(0, len(first), 64)]) * vae.config.scaling_factor  # (C, 4, h/8, w/8)
+    standard_latents = encode_latents(vae, train.characters["standard_image"], device=device,
+                                      progress=False).to(device)  # (C, 4, h/8, w/8)
 
     # 3. Model (both UNets from one checkpoint), EMA, optimizer
     unet = load_unet(cfg).float()
