@@ -128,7 +128,7 @@ def figure_box(standard: np.ndarray, pad: int = 4, white: int = 245) -> tuple[sl
 
 
 def evaluate_stage1(pipe, test: WorldArrays, count: int = 64, steps: int = 20, guidance: float = 2.5,
-                    seed: int = 0, bootstrap: int = 1000, judge: "Judge | None" = None) -> dict:
+                    seed: int = 0, bootstrap: int = 1000, judge: Judge | None = None) -> dict:
     """PSNR/SSIM of `pipe` (a StandardizePipeline) on `count` held-out characters (one reference
     each), with 95% bootstrap intervals and the per-character values (for paired comparisons
     between models scored on the same characters). "images": the standardized images.
