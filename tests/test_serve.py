@@ -96,18 +96,19 @@ def test_app_in_a_browser(pipe, reference, tmp_path):
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page()
             page.set_default_timeout(120_000)
+            wait = 120_000  # expect()'s own default is 5 s; a busy 2-core machine generates slower
 
             page.goto(f"http://127.0.0.1:{port}/")
             page.locator("#reference input[type=file]").set_input_files(str(bad))
             page.locator("#generate").click()
-            sync_api.expect(page.get_by_text("notes.png is not an image Pillow can read").first).to_be_visible()
+            sync_api.expect(page.get_by_text("notes.png is not an image Pillow can read").first).to_be_visible(timeout=wait)
 
             page.goto(f"http://127.0.0.1:{port}/")
             page.locator("#reference input[type=file]").set_input_files(str(reference))
             page.locator("#prompts textarea").fill("a character, waving, front view\na character, running, side view")
             page.locator("#use_pose input[type=checkbox]").uncheck()
             page.locator("#generate").click()
-            sync_api.expect(page.locator("#series img")).to_have_count(2)
+            sync_api.expect(page.locator("#series img")).to_have_count(2, timeout=wait)
             sync_api.expect(page.locator("#standardized img")).to_have_count(1)
             sync_api.expect(page.locator("#prepared img")).to_have_count(1)
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
