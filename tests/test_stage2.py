@@ -343,6 +343,11 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     monkeypatch.setattr(evaluation, "evaluate_stage1", lambda *a, **k: pytest.fail("scores should be reused"))
     assert cli(base + rows) == 0
     assert "Our honest reading." in (tmp_path / "docs" / "REPRODUCTION.md").read_text()
+    # a model not trained yet leaves its row out and keeps the others' scores
+    missing = [f"--stage1=ghost={tmp_path / 'untrained'}", f"--adapter=ghost adapter={tmp_path / 'untrained'}"]
+    assert cli(base + rows + missing) == 0
+    text = (tmp_path / "docs" / "REPRODUCTION.md").read_text()
+    assert "| ghost" not in text and "| full |" in text and "| SerialGen (two-stage) |" in text
     assert cli(base + ["--adapter", "no-equals-sign"]) == 2
 
 

@@ -590,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--stage1-samples", type=int, default=64, help="held-out characters for Table 3 (default 64)")
     p.add_argument("--stage1", action="append", help="NAME=DIR, a Stage I ablation row; repeat (default the four runs)")
-    p.add_argument("--no-stage1", action="store_true", help="leave Table 3 out")
+    p.add_argument("--no-stage1", action="store_true", help="score no Stage I model (Table 3 shows the scores measured earlier, if any)")
     p.add_argument("--adapter", action="append", help="NAME=PATH, a Stage II row; repeat (default the bundled three)")
     p.add_argument("--standardizer", help="Stage I for the two-stage row (default bundled)")
     p.add_argument("--base", help="text-to-image pipeline folder the adapters were trained on (default bundled)")

@@ -104,10 +104,8 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
         key = _fingerprint(path, settings)
         entry = cache.get(name)
         if not Path(path).exists():
-            if entry is None:
-                raise FileNotFoundError(f"No Stage I model at {path} for the ablation row {name!r} and no earlier "
-                                        "scores: train the ablation with scripts/train_mini.sh")
-            print(f"report: {path} is not here; keeping the scores measured earlier for {name!r}")
+            print(f"report: {path} is not here; " + (f"keeping the scores measured earlier for {name!r}" if entry else
+                  f"the row {name!r} is left out (train it with scripts/train_mini.sh)"))
             continue
         if entry is not None and entry.get("fingerprint") == key and not cfg.force and \
                 (folder / "stage1_ablation.png").exists():
@@ -118,11 +116,10 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
                                  judge=judge)
         columns.append(scores.pop("images")[:len(refs)])
         cache[name] = scores | {"fingerprint": key, "model": str(path)}
+        _save_json(folder / "stage1_ablation.json", cache)  # each row kept as soon as it is measured
         changed = True
-    if changed:
-        if len(columns) == len(cfg.stage1) + 1:
-            _save_png(folder / "stage1_ablation.png", grid(columns + [list(truth)]))
-        _save_json(folder / "stage1_ablation.json", cache)
+    if changed and len(columns) == len(cfg.stage1) + 1:
+        _save_png(folder / "stage1_ablation.png", grid(columns + [list(truth)]))
     return cache
 
 
@@ -139,6 +136,10 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
     settings = dataclasses.asdict(cfg.protocol) | {"data": Path(cfg.data).name, "face": cfg.face_model or "dlib"}
     judge, face, standardize, sheets = None, None, None, {}
     for name, path in adapters:
+        if not Path(path).exists():
+            print(f"report: no adapter at {path}; " + (f"keeping the scores measured earlier for {name!r}"
+                  if name in cache else f"the row {name!r} is left out (train it with scripts/train_mini.sh)"))
+            continue
         key = _fingerprint(path, settings | {"standardizer": cfg.standardizer or "bundled", "base": cfg.base or "bundled"})
         entry = cache.get(name)
         if entry is not None and entry.get("fingerprint") == key and not cfg.force and \
@@ -161,10 +162,9 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
         scores = evaluate_series(serial, judge, test, cfg.protocol, two_stage, face=face)
         sheets[name] = scores.pop("sheets")
         cache[name] = scores | {"fingerprint": key, "adapter": str(path), "pairing": info.get("pairing", "standardized")}
-    if sheets:
-        if len(sheets) == len(adapters):
-            _save_png(folder / "pairings.png", pairings_figure([sheets[name] for name, _ in adapters]))
-        _save_json(folder / "pairings.json", cache)
+        _save_json(folder / "pairings.json", cache)  # each row kept as soon as it is measured
+    if sheets and len(sheets) == len(adapters):
+        _save_png(folder / "pairings.png", pairings_figure([sheets[name] for name, _ in adapters]))
     return cache
 
 
@@ -357,7 +357,7 @@ def make_report(cfg: ReportConfig, command: str = "serialgen report") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     test = WorldArrays.load(cfg.data, "test", keys=("image", "foreground"), per_character=("standard_image",),
                             limit=max(cfg.stage1_samples, cfg.protocol.characters) * 16)
-    stage1 = run_stage1(cfg, test) if cfg.stage1 else {}
+    stage1 = run_stage1(cfg, test) if cfg.stage1 else _load_json(folder / "stage1_ablation.json")
     pairings = run_pairings(cfg, test)
     text = write_markdown(cfg, stage1, pairings, command)
     out = Path(cfg.out)
