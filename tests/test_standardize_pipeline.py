@@ -70,6 +70,35 @@ def test_seeded_calls_repeat_and_seeds_and_references_matter(pipe):
     assert run(_reference(0, with_pose=False), 1).shape == (192, 128, 3)  # no mask, no pose: still runs
 
 
+def test_the_default_start_is_the_forward_process_of_the_white_canvas_around_the_figure(pipe):
+    pose = np.zeros((192, 128, 3), np.uint8)
+    pose[80:112, 56:72] = 255  # latent rows 10-13, columns 7-8; grown by one cell: rows 9-14, columns 6-9
+    noise = torch.randn(2, 4, 24, 16, generator=torch.Generator().manual_seed(0))
+    pipe.scheduler.set_timesteps(20)
+    x = pipe.start_latents(noise, pose)
+    abar = pipe.scheduler.alphas_cumprod[pipe.scheduler.timesteps[0]]
+    signal = (x - (1 - abar).sqrt() * noise) / abar.sqrt()
+    canvas = pipe.encode_images(torch.ones(1, 3, 192, 128))[0].expand(2, -1, -1, -1)
+    inside = torch.zeros(24, 16, dtype=torch.bool)
+    inside[9:15, 6:10] = True
+    assert signal[..., inside].abs().max() < 1e-4
+    torch.testing.assert_close(signal[..., ~inside], canvas[..., ~inside], atol=1e-4, rtol=1e-4)
+    assert canvas[..., ~inside].abs().mean() > 0.01  # a white canvas is not the zero latent (tiny VAE: 0.036)
+
+    seen = []  # __call__ starts there (the template pose; the first UNet input's halves are x)
+    hook = pipe.standardizer.register_forward_pre_hook(lambda m, args: seen.append(args[0][:1].clone()))
+    try:
+        pipe(_reference(0), num_inference_steps=20, generator=torch.Generator().manual_seed(4))
+        pipe(_reference(0), num_inference_steps=20, generator=torch.Generator().manual_seed(4), start="noise")
+    finally:
+        hook.remove()
+    noise = torch.randn(1, 4, 24, 16, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(seen[0], pipe.start_latents(noise, pipe.template_pose()))
+    torch.testing.assert_close(seen[20], noise * pipe.scheduler.init_noise_sigma)
+    with pytest.raises(ValueError, match="start must be"):
+        pipe(_reference(0), num_inference_steps=2, start="white")
+
+
 def test_saved_folder_loads_into_the_same_pipeline(pipe, tmp_path):
     pipe.standardizer.save_pretrained(tmp_path / "w")
     pipe.vae.save_pretrained(tmp_path / "w" / "vae")

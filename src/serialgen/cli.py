@@ -103,7 +103,8 @@ def _standardize(args) -> int:
         load_image(args.image)  # fail on a bad file before loading any model
         pipe = StandardizePipeline.from_pretrained(args.weights, allow_pickle=args.allow_pickle)
         result = pipe(args.image, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                      generator=torch.Generator().manual_seed(args.seed), use_pose=not args.no_pose)
+                      generator=torch.Generator().manual_seed(args.seed), use_pose=not args.no_pose,
+                      start=args.start)
     except (ValueError, FileNotFoundError, ImportError) as error:
         return _fail(prog, str(error))
     for note in result.references[0].notes:
@@ -518,6 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--weights", help="saved standardizer folder (default: the bundled mini one)")
     p.add_argument("--no-pose", action="store_true", help="skip person detection: no mask or pose guidance")
+    p.add_argument("--start", choices=("canvas", "noise"), default="canvas",
+                   help="sampling start: the noised white canvas around the target figure (default), or pure noise")
     p.add_argument("--allow-pickle", action="store_true", help="load .bin/.ckpt weights (pickles can run code)")
     p.set_defaults(run=_standardize)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
@@ -108,17 +109,37 @@ class StandardizePipeline:
         return latents.to(self.dtype), embeds.to(self.dtype)
 
     @torch.no_grad()
+    def start_latents(self, noise: torch.Tensor, pose: np.ndarray) -> torch.Tensor:
+        """The forward process at the first timestep, x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise,
+        with x_0 the white canvas's latent outside the figure (the pose map's drawn pixels, max-pooled
+        to latent cells and grown by one cell) and 0 inside it, where the colours are the reference's.
+        On a small latent sqrt(abar_t) x_0 is a visible part of x_t (0.07-0.1 of the canvas at DDIM's
+        first step): pure noise lacks it, and the sampler then reads the noise's low frequencies as a
+        tinted background."""
+        w, h = self.size
+        canvas = self.encode_images(torch.ones(1, 3, h, w))[0].to(noise.dtype)
+        figure = torch.from_numpy((pose.max(-1) > 0).astype(np.float32))[None, None]
+        figure = F.max_pool2d(F.adaptive_max_pool2d(figure, canvas.shape[-2:]), 3, 1, 1).to(canvas)
+        x0 = (canvas * (1 - figure)).expand_as(noise)
+        return self.scheduler.add_noise(x0, noise, self.scheduler.timesteps[:1])
+
+    @torch.no_grad()
     def __call__(self, reference, *, num_inference_steps: int = 20, guidance_scale: float = 2.5,
                  generator: torch.Generator | None = None, target_pose: np.ndarray | None = None,
-                 use_pose: bool = True, detector=None) -> StandardizeOutput:
+                 use_pose: bool = True, detector=None, start: str = "canvas") -> StandardizeOutput:
         """reference: a `Reference` (already prepared), an image path or PIL image, or a list of them.
-        target_pose: (H, W, 3) uint8 standard pose map; default the config's template A-pose."""
+        target_pose: (H, W, 3) uint8 standard pose map; default the config's template A-pose.
+        start: "canvas" (default) starts from what every standardized image shares, the white
+        canvas around the target figure, noised to the first timestep (`start_latents`); "noise"
+        from pure Gaussian noise, which the few-step sampler's first timestep only approximates."""
         # 1. Check and prepare inputs
         items = reference if isinstance(reference, (list, tuple)) else [reference]
         if not items:
             raise ValueError("Give at least one reference image")
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        if start not in ("canvas", "noise"):
+            raise ValueError(f"start must be 'canvas' or 'noise', got {start!r}")
         w, h = self.size
         refs = [r if isinstance(r, Reference) else prepare_reference(r, (w, h), use_pose=use_pose, detector=detector)
                 for r in items]
@@ -154,8 +175,8 @@ class StandardizePipeline:
 
         # 5. Timesteps and initial noise
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = torch.randn(ref_latents.shape, generator=generator, dtype=torch.float32).to(device, dtype)
-        latents = latents * self.scheduler.init_noise_sigma
+        noise = torch.randn(ref_latents.shape, generator=generator, dtype=torch.float32).to(device, dtype)
+        latents = self.start_latents(noise, pose) if start == "canvas" else noise * self.scheduler.init_noise_sigma
         cond = {"reference": bank, "pose": pose_features, "image": embeds}
 
         # 6. Denoising loop: one UNet call per step, guidance halves batched
