@@ -4,10 +4,10 @@
 setup:
 	bash scripts/setup.sh
 
-# The main job on the embedded default: render a small character world and its contact sheet.
+# The main job on the embedded default: the bundled reference standardized, then drawn in the
+# bundled prompts' four scenes, with a contact sheet (runs/demo/sheet.png).
 demo: setup
-	.venv/bin/serialgen synth --out runs/world --characters 10 --poses-per-character 4 --workers 2
-	.venv/bin/serialgen sheet runs/world --out runs/world/sheet.png --characters 6 --poses 3
+	.venv/bin/serialgen demo --out runs/demo
 
 test: setup
 	.venv/bin/python -m pytest -q
@@ -15,5 +15,9 @@ test: setup
 test-all: setup
 	.venv/bin/python -m pytest -q -m "slow or not slow"
 
+# Speed targets, each printing its numbers (run with nothing else busy on the machine).
 bench: setup
 	.venv/bin/python benchmarks/synth_speed.py
+	.venv/bin/python benchmarks/standardize_speed.py
+	.venv/bin/python benchmarks/series_speed.py
+	.venv/bin/python benchmarks/demo_speed.py

@@ -56,6 +56,7 @@ class StandardizePipeline:
     def __init__(self, vae, image_encoder, standardizer: Standardizer, scheduler):
         self.vae, self.image_encoder, self.standardizer, self.scheduler = vae, image_encoder, standardizer, scheduler
         self.progress = True
+        self._canvas = None  # the white canvas's latent, encoded once (start_latents)
 
     @classmethod
     def from_pretrained(cls, weights: str | Path | None = None, *, vae: str | Path | None = None,
@@ -80,6 +81,7 @@ class StandardizePipeline:
     def to(self, device=None, dtype=None) -> "StandardizePipeline":
         for module in (self.vae, self.image_encoder, self.standardizer):
             module.to(device=device, dtype=dtype)
+        self._canvas = None
         return self
 
     @property
@@ -117,7 +119,9 @@ class StandardizePipeline:
         first step): pure noise lacks it, and the sampler then reads the noise's low frequencies as a
         tinted background."""
         w, h = self.size
-        canvas = self.encode_images(torch.ones(1, 3, h, w))[0].to(noise.dtype)
+        if self._canvas is None:
+            self._canvas = self.encode_images(torch.ones(1, 3, h, w))[0]
+        canvas = self._canvas.to(noise)
         figure = torch.from_numpy((pose.max(-1) > 0).astype(np.float32))[None, None]
         figure = F.max_pool2d(F.adaptive_max_pool2d(figure, canvas.shape[-2:]), 3, 1, 1).to(canvas)
         x0 = (canvas * (1 - figure)).expand_as(noise)
