@@ -16,7 +16,6 @@ import os
 
 import numpy as np
 import torch
-
 from _models import personalize_pipeline, standardize_pipeline, timed, world_reference
 
 SCENES = ["waving, front view, smiling, on a beach", "running, side view, in a forest",

@@ -15,7 +15,6 @@ import argparse
 import os
 
 import torch
-
 from _models import standardize_pipeline, timed, world_reference
 
 

@@ -21,7 +21,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from serialgen.models.loading import bundled

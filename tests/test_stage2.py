@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 
 from serialgen.cli import main as cli
 from serialgen.data.memory import WorldArrays
-from serialgen.diffusion import sampling_scheduler
 from serialgen.evaluation import protocol_scenes
 from serialgen.models.ip_adapter import IPAdapter
 from serialgen.models.loading import load_base
@@ -23,7 +22,7 @@ from serialgen.pipelines.serial import SerialGenPipeline
 from serialgen.pipelines.standardize import StandardizePipeline
 from serialgen.train import stage2
 
-from .tiny import tiny_serial_models, tiny_sdxl_pipeline, tiny_tokenizer
+from .tiny import tiny_sdxl_pipeline, tiny_serial_models, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ character's clothes and hair (appearance)?
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from tqdm import tqdm
 
 from .data.memory import WorldArrays, to_float
 from .models.clip import preprocess
-from .world.attributes import PROBE_ATTRIBUTES, probe_value, scene_caption
+from .world.attributes import PROBE_ATTRIBUTES, probe_value
 
 TEXT_CONTROL = ("action", "view", "background", "expression")
 APPEARANCE = ("top_color", "bottom_color", "shoes_color", "hair_color", "hair_style")
