@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -87,6 +88,18 @@ def test_stage2_resumes_exactly(dataset, folders, tmp_path, monkeypatch):
     a = load_file(str(tmp_path / "straight" / "checkpoint" / "model.safetensors"))
     b = load_file(str(tmp_path / "split" / "checkpoint" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_target_cache_is_rebuilt_for_other_captions(dataset, folders, tmp_path):
+    run = tmp_path / "run"
+    look = _config(folders, tmp_path / "a.toml", steps=1, sample_every=100, scene_captions=0.0)
+    assert stage2.main(_args(dataset, run, look, "unpaired")) == 0
+    first = load_file(str(run / "cache.safetensors"))
+    shutil.rmtree(run / "checkpoint")  # a new run in the same folder, captions naming the scene only
+    scene = _config(folders, tmp_path / "b.toml", steps=1, sample_every=100, scene_captions=1.0)
+    assert stage2.main(_args(dataset, run, scene, "unpaired")) == 0
+    second = load_file(str(run / "cache.safetensors"))
+    assert torch.equal(first["latents"], second["latents"]) and not torch.equal(first["text"], second["text"])
 
 
 def test_standardized_shards_resume_and_are_checked(dataset, folders, tmp_path):

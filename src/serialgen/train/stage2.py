@@ -21,6 +21,7 @@ must come through the adapter. The base is the bundled mini model or a local SD1
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -138,6 +140,11 @@ def augment(images: np.ndarray, rng: np.random.Generator, smallest: float) -> to
     return out
 
 
+def _metadata(path: Path) -> dict:
+    with safe_open(str(path), "pt") as f:
+        return f.metadata() or {}
+
+
 def standardized_sources(train: WorldArrays, per_character: int, seed: int) -> np.ndarray:
     """Training-sample indices to standardize: `per_character` per character (seeded), or all."""
     rng = np.random.default_rng([seed, 21])
@@ -219,9 +226,11 @@ def main(args) -> int:
     train = WorldArrays.load(args.data, "train", keys=keys, limit=cfg.limit or None, progress=main_process)
     h, w = train.images["image"].shape[1:3]
     cache = run.path / "cache.safetensors"
-    if cache.exists():
+    made_by = json.dumps({"data": str(Path(args.data).resolve()), "limit": cfg.limit, "seed": cfg.seed,
+                          "scene_captions": cfg.scene_captions, "base": cfg.base}, sort_keys=True)
+    if cache.exists() and _metadata(cache).get("made_by") == made_by:
         cached = load_file(str(cache))
-    else:
+    else:  # none yet, or made for other data, captions or base model
         rng = np.random.default_rng([cfg.seed, 31])
         captions = [scene_caption(m) if rng.random() < cfg.scene_captions else m["caption"] for m in train.meta]
         latents = cached_latents(base.vae, train.images["image"], args.data, "train", run.path, device=device,
@@ -233,7 +242,7 @@ def main(args) -> int:
             cached |= {"pooled": pooled.cpu(), "empty_pooled": empty_pooled.cpu()}
         if main_process:
             tmp = cache.with_name(cache.name + ".tmp")
-            save_file({k: v.contiguous() for k, v in cached.items()}, str(tmp))
+            save_file({k: v.contiguous() for k, v in cached.items()}, str(tmp), metadata={"made_by": made_by})
             tmp.replace(cache)
         accelerator.wait_for_everyone()
         cached = load_file(str(cache))  # a fresh and a resumed run train on the very same tensors
