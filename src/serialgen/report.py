@@ -87,6 +87,12 @@ def _save_png(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def _absent(path: str | Path, name: str, kept: bool) -> None:
+    """Say what happens to the row of a model that is not here."""
+    print(f"report: {path} is not here; " + (f"keeping the scores measured earlier for {name!r}" if kept else
+          f"the row {name!r} is left out (train it with scripts/train_mini.sh)"))
+
+
 def run_stage1(cfg: ReportConfig, test) -> dict:
     """Score each ablation model (cached); draw references / each model / truth."""
     from .evaluation import Judge, evaluate_stage1
@@ -104,8 +110,7 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
         key = _fingerprint(path, settings)
         entry = cache.get(name)
         if not Path(path).exists():
-            print(f"report: {path} is not here; " + (f"keeping the scores measured earlier for {name!r}" if entry else
-                  f"the row {name!r} is left out (train it with scripts/train_mini.sh)"))
+            _absent(path, name, kept=entry is not None)
             continue
         if entry is not None and entry.get("fingerprint") == key and not cfg.force and \
                 (folder / "stage1_ablation.png").exists():
@@ -137,8 +142,7 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
     judge, face, standardize, sheets = None, None, None, {}
     for name, path in adapters:
         if not Path(path).exists():
-            print(f"report: no adapter at {path}; " + (f"keeping the scores measured earlier for {name!r}"
-                  if name in cache else f"the row {name!r} is left out (train it with scripts/train_mini.sh)"))
+            _absent(path, name, kept=name in cache)
             continue
         key = _fingerprint(path, settings | {"standardizer": cfg.standardizer or "bundled", "base": cfg.base or "bundled"})
         entry = cache.get(name)
