@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from serialgen.cli import main as cli
 from serialgen.data.memory import WorldArrays
-from serialgen.evaluation import protocol_scenes
+from serialgen.evaluation import adapter_loss_gap, protocol_scenes
 from serialgen.models.ip_adapter import IPAdapter
 from serialgen.models.loading import load_base
 from serialgen.pipelines.personalize import PersonalizePipeline
@@ -177,6 +177,25 @@ def test_serial_pipeline_standardizes_once_and_batches_the_series(folders):
         assert np.abs(np.asarray(a, float) - np.asarray(b, float)).max() <= 2
     one_stage = serial(reference, prompts[:1], standardize=False, num_inference_steps=2)
     assert one_stage.standardized is None and len(references) == 2
+
+
+def test_adapter_loss_gap_compares_own_other_and_no_reference(dataset, folders):
+    personalize = PersonalizePipeline.from_pretrained(_saved_adapter(folders), base=folders / "sd15",
+                                                      image_encoder=folders / "image_encoder")
+    test = WorldArrays.load(dataset, "train", keys=("image",), progress=False)  # the split with two characters
+    firsts = test.first_of_each_character()[:2]
+    assert len(firsts) == 2
+    references, targets = test.images["image"][firsts], firsts + 1
+    with pytest.raises(ValueError, match="as many references as targets"):
+        adapter_loss_gap(personalize, test, references[:1], targets)
+    personalize.adapter.scale = 0.0  # no image branch: every image row is the base model's loss
+    off = adapter_loss_gap(personalize, test, references, targets, timesteps=(300, 700))
+    assert off["reference"] == off["other"] == off["negative"] and off["gap"] == 0.0
+    assert off["look_caption"] != off["negative"]  # the captions differ (they name the look)
+    personalize.adapter.scale = 1.0
+    on = adapter_loss_gap(personalize, test, references, targets, timesteps=(300, 700))
+    assert on["targets"] == 2 and on["look_caption"] != on["negative"] != off["negative"]
+    assert on["reference"] != on["other"] and on["gap"] == pytest.approx(1 - on["reference"] / on["other"])
 
 
 def _saved_adapter(folders):

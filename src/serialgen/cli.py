@@ -487,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train", help="train a model on a synthesized dataset",
-        description="Train one model: " + "; ".join(f"{k}: {v}" for k, v in TRAINERS.items()) + ". Runs on "
+        description="Train one model: " + "; ".join(f"{name}: {what}" for name, (_, what) in TRAINERS.items()) + ". Runs on "
                     "accelerate (`accelerate launch -m serialgen.cli train ...` spreads it over GPUs). Checkpoints "
                     "go to OUT/checkpoint every few hundred steps (atomically); --resume continues exactly. The "
                     "final EMA weights are saved to OUT/model with training.json (command, config, data, scores).",

@@ -190,6 +190,58 @@ def evaluate_t2i(base, judge: Judge, test: WorldArrays, count: int = 64, steps: 
             "chance": chance(attributes), "images": images}
 
 
+@torch.no_grad()
+def adapter_loss_gap(personalize, test: WorldArrays, references: np.ndarray, targets: np.ndarray,
+                     timesteps=(100, 300, 500, 700, 900), seed: int = 0) -> dict:
+    """Does the adapter carry the reference's character? Held-out denoising loss, not samples.
+
+    Each target (indices into `test`) is noised at fixed `timesteps` with fixed noise and
+    denoised under its scene-only caption (no words about the look) with image tokens from:
+    `reference` (its own reference, references[i], uint8 (N, H, W, 3)), `other` (another
+    character's reference: the list rolled by one), `negative` (the unconditional image), and
+    `look_caption` (negative image, the caption that names the look: what the words alone give).
+    A useful adapter has reference < other: `gap` = 1 - reference / other. Scores are mean
+    epsilon MSE over targets and timesteps."""
+    from .diffusion import training_scheduler
+    from .train.stage2 import encode_text
+    from .world.attributes import scene_caption
+
+    if len(references) != len(targets) or len(targets) < 2:
+        raise ValueError(f"need as many references as targets (at least 2), got {len(references)} and {len(targets)}")
+    base, device = personalize.base, personalize.device
+    h, w = test.images["image"].shape[1:3]
+    pixels = to_float(test.images["image"][targets]).to(device, base.vae.dtype)
+    x0 = base.vae.encode(pixels).latent_dist.mode() * base.vae.config.scaling_factor
+    scene, _ = encode_text(base, [scene_caption(test.meta[i]) for i in targets], progress=False)
+    look, _ = encode_text(base, [test.meta[i]["caption"] for i in targets], progress=False)
+    hidden = personalize.clip_hidden_states(list(references))
+    negative = personalize.negative_hidden_states().expand_as(hidden)
+    added = None
+    if getattr(base, "text_encoder_2", None) is not None:  # SDXL: pooled text and size ids
+        _, pooled = encode_text(base, [""], progress=False)
+        ids = base._get_add_time_ids((h, w), (0, 0), (h, w), dtype=torch.float32,
+                                     text_encoder_projection_dim=base.text_encoder_2.config.projection_dim)
+        added = {"text_embeds": pooled.float().to(device).expand(len(targets), -1),
+                 "time_ids": ids.to(device).repeat(len(targets), 1)}
+    scheduler = training_scheduler()
+    rows = {"reference": (hidden, scene), "other": (hidden.roll(1, 0), scene),
+            "negative": (negative, scene), "look_caption": (negative, look)}
+    out = {}
+    for name, (states, text) in rows.items():
+        tokens = personalize.adapter.tokens(states)
+        losses = []
+        for t in timesteps:
+            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed * 1000 + t)).to(x0)
+            tt = torch.full((len(x0),), t, device=device)
+            eps = base.unet(scheduler.add_noise(x0, noise, tt), tt, text.to(x0), added_cond_kwargs=added,
+                            cross_attention_kwargs={"ip_tokens": tokens.to(x0)}).sample
+            losses.append(F.mse_loss(eps.float(), noise.float()).item())
+        out[name] = float(np.mean(losses))
+    out["gap"] = 1.0 - out["reference"] / out["other"]
+    out["targets"] = len(targets)
+    return out
+
+
 CATEGORIES = ("action", "background", "view", "expression")  # the paper's four kinds of prompt
 
 
