@@ -196,6 +196,9 @@ def test_adapter_loss_gap_compares_own_other_and_no_reference(dataset, folders):
     on = adapter_loss_gap(personalize, test, references, targets, timesteps=(300, 700))
     assert on["targets"] == 2 and on["look_caption"] != on["negative"] != off["negative"]
     assert on["reference"] != on["other"] and on["gap"] == pytest.approx(1 - on["reference"] / on["other"])
+    assert on["reference"] == pytest.approx(np.mean(on["per_target"]["reference"]), rel=1e-5)
+    assert on["gap_per_target"] == pytest.approx([1 - a / b for a, b in zip(on["per_target"]["reference"],
+                                                                              on["per_target"]["other"])], rel=1e-4)
 
 
 def _saved_adapter(folders):

@@ -255,8 +255,9 @@ def _report(args) -> int:
     prog = "serialgen report"
     if not (Path(args.data) / "test").is_dir():
         return _fail(prog, f"--data {args.data} has no test/ shards; make them with `serialgen synth --out {args.data} ...`")
-    if min(args.characters, args.prompts, args.seeds, args.steps, args.stage1_samples) < 1:
-        return _fail(prog, "--characters, --prompts, --seeds, --steps and --stage1-samples must be at least 1")
+    if min(args.characters, args.prompts, args.seeds, args.steps, args.stage1_samples) < 1 or args.gap_characters < 2:
+        return _fail(prog, "--characters, --prompts, --seeds, --steps and --stage1-samples must be at least 1, "
+                           "--gap-characters at least 2")
     try:
         from .evaluation import Protocol
         from .report import STAGE1_RUNS, ReportConfig, make_report
@@ -267,7 +268,7 @@ def _report(args) -> int:
                            adapters=_named(args.adapter, "--adapter"), standardizer=args.standardizer,
                            base=args.base, image_encoder=args.image_encoder,
                            judge=args.judge, face_model=args.face_model, stage1_samples=args.stage1_samples,
-                           force=args.force, protocol=Protocol(characters=args.characters, prompts=args.prompts,
+                           gap_characters=args.gap_characters, force=args.force, protocol=Protocol(characters=args.characters, prompts=args.prompts,
                                                                seeds=args.seeds, steps=args.steps, seed=args.seed))
         out = make_report(cfg, "serialgen " + " ".join(shlex.quote(a) for a in args.argv))
     except (ValueError, FileNotFoundError, ImportError) as error:
@@ -592,6 +593,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--stage1-samples", type=int, default=64, help="held-out characters for Table 3 (default 64)")
+    p.add_argument("--gap-characters", type=int, default=48,
+                   help="held-out characters for the adapters' loss gap: how much lower the denoising loss is "
+                        "with the character's own reference than with another's (default 48)")
     p.add_argument("--stage1", action="append", help="NAME=DIR, a Stage I ablation row; repeat (default the four runs)")
     p.add_argument("--no-stage1", action="store_true", help="score no Stage I model (Table 3 shows the scores measured earlier, if any)")
     p.add_argument("--adapter", action="append", help="NAME=PATH, a Stage II row; repeat (default the bundled three)")

@@ -201,7 +201,8 @@ def adapter_loss_gap(personalize, test: WorldArrays, references: np.ndarray, tar
     character's reference: the list rolled by one), `negative` (the unconditional image), and
     `look_caption` (negative image, the caption that names the look: what the words alone give).
     A useful adapter has reference < other: `gap` = 1 - reference / other. Scores are mean
-    epsilon MSE over targets and timesteps."""
+    epsilon MSE over targets and timesteps; `per_target` holds each target's (mean over timesteps)
+    and `gap_per_target` its 1 - reference / other."""
     from .diffusion import training_scheduler
     from .train.stage2 import encode_text
     from .world.attributes import scene_caption
@@ -226,7 +227,7 @@ def adapter_loss_gap(personalize, test: WorldArrays, references: np.ndarray, tar
     scheduler = training_scheduler()
     rows = {"reference": (hidden, scene), "other": (hidden.roll(1, 0), scene),
             "negative": (negative, scene), "look_caption": (negative, look)}
-    out = {}
+    out, per_target = {}, {}
     for name, (states, text) in rows.items():
         tokens = personalize.adapter.tokens(states)
         losses = []
@@ -235,10 +236,13 @@ def adapter_loss_gap(personalize, test: WorldArrays, references: np.ndarray, tar
             tt = torch.full((len(x0),), t, device=device)
             eps = base.unet(scheduler.add_noise(x0, noise, tt), tt, text.to(x0), added_cond_kwargs=added,
                             cross_attention_kwargs={"ip_tokens": tokens.to(x0)}).sample
-            losses.append(F.mse_loss(eps.float(), noise.float()).item())
-        out[name] = float(np.mean(losses))
+            losses.append(((eps.float() - noise.float()) ** 2).mean(dim=(1, 2, 3)).cpu().numpy())
+        per_target[name] = np.mean(losses, 0)
+        out[name] = float(per_target[name].mean())
     out["gap"] = 1.0 - out["reference"] / out["other"]
     out["targets"] = len(targets)
+    out["per_target"] = {k: v.tolist() for k, v in per_target.items()}
+    out["gap_per_target"] = (1.0 - per_target["reference"] / per_target["other"]).tolist()
     return out
 
 

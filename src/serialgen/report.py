@@ -53,6 +53,7 @@ class ReportConfig:
     judge: str | None = None
     protocol: Protocol = field(default_factory=Protocol)
     stage1_samples: int = 64
+    gap_characters: int = 48  # held-out characters for the adapters' loss gap
     face_model: str | None = None
     force: bool = False
 
@@ -105,13 +106,14 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
     settings = {"samples": cfg.stage1_samples, "steps": cfg.protocol.steps, "seed": cfg.protocol.seed,
                 "data": Path(cfg.data).name}
     refs, truth = held_out_references(test, min(8, cfg.stage1_samples))
-    columns, changed, judge = [[r.image for r in refs]], False, None
+    columns, changed, judge, present = [[r.image for r in refs]], False, None, 0
     for name, path in cfg.stage1:
         key = _fingerprint(path, settings)
         entry = cache.get(name)
         if not Path(path).exists():
             _absent(path, name, kept=entry is not None)
             continue
+        present += 1
         if entry is not None and entry.get("fingerprint") == key and not cfg.force and \
                 (folder / "stage1_ablation.png").exists():
             continue
@@ -123,7 +125,7 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
         cache[name] = scores | {"fingerprint": key, "model": str(path)}
         _save_json(folder / "stage1_ablation.json", cache)  # each row kept as soon as it is measured
         changed = True
-    if changed and len(columns) == len(cfg.stage1) + 1:
+    if changed and len(columns) == present + 1:  # every model here was drawn
         _save_png(folder / "stage1_ablation.png", grid(columns + [list(truth)]))
     return cache
 
@@ -144,7 +146,8 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
         if not Path(path).exists():
             _absent(path, name, kept=name in cache)
             continue
-        key = _fingerprint(path, settings | {"standardizer": cfg.standardizer or "bundled", "base": cfg.base or "bundled"})
+        key = _fingerprint(path, settings | {"standardizer": cfg.standardizer or "bundled", "base": cfg.base or "bundled",
+                                             "gap_characters": cfg.gap_characters})
         entry = cache.get(name)
         if entry is not None and entry.get("fingerprint") == key and not cfg.force and \
                 (folder / "pairings.png").exists():
@@ -165,11 +168,41 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
               f"{cfg.protocol.seeds} seeds")
         scores = evaluate_series(serial, judge, test, cfg.protocol, two_stage, face=face)
         sheets[name] = scores.pop("sheets")
+        gap = loss_gap(serial, test, cfg.gap_characters, two_stage, cfg.protocol.seed)
+        if gap:  # needs two held-out characters
+            per_character = 100 * np.asarray(gap.pop("gap_per_target"))
+            scores["loss_gap"] = bootstrap_ci(per_character, cfg.protocol.bootstrap, cfg.protocol.seed)
+            scores["per_character"]["loss_gap"] = per_character.tolist()
+            scores["loss_gap_losses"] = {k: v for k, v in gap.items() if k != "per_target"}
         cache[name] = scores | {"fingerprint": key, "adapter": str(path), "pairing": info.get("pairing", "standardized")}
         _save_json(folder / "pairings.json", cache)  # each row kept as soon as it is measured
     if sheets and len(sheets) == len(adapters):
         _save_png(folder / "pairings.png", pairings_figure([sheets[name] for name, _ in adapters]))
     return cache
+
+
+def loss_gap(serial, test, characters: int, two_stage: bool, seed: int = 0) -> dict:
+    """`adapter_loss_gap` on held-out characters: each character's first sample is the reference
+    (standardized by `serial`'s Stage I for the two-stage model), its fourth the target."""
+    import torch
+    from tqdm import tqdm
+
+    from .evaluation import adapter_loss_gap
+    from .preprocess import Reference
+
+    firsts = test.first_of_each_character()[:characters]
+    if len(firsts) < 2:
+        return {}
+    samples = [np.flatnonzero(test.character_row == test.character_row[f]) for f in firsts]
+    targets = np.array([rows[min(3, len(rows) - 1)] for rows in samples])
+    references = test.images["image"][firsts]
+    if two_stage:
+        prepared = [Reference.from_world(test.images["image"][f], test.images["foreground"][f], test.meta[f]["keypoints"])
+                    for f in firsts]
+        standard = serial.standardize
+        references = np.stack([np.asarray(standard(r, generator=torch.Generator().manual_seed(seed)).images[0])
+                               for r in tqdm(prepared, desc="loss gap: Stage I", leave=False)])
+    return adapter_loss_gap(serial.personalize, test, references, targets, seed=seed)
 
 
 def pairings_figure(per_method: list[list[tuple]], characters: int = 3, images: int = 6) -> np.ndarray:
@@ -243,13 +276,17 @@ def claims(stage1: dict, pairings: dict, n: int = 1000) -> list[dict]:
               [("CLIP-I two-stage - paired", s, p, "clip_i", +1)])
         claim("Standardization raises series consistency over paired one-stage (AP-CLIP-I)", "83.17 vs 77.74",
               [("AP-CLIP-I two-stage - paired", s, p, "ap_clip_i", +1)])
+        if all("loss_gap" in x["per_character"] for x in (s, p)):
+            claim("Standardized references teach the adapter more of the character than paired ones (loss gap)",
+                  "(not measured in the paper)", [("loss gap two-stage - paired", s, p, "loss_gap", +1)])
         claim("Standardization keeps the clothes and hair (judge's appearance accuracy) over paired one-stage",
               "(not measured in the paper)", [("appearance two-stage - paired", s, p, "appearance", +1)])
         claim("Two-stage keeps text control of paired one-stage (judge's text-control accuracy)",
               "(CLIP-T 21.99 vs 21.76)", [("text control two-stage - paired", s, p, "text_control", +1)])
-    if all(k in stage1 for k in ("full", "no FBDM", "no RPIM", "neither")):
+    others = [o for o in ("no FBDM", "no RPIM", "neither") if o in stage1]
+    if "full" in stage1 and others:  # against whichever ablations were scored
         comps = [(f"{m.upper()} full - {other}", stage1["full"], stage1[other], m, +1)
-                 for other in ("no FBDM", "no RPIM", "neither") for m in ("psnr", "ssim")]
+                 for other in others for m in ("psnr", "ssim")]
         claim("FBDM and RPIM raise the standardizer's PSNR and SSIM (full model best)",
               "full model best on both (Table 3)", comps)
     return out
@@ -294,16 +331,24 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
             "segmentation for the generated image); AP-CLIP-I is the mean pairwise CLIP-I among one reference's "
             "images; face similarity is dlib's descriptor cosine where both faces are found.",
             "",
-            "| model | CLIP-T | CLIP-I | AP-CLIP-I | face sim. (found) | text control | appearance |",
-            "|---|---|---|---|---|---|---|",
+            "",
+            "The loss gap asks the adapter directly whether it carries the reference's character: on "
+            f"{cfg.gap_characters} held-out characters, another image of the character (its fourth) is noised at "
+            "fixed timesteps and denoised under a caption that names only the scene, once with image tokens from "
+            "the character's reference (standardized for the two-stage model) and once from another character's; "
+            "the gap is how much lower (%) the loss is with the right reference. 0 means the adapter ignores who "
+            "the character is.",
+            "",
+            "| model | CLIP-T | CLIP-I | AP-CLIP-I | face sim. (found) | text control | appearance | loss gap % |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name, sc in pairings.items():
             lines.append(f"| {name} | {_fmt(sc['clip_t'])} | {_fmt(sc['clip_i'])} | {_fmt(sc['ap_clip_i'])} | "
                          f"{_fmt(sc['face_sim'], 3)} ({sc['face_found']:.0%}) | {_fmt(sc['text_control']['mean'], 3)} | "
-                         f"{_fmt(sc['appearance']['mean'], 3)} |")
+                         f"{_fmt(sc['appearance']['mean'], 3)} | {_fmt(sc.get('loss_gap'))} |")
         for name, paper in PAPER_TABLE2.items():
             lines.append(f"| paper: {name} | {paper.get('clip_t', '–')} | {paper.get('clip_i', '–')} | "
-                         f"{paper.get('ap_clip_i', '–')} | {paper.get('face_sim', '–')} | – | – |")
+                         f"{paper.get('ap_clip_i', '–')} | {paper.get('face_sim', '–')} | – | – | – |")
         attrs = TEXT_CONTROL + APPEARANCE
         chance = any_row["chance"]
         lines += ["", "Attribute accuracies (the judge's probes; chance in the last row):", "",
@@ -344,7 +389,8 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
         lines.append("| paper | higher with both modules (values not in the paper's text) | | | | | |")
         if (folder / "stage1_ablation.png").exists():
             lines += ["", f"![ablation]({rel}/stage1_ablation.png)", "",
-                      "Rows: held-out references; full model; no FBDM; no RPIM; neither; the true standard render."]
+                      "Rows: held-out references; " + "; ".join(n for n, path in cfg.stage1 if Path(path).exists()) +
+                      "; the true standard render."]
     lines += ["", "## What the runs support, and what they do not", ""]
     discussion = folder / "discussion.md"
     if discussion.exists():
@@ -360,7 +406,7 @@ def make_report(cfg: ReportConfig, command: str = "serialgen report") -> Path:
     folder = cfg.scores_dir()
     folder.mkdir(parents=True, exist_ok=True)
     test = WorldArrays.load(cfg.data, "test", keys=("image", "foreground"), per_character=("standard_image",),
-                            limit=max(cfg.stage1_samples, cfg.protocol.characters) * 16)
+                            limit=max(cfg.stage1_samples, cfg.protocol.characters, cfg.gap_characters) * 16)
     stage1 = run_stage1(cfg, test) if cfg.stage1 else _load_json(folder / "stage1_ablation.json")
     pairings = run_pairings(cfg, test)
     text = write_markdown(cfg, stage1, pairings, command)
