@@ -77,13 +77,17 @@ def test_the_default_start_is_the_forward_process_of_the_white_canvas_around_the
     pipe.scheduler.set_timesteps(20)
     x = pipe.start_latents(noise, pose)
     abar = pipe.scheduler.alphas_cumprod[pipe.scheduler.timesteps[0]]
-    signal = (x - (1 - abar).sqrt() * noise) / abar.sqrt()
+    centred = noise - noise.mean(dim=(2, 3), keepdim=True)  # the noise's own tint is removed
+    signal = (x - (1 - abar).sqrt() * centred) / abar.sqrt()
     canvas = pipe.encode_images(torch.ones(1, 3, 192, 128))[0].expand(2, -1, -1, -1)
     inside = torch.zeros(24, 16, dtype=torch.bool)
     inside[9:15, 6:10] = True
     assert signal[..., inside].abs().max() < 1e-4
     torch.testing.assert_close(signal[..., ~inside], canvas[..., ~inside], atol=1e-4, rtol=1e-4)
     assert canvas[..., ~inside].abs().mean() > 0.01  # a white canvas is not the zero latent (tiny VAE: 0.036)
+    assert noise.mean(dim=(2, 3)).abs().max() > 0.05  # so removing the mean changed this noise
+    shifted = pipe.start_latents(noise + torch.tensor([0.3, -0.2, 0.1, 0.0]).view(1, 4, 1, 1), pose)
+    torch.testing.assert_close(shifted, x)  # a constant offset of the noise does not reach the start
 
     seen = []  # __call__ starts there (the template pose; the first UNet input's halves are x)
     hook = pipe.standardizer.register_forward_pre_hook(lambda m, args: seen.append(args[0][:1].clone()))

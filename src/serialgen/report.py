@@ -369,7 +369,7 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
                       "(seed 0): " + "; ".join(f"({k + 1}) {p}" for k, p in enumerate(any_row["prompts"][:6])) + "."]
     if stage1:
         lines += ["", "## Table 3: the standardizer with and without FBDM and RPIM", "",
-                  "Equal training budget for the four models; one held-out reference per character.", "",
+                  "Equal training budget for every model (the ablation config); one held-out reference per character.", "",
                   ("Whole-frame scores are mostly the white canvas's: the white canvas row is their floor. The "
                    "figure columns score the box around the true figure; appearance is the share of the "
                    "reference's clothing and hair attributes the judge reads back from the standardized image."), "",
