@@ -204,7 +204,7 @@ def adapter_loss_gap(personalize, test: WorldArrays, references: np.ndarray, tar
     epsilon MSE over targets and timesteps; `per_target` holds each target's (mean over timesteps)
     and `gap_per_target` its 1 - reference / other."""
     from .diffusion import training_scheduler
-    from .train.stage2 import encode_text
+    from .train.stage2 import add_time_ids, encode_text
     from .world.attributes import scene_caption
 
     if len(references) != len(targets) or len(targets) < 2:
@@ -213,22 +213,19 @@ def adapter_loss_gap(personalize, test: WorldArrays, references: np.ndarray, tar
     h, w = test.images["image"].shape[1:3]
     pixels = to_float(test.images["image"][targets]).to(device, base.vae.dtype)
     x0 = base.vae.encode(pixels).latent_dist.mode() * base.vae.config.scaling_factor
-    scene, _ = encode_text(base, [scene_caption(test.meta[i]) for i in targets], progress=False)
-    look, _ = encode_text(base, [test.meta[i]["caption"] for i in targets], progress=False)
+    scene = encode_text(base, [scene_caption(test.meta[i]) for i in targets], progress=False)
+    look = encode_text(base, [test.meta[i]["caption"] for i in targets], progress=False)
     hidden = personalize.clip_hidden_states(list(references))
     negative = personalize.negative_hidden_states().expand_as(hidden)
-    added = None
-    if getattr(base, "text_encoder_2", None) is not None:  # SDXL: pooled text and size ids
-        _, pooled = encode_text(base, [""], progress=False)
-        ids = base._get_add_time_ids((h, w), (0, 0), (h, w), dtype=torch.float32,
-                                     text_encoder_projection_dim=base.text_encoder_2.config.projection_dim)
-        added = {"text_embeds": pooled.float().to(device).expand(len(targets), -1),
-                 "time_ids": ids.to(device).repeat(len(targets), 1)}
+    sdxl = getattr(base, "text_encoder_2", None) is not None
+    ids = add_time_ids(base, h, w).to(device).repeat(len(targets), 1) if sdxl else None
     scheduler = training_scheduler()
     rows = {"reference": (hidden, scene), "other": (hidden.roll(1, 0), scene),
             "negative": (negative, scene), "look_caption": (negative, look)}
     out, per_target = {}, {}
-    for name, (states, text) in rows.items():
+    for name, (states, (text, pooled)) in rows.items():
+        # SDXL: each caption's own pooled embedding and the size ids, as in training
+        added = {"text_embeds": pooled.float().to(device), "time_ids": ids} if sdxl else None
         tokens = personalize.adapter.tokens(states)
         losses = []
         for t in timesteps:

@@ -108,6 +108,12 @@ def encode_text(base, captions: list[str], batch: int = 256, progress: bool = Tr
     return torch.cat(embeds), torch.cat(pooled) if pooled else None
 
 
+def add_time_ids(base, h: int, w: int) -> torch.Tensor:
+    """SDXL's size conditioning for an uncropped h x w image: (1, 6)."""
+    return base._get_add_time_ids((h, w), (0, 0), (h, w), dtype=torch.float32,
+                                  text_encoder_projection_dim=base.text_encoder_2.config.projection_dim)
+
+
 @torch.no_grad()
 def empty_text(base) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The unconditional text, as the base pipeline makes it at sampling time (SDXL: zeros)."""
@@ -249,8 +255,7 @@ def main(args) -> int:
     latents, text = cached["latents"], cached["text"]
     added_ids = None
     if sdxl:
-        added_ids = base._get_add_time_ids((h, w), (0, 0), (h, w), dtype=torch.float32,
-                                           text_encoder_projection_dim=base.text_encoder_2.config.projection_dim)
+        added_ids = add_time_ids(base, h, w)
 
     samples_of = [np.flatnonzero(train.character_row == c) for c in range(int(train.character_row.max()) + 1)]
     stage1 = None
