@@ -130,3 +130,26 @@ def test_second_phase_starts_from_a_trained_standardizer_with_offset_noise(datas
     assert stage1.main(_args(dataset, tmp_path / "second", phase2)) == 0
     second = Standardizer.from_pretrained(tmp_path / "second" / "model").state_dict()
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_fbdm_vectors_get_their_own_rate_and_no_weight_decay():
+    from serialgen.models.standardizer import StandardizerConfig
+    from serialgen.train.common import set_lr
+
+    torch.manual_seed(0)
+    model = Standardizer.from_unet(TINY_UNET.build(), StandardizerConfig(width=128, height=192, pose_channels=(4, 8, 8, 16)))
+    groups = stage1.parameter_groups(model, fbdm_lr_scale=50.0)
+    vectors = [p for n, p in model.named_parameters() if n.endswith((".v_f", ".v_b"))]
+    assert len(vectors) == 2 * len(model.adapters) > 0
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in vectors}
+    assert sum(len(g["params"]) for g in groups) == sum(1 for p in model.parameters() if p.requires_grad)
+    optimizer = torch.optim.AdamW(groups, lr=1e-4, weight_decay=0.01)
+    cfg = stage1.Stage1TrainConfig(lr=1e-4, warmup=10, steps=100, schedule="constant")
+    set_lr(optimizer, cfg, 4)  # half-way through warm-up
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-5)
+    assert optimizer.param_groups[1]["lr"] == pytest.approx(50 * 5e-5)
+    assert optimizer.param_groups[0]["weight_decay"] == 0.01 and optimizer.param_groups[1]["weight_decay"] == 0.0
+    # without FBDM there is one group
+    no_fbdm = Standardizer.from_unet(TINY_UNET.build(), StandardizerConfig(width=128, height=192,
+                                                                          pose_channels=(4, 8, 8, 16), fbdm=False))
+    assert len(stage1.parameter_groups(no_fbdm, 50.0)) == 1

@@ -99,9 +99,11 @@ def lr_factor(step: int, warmup: int, steps: int, schedule: str = "cosine") -> f
 
 
 def set_lr(optimizer, cfg, step: int) -> None:
-    """Apply the config's schedule (cfg.lr, warmup, steps, schedule) for this step."""
+    """Apply the config's schedule (cfg.lr, warmup, steps, schedule) for this step; a param group's
+    optional "lr_scale" multiplies its rate."""
+    factor = lr_factor(step, cfg.warmup, cfg.steps, cfg.schedule)
     for group in optimizer.param_groups:
-        group["lr"] = cfg.lr * lr_factor(step, cfg.warmup, cfg.steps, cfg.schedule)
+        group["lr"] = cfg.lr * group.get("lr_scale", 1.0) * factor
 
 
 def optimizer_step(accelerator, model, optimizer, loss, max_grad_norm: float = 1.0) -> None:
