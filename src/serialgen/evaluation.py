@@ -204,7 +204,8 @@ def adapter_loss_gap(personalize, test: WorldArrays, references: np.ndarray, tar
     epsilon MSE over targets and timesteps; `per_target` holds each target's (mean over timesteps)
     and `gap_per_target` its 1 - reference / other."""
     from .diffusion import training_scheduler
-    from .train.stage2 import add_time_ids, encode_text
+    from .models.loading import add_time_ids
+    from .train.stage2 import encode_text
     from .world.attributes import scene_caption
 
     if len(references) != len(targets) or len(targets) < 2:

@@ -156,6 +156,12 @@ def sd_pipeline(unet, vae, text_encoder, tokenizer):
     return pipe
 
 
+def add_time_ids(base, h: int, w: int) -> torch.Tensor:
+    """SDXL's size conditioning for an uncropped h x w image: (1, 6)."""
+    return base._get_add_time_ids((h, w), (0, 0), (h, w), dtype=torch.float32,
+                                  text_encoder_projection_dim=base.text_encoder_2.config.projection_dim)
+
+
 def load_base(path: str | Path | None = None, *, allow_pickle: bool = False):
     """The text-to-image base model as a diffusers pipeline, with a DDIM sampler.
 

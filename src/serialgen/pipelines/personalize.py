@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..models.clip import preprocess as clip_preprocess
 from ..models.ip_adapter import IPAdapter
+from ..models.loading import add_time_ids
 
 
 @dataclass
@@ -157,10 +158,8 @@ class PersonalizePipeline:
             ip = torch.cat([negative.expand(b, -1, -1), tokens.expand(b, -1, -1)])  # (2B, T, cross)
             added = None
             if self.is_sdxl:
-                time_ids = self.base._get_add_time_ids((height, width), (0, 0), (height, width), dtype=unet.dtype,
-                                                       text_encoder_projection_dim=self.base.text_encoder_2.config.projection_dim)
                 added = {"text_embeds": torch.cat([npooled, pooled]).to(unet.dtype),
-                         "time_ids": time_ids.to(device).repeat(2 * b, 1)}
+                         "time_ids": add_time_ids(self.base, height, width).to(device, unet.dtype).repeat(2 * b, 1)}
             # 4. Noise per image from (seed, index)
             shape = (unet.config.in_channels, height // factor, width // factor)
             latents = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed * 100_003 + start + k))

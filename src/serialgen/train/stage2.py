@@ -38,6 +38,7 @@ from ..data.memory import WorldArrays, batch_indices, to_float
 from ..diffusion import epsilon_loss, training_scheduler
 from ..models.clip import preprocess as clip_preprocess
 from ..models.ip_adapter import IPAdapter
+from ..models.loading import add_time_ids
 from ..preprocess import Reference
 from ..world.attributes import scene_caption
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
@@ -106,12 +107,6 @@ def encode_text(base, captions: list[str], batch: int = 256, progress: bool = Tr
         if len(out) == 4:
             pooled.append(out[2].half())
     return torch.cat(embeds), torch.cat(pooled) if pooled else None
-
-
-def add_time_ids(base, h: int, w: int) -> torch.Tensor:
-    """SDXL's size conditioning for an uncropped h x w image: (1, 6)."""
-    return base._get_add_time_ids((h, w), (0, 0), (h, w), dtype=torch.float32,
-                                  text_encoder_projection_dim=base.text_encoder_2.config.projection_dim)
 
 
 @torch.no_grad()
