@@ -366,6 +366,7 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     assert "| Standardization raises series consistency over paired one-stage (AP-CLIP-I) | 83.17 vs 77.74 |" in text
     # the four Stage I rows are one model: its differences are exactly zero; one character is too few to judge
     assert "PSNR full - no FBDM +0.00 [+0.00, +0.00]" in text and "**too few characters (under 5)**" in text
+    assert "SSIM full - no FBDM +0.0000 [+0.0000, +0.0000]" in text  # SSIM differences with four digits
     scores = tmp_path / "docs" / "reproduction"
     assert (scores / "pairings.png").exists() and (scores / "stage1_ablation.png").exists()
     pairings = json.loads((scores / "pairings.json").read_text())
@@ -375,8 +376,12 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     (scores / "discussion.md").write_text("Our honest reading.")
     monkeypatch.setattr(evaluation, "evaluate_series", lambda *a, **k: pytest.fail("scores should be reused"))
     monkeypatch.setattr(evaluation, "evaluate_stage1", lambda *a, **k: pytest.fail("scores should be reused"))
-    assert cli(base + rows) == 0
-    assert "Our honest reading." in (tmp_path / "docs" / "REPRODUCTION.md").read_text()
+    assert cli(base + rows[:4][::-1] + rows[4:]) == 0  # the same rows asked for in another order
+    text = (tmp_path / "docs" / "REPRODUCTION.md").read_text()
+    assert "Our honest reading." in text
+    table3 = text[text.index("## Table 3"):]
+    assert [table3.index(f"| {n} |") for n in ("neither", "no RPIM", "no FBDM", "full")] == \
+        sorted(table3.index(f"| {n} |") for n in ("neither", "no RPIM", "no FBDM", "full"))
     # a model not trained yet leaves its row out and keeps the others' scores
     missing = [f"--stage1=ghost={tmp_path / 'untrained'}", f"--adapter=ghost adapter={tmp_path / 'untrained'}"]
     assert cli(base + rows + missing) == 0

@@ -127,7 +127,8 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
         changed = True
     if changed and len(columns) == present + 1:  # every model here was drawn
         _save_png(folder / "stage1_ablation.png", grid(columns + [list(truth)]))
-    return cache
+    order = [name for name, _ in cfg.stage1]  # the table lists the rows as the figure draws them
+    return dict(sorted(cache.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
 
 
 def run_pairings(cfg: ReportConfig, test) -> dict:
@@ -260,10 +261,10 @@ def claims(stage1: dict, pairings: dict, n: int = 1000) -> list[dict]:
     u, p, s = (pairings.get(k) for k in ("unpaired one-stage", "paired one-stage", "SerialGen (two-stage)"))
 
     def claim(text, paper, comparisons):
-        diffs = [(label, difference(a, b, m, n), sign) for label, a, b, m, sign in comparisons]
+        diffs = [(label, difference(a, b, m, n), sign, m) for label, a, b, m, sign in comparisons]
         out.append({"claim": text, "paper": paper,
-                    "ours": "; ".join(f"{label} {_fmt_diff(d)}" for label, d, _ in diffs),
-                    "verdict": verdict([d for _, d, _ in diffs], [sg for *_, sg in diffs])})
+                    "ours": "; ".join(f"{label} {_fmt_diff(d, 4 if m == 'ssim' else 2)}" for label, d, _, m in diffs),
+                    "verdict": verdict([d for _, d, _, _ in diffs], [sg for _, _, sg, _ in diffs])})
 
     if u and p and s:
         claim("Unpaired one-stage training copies the reference: higher CLIP-I, lower CLIP-T than paired",
