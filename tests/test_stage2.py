@@ -125,6 +125,14 @@ def test_standardized_shards_resume_and_are_checked(dataset, folders, tmp_path):
     calls.clear()
     stage2.precompute_standardized(train, sources, tmp_path, Counting(), cfg, shard_size=4, progress=False)
     assert calls == [4]
+    calls.clear()  # shards made by another standardizer or sampler are made again
+    stage2.precompute_standardized(train, sources, tmp_path, Counting(), cfg, shard_size=4, progress=False,
+                                   made_by="another standardizer")
+    assert sum(calls) == len(sources)
+    calls.clear()
+    stage2.precompute_standardized(train, sources, tmp_path, Counting(), cfg, shard_size=4, progress=False,
+                                   made_by="another standardizer")
+    assert calls == []
     assert stage2.load_standardized(tmp_path, sources).shape == (len(sources), 192, 128, 3)
     with pytest.raises(ValueError, match="does not hold"):
         stage2.load_standardized(tmp_path, sources[:-1])

@@ -354,3 +354,18 @@ def test_offset_noise_shifts_whole_channels_and_zero_is_plain_randn():
     assert torch.allclose(shift, shift[:, :, :1, :1].expand_as(shift), atol=1e-6)
     assert 0.35 < shift[:, :, 0, 0].std().item() < 0.65  # the offset's scale
     assert plain.mean(dim=(2, 3)).std().item() < 0.1  # pure noise barely moves a channel's mean
+
+
+def test_folder_digest_follows_every_file_and_name(tmp_path):
+    from serialgen.train.common import folder_digest
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.json").write_text("{}")
+    (tmp_path / "sub" / "w.safetensors").write_bytes(b"\x00" * 10)
+    first = folder_digest(tmp_path)
+    assert folder_digest(tmp_path) == first and len(first) == 16
+    (tmp_path / "sub" / "w.safetensors").write_bytes(b"\x00" * 9 + b"\x01")
+    second = folder_digest(tmp_path)
+    assert second != first
+    (tmp_path / "sub" / "w.safetensors").rename(tmp_path / "sub" / "v.safetensors")  # same bytes, other name
+    assert folder_digest(tmp_path) not in (first, second)

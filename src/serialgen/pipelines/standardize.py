@@ -53,6 +53,10 @@ class StandardizePipeline:
     """Components: vae (AutoencoderKL), image_encoder (CLIPVisionModelWithProjection),
     standardizer (`Standardizer`), scheduler (a diffusers scheduler, DDIM by default)."""
 
+    # Raised whenever the sampler's output changes for the same weights and seed (2: the starting
+    # noise's mean removed); Stage II's precomputed standardized references record it.
+    SAMPLER_REVISION = 2
+
     def __init__(self, vae, image_encoder, standardizer: Standardizer, scheduler):
         self.vae, self.image_encoder, self.standardizer, self.scheduler = vae, image_encoder, standardizer, scheduler
         self.progress = True

@@ -38,11 +38,11 @@ from ..data.memory import WorldArrays, batch_indices, to_float
 from ..diffusion import epsilon_loss, training_scheduler
 from ..models.clip import preprocess as clip_preprocess
 from ..models.ip_adapter import IPAdapter
-from ..models.loading import add_time_ids
+from ..models.loading import add_time_ids, bundled
 from ..preprocess import Reference
 from ..world.attributes import scene_caption
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from .common import RunDir, grid, load_config, optimizer_step, set_lr, write_json
+from .common import RunDir, folder_digest, grid, load_config, optimizer_step, set_lr, write_json
 
 PAIRINGS = ("standardized", "paired", "unpaired")
 
@@ -157,10 +157,12 @@ def standardized_sources(train: WorldArrays, per_character: int, seed: int) -> n
 
 
 def precompute_standardized(train: WorldArrays, sources: np.ndarray, folder: Path, pipe, cfg: Stage2TrainConfig,
-                            rank: int = 0, world_size: int = 1, shard_size: int = 64, progress: bool = True
-                            ) -> None:
-    """Standardize train[sources] into folder/NNNNN.safetensors shards (images uint8, sources).
-    A shard already on disk with the same sources is kept, so an interrupted run resumes."""
+                            rank: int = 0, world_size: int = 1, shard_size: int = 64, progress: bool = True,
+                            made_by: str = "") -> None:
+    """Standardize train[sources] into folder/NNNNN.safetensors shards (images uint8, sources), each
+    recording `made_by` (which standardizer, sampler and settings) in its metadata. A shard already
+    on disk with the same sources and the same `made_by` is kept, so an interrupted run resumes; one
+    made otherwise is made again."""
     folder.mkdir(parents=True, exist_ok=True)
     shards = [sources[k:k + shard_size] for k in range(0, len(sources), shard_size)]
     todo = []
@@ -168,7 +170,8 @@ def precompute_standardized(train: WorldArrays, sources: np.ndarray, folder: Pat
         path = folder / f"{s:05d}.safetensors"
         if s % world_size != rank:
             continue
-        if path.exists() and np.array_equal(load_file(str(path))["sources"].numpy(), rows):
+        if path.exists() and _metadata(path).get("made_by", "") == made_by and \
+                np.array_equal(load_file(str(path))["sources"].numpy(), rows):
             continue
         todo.append((s, rows, path))
     pipe.progress = False
@@ -180,7 +183,7 @@ def precompute_standardized(train: WorldArrays, sources: np.ndarray, folder: Pat
         tensors = {"images": torch.from_numpy(np.stack([np.asarray(im) for im in images])),
                    "sources": torch.from_numpy(np.asarray(rows, np.int64))}
         tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp))
+        save_file(tensors, str(tmp), metadata={"made_by": made_by})
         tmp.replace(path)
 
 
@@ -258,8 +261,11 @@ def main(args) -> int:
         stage1 = StandardizePipeline.from_pretrained(cfg.standardizer or None).to(device)
         sources = standardized_sources(train, cfg.standardized_per_character, cfg.seed)
         folder = run.path / "standardized"
+        shard_origin = json.dumps({"standardizer": folder_digest(cfg.standardizer or bundled("stage1")),
+                                   "sampler": StandardizePipeline.SAMPLER_REVISION, "steps": cfg.standardize_steps,
+                                   "guidance": cfg.standardize_guidance, "seed": cfg.seed}, sort_keys=True)
         precompute_standardized(train, sources, folder, stage1, cfg, accelerator.process_index,
-                                accelerator.num_processes, progress=main_process)
+                                accelerator.num_processes, progress=main_process, made_by=shard_origin)
         accelerator.wait_for_everyone()
         standardized = load_standardized(folder, sources)
         standardized_of = [np.flatnonzero(train.character_row[sources] == c) for c in range(len(samples_of))]
