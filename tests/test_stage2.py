@@ -377,11 +377,16 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     assert "SSIM full - no FBDM +0.0000 [+0.0000, +0.0000]" in text  # SSIM differences with four digits
     scores = tmp_path / "docs" / "reproduction"
     assert (scores / "pairings.png").exists() and (scores / "stage1_ablation.png").exists()
+    # each adapter's sheet is kept, and the figure holds one row per adapter for the one character
+    assert all((scores / f"sheet_{s}.png").exists() for s in ("unpaired-one-stage", "paired-one-stage",
+                                                               "serialgen-two-stage"))
+    assert Image.open(scores / "pairings.png").size[1] == 3 * 192
     pairings = json.loads((scores / "pairings.json").read_text())
     assert pairings["SerialGen (two-stage)"]["images"] == 4 and "stage1_psnr" in pairings["SerialGen (two-stage)"]
     assert "stage1_psnr" not in pairings["paired one-stage"]
 
     (scores / "discussion.md").write_text("Our honest reading.")
+    real_series = evaluation.evaluate_series
     monkeypatch.setattr(evaluation, "evaluate_series", lambda *a, **k: pytest.fail("scores should be reused"))
     monkeypatch.setattr(evaluation, "evaluate_stage1", lambda *a, **k: pytest.fail("scores should be reused"))
     assert cli(base + rows[:4][::-1] + rows[4:]) == 0  # the same rows asked for in another order
@@ -395,6 +400,14 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     assert cli(base + rows + missing) == 0
     text = (tmp_path / "docs" / "REPRODUCTION.md").read_text()
     assert "| ghost" not in text and "| full |" in text and "| SerialGen (two-stage) |" in text
+    # one adapter retrained: only it is scored again, and the figure is redrawn with the others' sheets
+    (adapters[2] / "training.json").write_text(json.dumps({"pairing": "standardized", "run": 2}))
+    figure = (scores / "pairings.png").stat().st_mtime_ns
+    calls = []
+    monkeypatch.setattr(evaluation, "evaluate_series", lambda *a, **k: calls.append(1) or real_series(*a, **k))
+    assert cli(base + rows) == 0
+    assert calls == [1] and (scores / "pairings.png").stat().st_mtime_ns != figure
+    assert Image.open(scores / "pairings.png").size[1] == 3 * 192
     assert cli(base + ["--adapter", "no-equals-sign"]) == 2
 
 

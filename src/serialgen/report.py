@@ -19,6 +19,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,7 +143,7 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
     cache = _load_json(folder / "pairings.json")
     adapters = cfg.adapters or tuple((name, str(bundled(b))) for name, b in PAIRINGS)
     settings = dataclasses.asdict(cfg.protocol) | {"data": Path(cfg.data).name, "face": cfg.face_model or "dlib"}
-    judge, face, standardize, sheets = None, None, None, {}
+    judge, face, standardize, changed = None, None, None, False
     for name, path in adapters:
         if not Path(path).exists():
             _absent(path, name, kept=name in cache)
@@ -150,8 +151,7 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
         key = _fingerprint(path, settings | {"standardizer": cfg.standardizer or "bundled", "base": cfg.base or "bundled",
                                              "gap_characters": cfg.gap_characters})
         entry = cache.get(name)
-        if entry is not None and entry.get("fingerprint") == key and not cfg.force and \
-                (folder / "pairings.png").exists():
+        if entry is not None and entry.get("fingerprint") == key and not cfg.force and _sheet_file(folder, name).exists():
             continue
         if judge is None:
             from .face import face_embedder
@@ -168,7 +168,8 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
         print(f"report: {name}: {cfg.protocol.characters} characters x {cfg.protocol.prompts} prompts x "
               f"{cfg.protocol.seeds} seeds")
         scores = evaluate_series(serial, judge, test, cfg.protocol, two_stage, face=face)
-        sheets[name] = scores.pop("sheets")
+        _save_png(_sheet_file(folder, name), sheet_rows(scores.pop("sheets")))
+        changed = True
         gap = loss_gap(serial, test, cfg.gap_characters, two_stage, cfg.protocol.seed)
         if gap:  # needs two held-out characters
             per_character = 100 * np.asarray(gap.pop("gap_per_target"))
@@ -177,8 +178,12 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
             scores["loss_gap_losses"] = {k: v for k, v in gap.items() if k != "per_target"}
         cache[name] = scores | {"fingerprint": key, "adapter": str(path), "pairing": info.get("pairing", "standardized")}
         _save_json(folder / "pairings.json", cache)  # each row kept as soon as it is measured
-    if sheets and len(sheets) == len(adapters):
-        _save_png(folder / "pairings.png", pairings_figure([sheets[name] for name, _ in adapters]))
+    # the figure from every present adapter's kept sheet, so re-scoring one redraws it with the others
+    files = [_sheet_file(folder, name) for name, path in adapters if Path(path).exists()]
+    if files and all(f.exists() for f in files) and (changed or not (folder / "pairings.png").exists()):
+        height = test.images["image"].shape[1]
+        _save_png(folder / "pairings.png", pairings_figure([np.asarray(Image.open(f).convert("RGB")) for f in files],
+                                                           height))
     return cache
 
 
@@ -206,19 +211,30 @@ def loss_gap(serial, test, characters: int, two_stage: bool, seed: int = 0) -> d
     return adapter_loss_gap(serial.personalize, test, references, targets, seed=seed)
 
 
-def pairings_figure(per_method: list[list[tuple]], characters: int = 3, images: int = 6) -> np.ndarray:
-    """For each of the first characters, one row per method: reference, what the adapter saw
-    (standardized image, or the reference itself), then the first prompts' images (seed 0)."""
+def _sheet_file(folder: Path, name: str) -> Path:
+    return folder / f"sheet_{re.sub('[^a-z0-9]+', '-', name.lower()).strip('-')}.png"
+
+
+def sheet_rows(sheets: list[tuple], characters: int = 3, images: int = 6) -> np.ndarray:
+    """One adapter's sheet: for each of the first characters a row of reference, what the adapter
+    saw (standardized image, or the reference itself), then the first prompts' images (seed 0)."""
     from .train.common import grid
 
     rows = []
-    for c in range(min(characters, len(per_method[0]))):
-        for sheets in per_method:
-            ref, std, ims, _ = sheets[c]
-            seen = np.asarray(std) if std is not None else ref
-            rows.append([ref, seen] + [np.asarray(im) for im in ims[:images]])
-        rows.append([np.full_like(ref, 255)] * len(rows[-1]))  # a white row between characters
-    return grid(rows[:-1])
+    for ref, std, ims, _ in sheets[:characters]:
+        seen = np.asarray(std) if std is not None else ref
+        rows.append([ref, seen] + [np.asarray(im) for im in ims[:images]])
+    return grid(rows)
+
+
+def pairings_figure(per_method: list[np.ndarray], height: int) -> np.ndarray:
+    """The adapters' sheets (`sheet_rows`, rows `height` pixels high) interleaved: for each character,
+    one row per adapter, then a white row."""
+    split = [np.split(sheet, sheet.shape[0] // height) for sheet in per_method]
+    rows = []
+    for c in range(min(len(rows_of) for rows_of in split)):
+        rows += [rows_of[c] for rows_of in split] + [np.full_like(split[0][c], 255)]
+    return np.concatenate(rows[:-1], 0)
 
 
 def difference(a: dict, b: dict, metric: str, n: int = 1000, seed: int = 0) -> dict:
