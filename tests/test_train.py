@@ -356,16 +356,17 @@ def test_offset_noise_shifts_whole_channels_and_zero_is_plain_randn():
     assert plain.mean(dim=(2, 3)).std().item() < 0.1  # pure noise barely moves a channel's mean
 
 
-def test_folder_digest_follows_every_file_and_name(tmp_path):
-    from serialgen.train.common import folder_digest
+def test_weights_digest_follows_every_weight_and_name():
+    from serialgen.data.latents import weights_digest
 
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "a.json").write_text("{}")
-    (tmp_path / "sub" / "w.safetensors").write_bytes(b"\x00" * 10)
-    first = folder_digest(tmp_path)
-    assert folder_digest(tmp_path) == first and len(first) == 16
-    (tmp_path / "sub" / "w.safetensors").write_bytes(b"\x00" * 9 + b"\x01")
-    second = folder_digest(tmp_path)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    first = weights_digest(model)
+    assert weights_digest(model) == first and len(first) == 32
+    with torch.no_grad():
+        model[1].bias[0] += 1e-3
+    second = weights_digest(model)
     assert second != first
-    (tmp_path / "sub" / "w.safetensors").rename(tmp_path / "sub" / "v.safetensors")  # same bytes, other name
-    assert folder_digest(tmp_path) not in (first, second)
+    assert weights_digest(model, ("0.",)) == weights_digest(torch.nn.Sequential(model[0]))  # only those named
+    renamed = torch.nn.Sequential(torch.nn.Identity(), model[0], model[1])  # same tensors, other names
+    assert weights_digest(renamed) not in (first, second)

@@ -128,8 +128,8 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
         changed = True
     if changed and len(columns) == present + 1:  # every model here was drawn
         _save_png(folder / "stage1_ablation.png", grid(columns + [list(truth)]))
-    order = [name for name, _ in cfg.stage1]  # the table lists the rows as the figure draws them
-    return dict(sorted(cache.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+    # the table lists the rows as the figure draws them, then rows kept from earlier runs
+    return {name: cache[name] for name, _ in cfg.stage1 if name in cache} | cache
 
 
 def run_pairings(cfg: ReportConfig, test) -> dict:

@@ -22,17 +22,24 @@ from tqdm.auto import tqdm
 from .memory import to_float
 
 
-def vae_digest(vae) -> str:
-    """A digest of an AutoencoderKL's config and weights (the encoder's, the quant conv's and
-    the scaling factor: what the latents depend on)."""
+def weights_digest(module, prefixes: tuple[str, ...] = (), config: dict | None = None) -> str:
+    """A digest of a module's weights (those whose names start with one of `prefixes`; all when
+    empty) and, when given, a config: which weights made something."""
     h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps({k: v for k, v in vae.config.items() if not k.startswith("_")}, sort_keys=True,
-                        default=str).encode())
-    for name, tensor in sorted(vae.state_dict().items()):
-        if name.startswith(("encoder.", "quant_conv.")):
+    if config is not None:
+        h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        if not prefixes or name.startswith(prefixes):
             h.update(name.encode())
             h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def vae_digest(vae) -> str:
+    """A digest of an AutoencoderKL's config and weights (the encoder's, the quant conv's and
+    the scaling factor: what the latents depend on)."""
+    return weights_digest(vae, ("encoder.", "quant_conv."),
+                          {k: v for k, v in vae.config.items() if not k.startswith("_")})
 
 
 def images_digest(images: np.ndarray) -> str:

@@ -4,7 +4,6 @@ folder (log, sample sheets, final model with the command that made it), and timi
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -81,17 +80,6 @@ def write_json(path: Path, data: dict) -> None:
     tmp = Path(str(path) + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     os.replace(tmp, path)
-
-
-def folder_digest(folder: str | Path) -> str:
-    """sha256 (16 hex digits) over a model folder's files, names and bytes: which weights made something."""
-    root, h = Path(folder), hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0")
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
 
 
 def grid(rows: list[list[np.ndarray]]) -> np.ndarray:

@@ -33,16 +33,16 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from ..data.latents import cached_latents
+from ..data.latents import cached_latents, weights_digest
 from ..data.memory import WorldArrays, batch_indices, to_float
 from ..diffusion import epsilon_loss, training_scheduler
 from ..models.clip import preprocess as clip_preprocess
 from ..models.ip_adapter import IPAdapter
-from ..models.loading import add_time_ids, bundled
+from ..models.loading import add_time_ids
 from ..preprocess import Reference
 from ..world.attributes import scene_caption
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from .common import RunDir, folder_digest, grid, load_config, optimizer_step, set_lr, write_json
+from .common import RunDir, grid, load_config, optimizer_step, set_lr, write_json
 
 PAIRINGS = ("standardized", "paired", "unpaired")
 
@@ -170,9 +170,11 @@ def precompute_standardized(train: WorldArrays, sources: np.ndarray, folder: Pat
         path = folder / f"{s:05d}.safetensors"
         if s % world_size != rank:
             continue
-        if path.exists() and _metadata(path).get("made_by", "") == made_by and \
-                np.array_equal(load_file(str(path))["sources"].numpy(), rows):
-            continue
+        if path.exists():
+            with safe_open(str(path), "pt") as f:  # metadata and sources only, not the images
+                if (f.metadata() or {}).get("made_by", "") == made_by and \
+                        np.array_equal(f.get_tensor("sources").numpy(), rows):
+                    continue
         todo.append((s, rows, path))
     pipe.progress = False
     for s, rows, path in tqdm(todo, desc="standardizing references", unit="shard", disable=not progress):
@@ -261,7 +263,9 @@ def main(args) -> int:
         stage1 = StandardizePipeline.from_pretrained(cfg.standardizer or None).to(device)
         sources = standardized_sources(train, cfg.standardized_per_character, cfg.seed)
         folder = run.path / "standardized"
-        shard_origin = json.dumps({"standardizer": folder_digest(cfg.standardizer or bundled("stage1")),
+        # the weights as loaded: the standardizer and the VAE and CLIP it runs with, wherever they came from
+        shard_origin = json.dumps({"weights": [weights_digest(m) for m in (stage1.standardizer, stage1.vae,
+                                                                             stage1.image_encoder)],
                                    "sampler": StandardizePipeline.SAMPLER_REVISION, "steps": cfg.standardize_steps,
                                    "guidance": cfg.standardize_guidance, "seed": cfg.seed}, sort_keys=True)
         precompute_standardized(train, sources, folder, stage1, cfg, accelerator.process_index,
