@@ -9,7 +9,7 @@ SG=.venv/bin/serialgen
 resume() { [ -d "$1/checkpoint" ] && echo --resume || true; }
 
 $SG synth --out data/world128 --characters 2000 --poses-per-character 16 --size 128x192 --seed 0 --workers 2
-$SG synth --out data/judge128 --characters 500 --poses-per-character 16 --size 128x192 --seed 1 --workers 2
+$SG synth --out data/judge128 --characters 2000 --poses-per-character 16 --size 128x192 --seed 1 --workers 2
 
 run() {  # run NAME ARGS...: train unless runs/NAME/model is finished; resume a started run
     local name=$1; shift

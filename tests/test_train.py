@@ -236,7 +236,7 @@ def test_clip_judge_and_t2i_trainers_run_end_to_end(dataset, tmp_path, monkeypat
     assert load_clip(tmp_path / "clip2" / "model")[1].get_vocab() == tok.get_vocab()  # phase 2 keeps the tokenizer
 
     judge_cfg = _toml(tmp_path / "j.toml", classifier_steps=3, classifier_batch=4, classifier_widths=[8, 8, 8, 8],
-                      classifier_depths=[1, 1, 1, 1], **small)
+                      classifier_depths=[1, 1, 1, 1], classifier_size=[48, 32], **small)
     assert train_judge.main(_args(dataset, tmp_path / "judge", judge_cfg)) == 0
     info = json.loads((tmp_path / "judge" / "model" / "training.json").read_text())
     assert set(info["classifier_accuracy"]) == {"top_color", "bottom_color", "shoes_color", "hair_color", "hair_style",
@@ -244,12 +244,13 @@ def test_clip_judge_and_t2i_trainers_run_end_to_end(dataset, tmp_path, monkeypat
     from serialgen.evaluation import Judge
 
     judge = Judge.from_pretrained(tmp_path / "judge" / "model")
+    assert judge.classifier.input_size == (48, 32)  # the size it was trained at comes back with it
     assert set(judge.read(np.zeros((2, 192, 128, 3), np.uint8))["view"]) <= {"front", "three-quarter", "side", "back"}
 
     torch.manual_seed(0)
     TINY_VAE.build().save_pretrained(tmp_path / "vae")
     t2i = dict(preset="test", steps=2, batch_size=4, checkpoint_every=2, sample_every=2, sample_steps=2, warmup=1,
-               vae=str(tmp_path / "vae"), clip=str(tmp_path / "clip" / "model"))
+               vae=str(tmp_path / "vae"), clip=str(tmp_path / "clip" / "model"), snr_gamma=5.0)
     assert train_t2i.main(_args(dataset, tmp_path / "t2i", _toml(tmp_path / "t.toml", **t2i))) == 0
     assert (tmp_path / "t2i" / "cache.safetensors").exists()
     assert load_unet(tmp_path / "t2i" / "model").config.cross_attention_dim == 32
@@ -354,6 +355,43 @@ def test_offset_noise_shifts_whole_channels_and_zero_is_plain_randn():
     assert torch.allclose(shift, shift[:, :, :1, :1].expand_as(shift), atol=1e-6)
     assert 0.35 < shift[:, :, 0, 0].std().item() < 0.65  # the offset's scale
     assert plain.mean(dim=(2, 3)).std().item() < 0.1  # pure noise barely moves a channel's mean
+
+
+def test_min_snr_weights_cap_the_clean_timesteps_at_gamma():
+    from serialgen.diffusion import min_snr_weights, training_scheduler
+
+    scheduler = training_scheduler()
+    t = torch.arange(1000)
+    w = min_snr_weights(scheduler, t, 5.0)
+    a = scheduler.alphas_cumprod.double()
+    snr = a / (1 - a)
+    assert torch.allclose(w.double(), torch.where(snr > 5, 5 / snr, torch.ones_like(snr)), rtol=1e-5)
+    crossing = int((snr > 5).sum())  # SNR falls with t: the first `crossing` steps are down-weighted
+    assert 50 < crossing < 300 and torch.all(w[crossing:] == 1) and w[0] < 0.01
+    assert torch.all(w[1:crossing] >= w[:crossing - 1])  # the cleaner, the lighter
+
+
+def test_judge_classifier_reads_at_its_input_size_and_keeps_it(tmp_path):
+    import torch.nn.functional as F
+
+    from serialgen.train.judge import AttributeClassifier
+
+    torch.manual_seed(0)
+    model = AttributeClassifier.build(widths=(8, 8, 8, 8), depths=(1, 1, 1, 1), input_size=(96, 64)).eval()
+    x = torch.rand(2, 3, 192, 128) * 2 - 1
+    small = F.interpolate(x, size=(96, 64), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        full, half = model(x), model(small)
+    assert all(torch.allclose(full[a], half[a], atol=1e-6) for a in full)
+    model.save_pretrained(tmp_path)
+    again = AttributeClassifier.from_pretrained(tmp_path)
+    assert again.input_size == (96, 64)
+    with torch.no_grad():
+        assert all(torch.allclose(again(x)[a], full[a], atol=1e-5) for a in full)
+    native = AttributeClassifier.build(widths=(8, 8, 8, 8), depths=(1, 1, 1, 1))
+    native.save_pretrained(tmp_path / "native")
+    (tmp_path / "native" / "classifier.json").unlink()  # a judge saved before input sizes existed
+    assert AttributeClassifier.from_pretrained(tmp_path / "native").input_size == ()
 
 
 def test_weights_digest_follows_every_weight_and_name():

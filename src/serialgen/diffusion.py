@@ -44,6 +44,17 @@ def training_noise(shape: tuple[int, ...], generator: torch.Generator | None = N
     return noise
 
 
+def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-sample loss weights min(SNR(t), gamma) / SNR(t) for epsilon prediction (Min-SNR-gamma,
+    Hang et al. 2023): the near-clean timesteps, whose noise is easy to read back and which
+    dominate the plain loss's gradients, count less, so training spends itself on the noisy
+    timesteps where the layout of the image is decided. gamma = 5 is the paper's choice."""
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(scheduler, timesteps)
+    return torch.clamp(snr, max=gamma) / snr
+
+
 def epsilon_loss(model, x0: torch.Tensor, cond: dict, scheduler, generator: torch.Generator | None = None,
                  offset_noise: float = 0.0) -> torch.Tensor:
     """Denoising loss (DDPM eq. 14, 'simple'): noise x0 (N, C, h, w) at uniform timesteps and

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..data.latents import cached_latents
 from ..data.memory import WorldArrays, batch_indices
-from ..diffusion import noise_scheduler_config, training_noise
+from ..diffusion import min_snr_weights, noise_scheduler_config, training_noise
 from ..models.backbones import UNET_PRESETS, preset
 from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
 from .common import RunDir, grid, load_config, optimizer_step, set_lr, write_json
@@ -45,6 +45,7 @@ class T2ITrainConfig:
     warmup: int = 300
     caption_dropout: float = 0.1
     offset_noise: float = 0.0  # per (sample, channel) noise offset (diffusion.training_noise); 0.1 is usual
+    snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weights (diffusion.min_snr_weights); 5 is usual
     ema_decay: float = 0.999
     mixed_precision: str = "no"  # measured: fp32 is faster than bf16 autocast for this small UNet on CPU
     checkpoint_every: int = 250
@@ -142,7 +143,10 @@ def main(args) -> int:
         xt = noise_scheduler.add_noise(x0, noise, t)
         with accelerator.autocast():
             pred = model(xt.to(accelerator.device), t.to(accelerator.device), cond.to(accelerator.device)).sample
-        loss = F.mse_loss(pred.float(), noise.to(accelerator.device))
+        loss = F.mse_loss(pred.float(), noise.to(accelerator.device), reduction="none").mean((1, 2, 3))
+        if cfg.snr_gamma:
+            loss = loss * min_snr_weights(noise_scheduler, t, cfg.snr_gamma).to(loss.device)
+        loss = loss.mean()
         optimizer_step(accelerator, model, optimizer, loss)
         ema_update(ema, unet, cfg.ema_decay if step > cfg.warmup else 0.0)
         if step % 25 == 0:
