@@ -386,7 +386,7 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     assert "stage1_psnr" not in pairings["paired one-stage"]
 
     (scores / "discussion.md").write_text("Our honest reading.")
-    real_series = evaluation.evaluate_series
+    real_series, real_stage1 = evaluation.evaluate_series, evaluation.evaluate_stage1
     monkeypatch.setattr(evaluation, "evaluate_series", lambda *a, **k: pytest.fail("scores should be reused"))
     monkeypatch.setattr(evaluation, "evaluate_stage1", lambda *a, **k: pytest.fail("scores should be reused"))
     assert cli(base + rows[:4][::-1] + rows[4:]) == 0  # the same rows asked for in another order
@@ -408,6 +408,15 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     assert cli(base + rows) == 0
     assert calls == [1] and (scores / "pairings.png").stat().st_mtime_ns != figure
     assert Image.open(scores / "pairings.png").size[1] == 3 * 192
+    # another judge makes every kept score stale: all rows are scored again
+    judge2 = tmp_path / "judge2"
+    shutil.copytree(judge_folder, judge2)
+    (judge2 / "training.json").write_text(json.dumps({"run": "another judge"}))
+    stage1_calls = []
+    monkeypatch.setattr(evaluation, "evaluate_stage1", lambda *a, **k: stage1_calls.append(1) or real_stage1(*a, **k))
+    calls.clear()
+    assert cli([str(judge2) if a == str(judge_folder) else a for a in base] + rows) == 0
+    assert calls == [1, 1, 1] and stage1_calls == [1, 1, 1, 1]
     assert cli(base + ["--adapter", "no-equals-sign"]) == 2
 
 

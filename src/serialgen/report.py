@@ -73,6 +73,16 @@ def _fingerprint(path: str | Path, settings: dict) -> str:
     return h.hexdigest()[:16]
 
 
+def _made_by(folder: str | None, bundled_name: str) -> str:
+    """Identity of a component the scores depend on (the judge, the base, the standardizer):
+    the digest of its training.json, the bundled one's when `folder` is None, so retraining and
+    shipping it makes the kept scores stale."""
+    from .models.loading import bundled
+
+    record = (Path(folder) if folder else bundled(bundled_name)) / "training.json"
+    return hashlib.sha256(record.read_bytes()).hexdigest()[:16] if record.is_file() else str(folder or "bundled")
+
+
 def _load_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -105,7 +115,7 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
     folder = cfg.scores_dir()
     cache = _load_json(folder / "stage1_ablation.json")
     settings = {"samples": cfg.stage1_samples, "steps": cfg.protocol.steps, "seed": cfg.protocol.seed,
-                "data": Path(cfg.data).name}
+                "data": Path(cfg.data).name, "judge": _made_by(cfg.judge, "judge")}
     refs, truth = held_out_references(test, min(8, cfg.stage1_samples))
     columns, changed, judge, present = [[r.image for r in refs]], False, None, 0
     for name, path in cfg.stage1:
@@ -148,7 +158,8 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
         if not Path(path).exists():
             _absent(path, name, kept=name in cache)
             continue
-        key = _fingerprint(path, settings | {"standardizer": cfg.standardizer or "bundled", "base": cfg.base or "bundled",
+        key = _fingerprint(path, settings | {"standardizer": _made_by(cfg.standardizer, "stage1"),
+                                             "base": _made_by(cfg.base, "t2i"), "judge": _made_by(cfg.judge, "judge"),
                                              "gap_characters": cfg.gap_characters})
         entry = cache.get(name)
         if entry is not None and entry.get("fingerprint") == key and not cfg.force and _sheet_file(folder, name).exists():
