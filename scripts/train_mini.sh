@@ -9,7 +9,8 @@ SG=.venv/bin/serialgen
 resume() { [ -d "$1/checkpoint" ] && echo --resume || true; }
 
 $SG synth --out data/world128 --characters 2000 --poses-per-character 16 --size 128x192 --seed 0 --workers 2
-$SG synth --out data/judge128 --characters 2000 --poses-per-character 16 --size 128x192 --seed 1 --workers 2
+$SG synth --out data/judge128 --characters 500 --poses-per-character 16 --size 128x192 --seed 1 --workers 2
+$SG synth --out data/judge2000 --characters 2000 --poses-per-character 16 --size 128x192 --seed 1 --workers 2
 
 run() {  # run NAME ARGS...: train unless runs/NAME/model is finished; resume a started run
     local name=$1; shift
@@ -29,6 +30,8 @@ run t2i t2i --data data/world128 --config configs/mini/t2i.toml
 ship t2i runs/t2i/model
 run judge judge --data data/judge128 --config configs/mini/judge.toml
 ship judge runs/judge/model
+run judge2 judge --data data/judge2000 --config configs/mini/judge_phase2.toml  # keeps the shipped judge's CLIP
+ship judge runs/judge2/model
 
 # Stage I: the shipped standardizer, in two phases (the second with offset noise)
 run stage1 stage1 --data data/world128 --config configs/mini/stage1.toml

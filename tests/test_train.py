@@ -246,6 +246,17 @@ def test_clip_judge_and_t2i_trainers_run_end_to_end(dataset, tmp_path, monkeypat
     judge = Judge.from_pretrained(tmp_path / "judge" / "model")
     assert judge.classifier.input_size == (48, 32)  # the size it was trained at comes back with it
     assert set(judge.read(np.zeros((2, 192, 128, 3), np.uint8))["view"]) <= {"front", "three-quarter", "side", "back"}
+    # a second phase keeps the first one's CLIP and trains only a new classifier
+    again = _toml(tmp_path / "j2.toml", classifier_steps=2, classifier_batch=4, classifier_widths=[8, 8, 8, 8],
+                  classifier_depths=[1, 1, 1, 1], clip_from=str(tmp_path / "judge" / "model"), **small)
+    assert train_judge.main(_args(dataset, tmp_path / "judge2", again)) == 0
+    kept = Judge.from_pretrained(tmp_path / "judge2" / "model")
+    assert all(torch.equal(v, kept.model.state_dict()[k]) for k, v in judge.model.state_dict().items())
+    assert kept.tokenizer.get_vocab() == judge.tokenizer.get_vocab() and kept.classifier.input_size == ()
+    assert not (tmp_path / "judge2" / "checkpoint").exists()  # no CLIP steps were taken
+    info2 = json.loads((tmp_path / "judge2" / "model" / "training.json").read_text())
+    assert info2["heldout"]["clip_from"] == str(tmp_path / "judge" / "model")
+    assert info2["heldout"]["retrieval_top1"] == info["heldout"]["retrieval_top1"]
 
     torch.manual_seed(0)
     TINY_VAE.build().save_pretrained(tmp_path / "vae")

@@ -14,7 +14,9 @@ than renders, without ever seeing a graded model's output. Evaluation code (CLIP
 attribute accuracies) uses only the judge.
 
 `classifier_size` has the classifier read images resized to (H, W): at half the renders' size
-a step costs a quarter, so the same time buys four times the training.
+a step costs a quarter, so the same time buys four times the training. `clip_from` keeps the
+CLIP of an existing judge (a folder, or "bundled") and trains only a new classifier (a second
+phase: a CLIP step costs a hundred classifier steps).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class JudgeTrainConfig(CLIPTrainConfig):
     classifier_widths: tuple = (32, 64, 128, 256)
     classifier_depths: tuple = (1, 1, 2, 1)
     classifier_size: tuple = ()  # (H, W) the classifier reads images at; () = as given
+    clip_from: str = ""  # a judge folder (or "bundled") whose CLIP is kept; "" = train one
 
 
 class AttributeClassifier(torch.nn.Module):
@@ -138,11 +141,15 @@ def main(args) -> int:
     cfg = load_config(JudgeTrainConfig, args.config)
     run = RunDir(args.out, cfg, args.resume)
     t0 = time.time()
-    clip_cfg = CLIPTrainConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(CLIPTrainConfig)})
-    result = train_clip(clip_cfg, args.data, run, args.resume)
-    if result is None:  # not the main process
-        return 0
-    _, _, (_, train), clip_scores = result
+    if cfg.clip_from:
+        clip_scores = keep_clip(cfg.clip_from, run.path / "model")
+        train = WorldArrays.load(args.data, "train", keys=("image",))
+    else:
+        clip_cfg = CLIPTrainConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(CLIPTrainConfig)})
+        result = train_clip(clip_cfg, args.data, run, args.resume)
+        if result is None:  # not the main process
+            return 0
+        _, _, (_, train), clip_scores = result
 
     # the attribute classifier, trained on the judge world's training split, scored on its test split
     test = WorldArrays.load(args.data, "test", keys=("image",), progress=False)
@@ -154,6 +161,24 @@ def main(args) -> int:
     print("judge classifier (held-out accuracy / majority baseline): " +
           ", ".join(f"{a} {accuracy[a]:.2f}/{chance[a]:.2f}" for a in PROBE_ATTRIBUTES if accuracy[a] is not None))
     return 0
+
+
+def keep_clip(source: str, out) -> dict:
+    """Copy the CLIP (weights and tokenizer) of the judge at `source` ("bundled": the shipped one)
+    to `out` -> its recorded held-out scores, and where they come from."""
+    from pathlib import Path
+
+    from ..models.loading import bundled, load_clip
+    from ..models.tokenizer import save_tokenizer
+
+    folder = bundled("judge") if source == "bundled" else Path(source)
+    model, tokenizer = load_clip(folder)
+    model.save_pretrained(out, safe_serialization=True)
+    save_tokenizer(tokenizer, Path(out) / "tokenizer")
+    record = folder / "training.json"
+    info = json.loads(record.read_text()) if record.exists() else {}
+    return info.get("heldout", {}) | {"clip_from": str(folder), "clip_data": info.get("data"),
+                                      "clip_command": info.get("command")}
 
 
 def _targets(meta: list[dict]) -> dict[str, np.ndarray]:
