@@ -60,8 +60,11 @@ def test_judge_reads_attributes_of_unseen_renders(samples):
 
     judge = Judge.from_pretrained()
     reads = judge.read([s["image"] for s in samples])
-    scores = attribute_accuracy(reads, [s["meta"] for s in samples], ("top_color", "background", "view"))
-    assert scores["background"] >= 0.6 and scores["top_color"] >= 0.4  # chance 0.1 and 0.07
+    scores = attribute_accuracy(reads, [s["meta"] for s in samples], ("top_color", "background", "view", "action"))
+    # measured on these 16: background 0.94, shirt colour 0.69, view 0.69, action 0.44 (chance 0.10,
+    # 0.07, 0.25, 0.07); the first judge read action from held-out renders at 0.17
+    assert scores["background"] >= 0.75 and scores["top_color"] >= 0.5
+    assert scores["view"] >= 0.5 and scores["action"] >= 0.3
 
 
 @needs("t2i", "vae", "clip", "judge")
