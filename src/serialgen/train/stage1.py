@@ -55,7 +55,7 @@ class Stage1TrainConfig:
     lr: float = 2e-4
     schedule: str = "cosine"
     warmup: int = 200
-    init_from: str = ""  # start the whole standardizer from this Stage I folder (a second phase); overrides unet
+    init_from: str = ""  # start the whole standardizer from this Stage I folder ("bundled": the shipped one); overrides unet
     offset_noise: float = 0.0  # per (sample, channel) noise offset (diffusion.training_noise); 0.1 is usual
     reference_dropout: float = 0.1  # reference bank and CLIP embedding dropped together
     template_pose: float = 0.5  # share of steps whose target pose is the template A-pose
@@ -181,7 +181,10 @@ def main(args) -> int:
                                                             fbdm=cfg.fbdm, rpim=cfg.rpim, template_keypoints=template))
     del unet
     if cfg.init_from:
-        model.load_state_dict(Standardizer.from_pretrained(cfg.init_from).state_dict())
+        from ..models.loading import bundled
+
+        source = bundled("stage1") if cfg.init_from == "bundled" else cfg.init_from
+        model.load_state_dict(Standardizer.from_pretrained(source).state_dict())
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.fbdm_lr_scale), lr=cfg.lr, weight_decay=0.01)
     start, elapsed = 0, 0.0
