@@ -37,6 +37,8 @@ ship judge runs/judge2/model
 run stage1 stage1 --data data/world128 --config configs/mini/stage1.toml
 run stage1-offset stage1 --data data/world128 --config configs/mini/stage1_phase2.toml
 ship stage1 runs/stage1-offset/model
+run stage1-p3 stage1 --data data/world128 --config configs/mini/stage1_phase3.toml  # init_from the shipped one
+ship stage1 runs/stage1-p3/model
 
 # Text-to-image base, second phase (Stage I above started from the first phase's UNet; the
 # ablation below and Stage II build on this one)
