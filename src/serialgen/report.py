@@ -152,15 +152,16 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
     folder = cfg.scores_dir()
     cache = _load_json(folder / "pairings.json")
     adapters = cfg.adapters or tuple((name, str(bundled(b))) for name, b in PAIRINGS)
-    settings = dataclasses.asdict(cfg.protocol) | {"data": Path(cfg.data).name, "face": cfg.face_model or "dlib"}
+    settings = dataclasses.asdict(cfg.protocol) | {
+        "data": Path(cfg.data).name, "face": cfg.face_model or "dlib", "gap_characters": cfg.gap_characters,
+        "standardizer": _made_by(cfg.standardizer, "stage1"), "base": _made_by(cfg.base, "t2i"),
+        "judge": _made_by(cfg.judge, "judge")}  # what every row's scores depend on, read once
     judge, face, standardize, changed = None, None, None, False
     for name, path in adapters:
         if not Path(path).exists():
             _absent(path, name, kept=name in cache)
             continue
-        key = _fingerprint(path, settings | {"standardizer": _made_by(cfg.standardizer, "stage1"),
-                                             "base": _made_by(cfg.base, "t2i"), "judge": _made_by(cfg.judge, "judge"),
-                                             "gap_characters": cfg.gap_characters})
+        key = _fingerprint(path, settings)
         entry = cache.get(name)
         if entry is not None and entry.get("fingerprint") == key and not cfg.force and _sheet_file(folder, name).exists():
             continue
