@@ -142,6 +142,10 @@ def main(args) -> int:
     run = RunDir(args.out, cfg, args.resume)
     t0 = time.time()
     if cfg.clip_from:
+        from accelerate import PartialState
+
+        if not PartialState().is_main_process:  # the classifier trains in one process, as after train_clip
+            return 0
         clip_scores = keep_clip(cfg.clip_from, run.path / "model")
         train = WorldArrays.load(args.data, "train", keys=("image",))
     else:
