@@ -261,9 +261,14 @@ def test_clip_judge_and_t2i_trainers_run_end_to_end(dataset, tmp_path, monkeypat
     torch.manual_seed(0)
     TINY_VAE.build().save_pretrained(tmp_path / "vae")
     t2i = dict(preset="test", steps=2, batch_size=4, checkpoint_every=2, sample_every=2, sample_steps=2, warmup=1,
-               vae=str(tmp_path / "vae"), clip=str(tmp_path / "clip" / "model"), snr_gamma=5.0)
+               vae=str(tmp_path / "vae"), clip=str(tmp_path / "clip" / "model"), snr_gamma=5.0, figure_weight=4.0)
     assert train_t2i.main(_args(dataset, tmp_path / "t2i", _toml(tmp_path / "t.toml", **t2i))) == 0
     assert (tmp_path / "t2i" / "cache.safetensors").exists()
+    from safetensors.torch import load_file
+
+    latents, masks = (load_file(str(tmp_path / "t2i" / f))[k] for f, k in (("cache.safetensors", "latents"),
+                                                                           ("masks.safetensors", "masks")))
+    assert masks.shape == (len(latents), 1, *latents.shape[-2:]) and 0 < masks.float().mean() < 0.5
     assert load_unet(tmp_path / "t2i" / "model").config.cross_attention_dim == 32
     assert (tmp_path / "t2i" / "samples" / "samples_000002.png").exists()
 
@@ -380,6 +385,23 @@ def test_min_snr_weights_cap_the_clean_timesteps_at_gamma():
     crossing = int((snr > 5).sum())  # SNR falls with t: the first `crossing` steps are down-weighted
     assert 50 < crossing < 300 and torch.all(w[crossing:] == 1) and w[0] < 0.01
     assert torch.all(w[1:crossing] >= w[:crossing - 1])  # the cleaner, the lighter
+
+
+def test_region_weights_put_the_figure_weight_on_the_figure_and_keep_the_mean():
+    from serialgen.diffusion import latent_masks, region_weights
+
+    masks = np.zeros((2, 192, 128), np.uint8)
+    masks[0, 40:120, 48:80] = 255  # a figure on cells 5..15 x 6..10 of the 24x16 latent
+    masks[0, 32:40, 44:48] = 255  # and half of cell (4, 5): its 8 rows, 4 of its 8 columns
+    share = latent_masks(masks, (24, 16))
+    assert share.shape == (2, 1, 24, 16) and share.dtype == torch.float16
+    assert share[0, 0, 5:15, 6:10].eq(1).all() and share[0, 0, 4, 5].item() == 0.5 and share[1].eq(0).all()
+    assert share[0].sum().item() == 40.5  # the figure's area, in latent pixels
+    w = region_weights(share, 4.0)
+    assert torch.allclose(w.mean(dim=(1, 2, 3)), torch.ones(2))
+    assert torch.allclose(w[0, 0, 10, 8] / w[0, 0, 0, 0], torch.tensor(5.0))  # figure vs background
+    assert torch.allclose(w[0, 0, 4, 5] / w[0, 0, 0, 0], torch.tensor(3.0))
+    assert torch.equal(w[1], torch.ones_like(w[1]))  # no figure: the plain loss
 
 
 def test_judge_classifier_reads_at_its_input_size_and_keeps_it(tmp_path):

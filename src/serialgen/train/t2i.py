@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..data.latents import cached_latents
 from ..data.memory import WorldArrays, batch_indices
-from ..diffusion import min_snr_weights, noise_scheduler_config, training_noise
+from ..diffusion import latent_masks, min_snr_weights, noise_scheduler_config, region_weights, training_noise
 from ..models.backbones import UNET_PRESETS, preset
 from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
 from .common import RunDir, grid, load_config, optimizer_step, set_lr, write_json
@@ -46,6 +46,7 @@ class T2ITrainConfig:
     caption_dropout: float = 0.1
     offset_noise: float = 0.0  # per (sample, channel) noise offset (diffusion.training_noise); 0.1 is usual
     snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weights (diffusion.min_snr_weights); 5 is usual
+    figure_weight: float = 0.0  # > 0: the figure's latent pixels weigh 1 + this (diffusion.region_weights)
     ema_decay: float = 0.999
     mixed_precision: str = "no"  # measured: fp32 is faster than bf16 autocast for this small UNet on CPU
     checkpoint_every: int = 250
@@ -108,6 +109,7 @@ def main(args) -> int:
             save_file({"latents": latents.contiguous(), "text": text.contiguous(), "empty": empty.contiguous()}, str(tmp))
             tmp.replace(cache)
         del train
+    masks = figure_masks(args.data, run.path, cfg, latents.shape[-2:], main_process) if cfg.figure_weight else None
     test = WorldArrays.load(args.data, "test", keys=("image",), limit=8, progress=False)
     prompts = [m["caption"] for m in test.meta[:8]]
 
@@ -143,7 +145,10 @@ def main(args) -> int:
         xt = noise_scheduler.add_noise(x0, noise, t)
         with accelerator.autocast():
             pred = model(xt.to(accelerator.device), t.to(accelerator.device), cond.to(accelerator.device)).sample
-        loss = F.mse_loss(pred.float(), noise.to(accelerator.device), reduction="none").mean((1, 2, 3))
+        loss = F.mse_loss(pred.float(), noise.to(accelerator.device), reduction="none")
+        if masks is not None:
+            loss = loss * region_weights(masks[idx], cfg.figure_weight).to(loss.device)
+        loss = loss.mean((1, 2, 3))
         if cfg.snr_gamma:
             loss = loss * min_snr_weights(noise_scheduler, t, cfg.snr_gamma).to(loss.device)
         loss = loss.mean()
@@ -169,6 +174,23 @@ def main(args) -> int:
             wall_time_s=round(elapsed + time.time() - t0, 1)))
         print(f"saved {run.path / 'model'}")
     return 0
+
+
+def figure_masks(data, out, cfg: T2ITrainConfig, size, write: bool) -> torch.Tensor:
+    """The training renders' figure shares per latent pixel (diffusion.latent_masks), cached in
+    OUT (masks.safetensors) beside the latents; same order and limit as the latents."""
+    path = out / "masks.safetensors"
+    if path.exists():
+        masks = load_file(str(path))["masks"]
+        if tuple(masks.shape[-2:]) == tuple(size):
+            return masks
+    train = WorldArrays.load(data, "train", keys=("mask",), limit=cfg.limit or None, progress=write)
+    masks = latent_masks(train.images["mask"], size)
+    if write:
+        tmp = path.with_suffix(".tmp")
+        save_file({"masks": masks.contiguous()}, str(tmp))
+        tmp.replace(path)
+    return masks
 
 
 @torch.no_grad()
