@@ -133,4 +133,10 @@ UNET_PRESETS = {
                        "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
                        layers_per_block=1, cross_attention_dim=256, attention_head_dim=32, norm_num_groups=16,
                        sample_size=(24, 16)),
+    # Twice the channels at the full latent size, where a figure's limbs (one or two latent pixels
+    # wide) are drawn; the base model only, 2.3x slower to train than "mini".
+    "mini-wide": UNetConfig(block_out_channels=(64, 128, 192), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D",
+                            "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                            layers_per_block=1, cross_attention_dim=256, attention_head_dim=32, norm_num_groups=32,
+                            sample_size=(24, 16)),
 }
