@@ -408,6 +408,13 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     assert cli(base + rows) == 0
     assert calls == [1] and (scores / "pairings.png").stat().st_mtime_ns != figure
     assert Image.open(scores / "pairings.png").size[1] == 3 * 192
+    # another standardizer makes only the two-stage row stale: the one-stage rows never use it
+    stage1b = tmp_path / "stage1b"
+    shutil.copytree(folders / "stage1", stage1b)
+    (stage1b / "training.json").write_text(json.dumps({"run": "another standardizer"}))
+    calls.clear()
+    assert cli([str(stage1b) if a == str(folders / "stage1") else a for a in base] + rows) == 0
+    assert calls == [1]
     # another judge makes every kept score stale: all rows are scored again
     judge2 = tmp_path / "judge2"
     shutil.copytree(judge_folder, judge2)

@@ -154,14 +154,16 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
     adapters = cfg.adapters or tuple((name, str(bundled(b))) for name, b in PAIRINGS)
     settings = dataclasses.asdict(cfg.protocol) | {
         "data": Path(cfg.data).name, "face": cfg.face_model or "dlib", "gap_characters": cfg.gap_characters,
-        "standardizer": _made_by(cfg.standardizer, "stage1"), "base": _made_by(cfg.base, "t2i"),
-        "judge": _made_by(cfg.judge, "judge")}  # what every row's scores depend on, read once
+        "base": _made_by(cfg.base, "t2i"), "judge": _made_by(cfg.judge, "judge")}  # what every row depends on
+    standardizer = {"standardizer": _made_by(cfg.standardizer, "stage1")}  # what only two-stage rows depend on
     judge, face, standardize, changed = None, None, None, False
     for name, path in adapters:
         if not Path(path).exists():
             _absent(path, name, kept=name in cache)
             continue
-        key = _fingerprint(path, settings)
+        info = _load_json((Path(path) if Path(path).is_dir() else Path(path).parent) / "training.json")
+        two_stage = info.get("pairing", "standardized") == "standardized"
+        key = _fingerprint(path, settings | standardizer if two_stage else settings)
         entry = cache.get(name)
         if entry is not None and entry.get("fingerprint") == key and not cfg.force and _sheet_file(folder, name).exists():
             continue
@@ -169,8 +171,6 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
             from .face import face_embedder
 
             judge, face = Judge.from_pretrained(cfg.judge), face_embedder(cfg.face_model)
-        info = _load_json((Path(path) if Path(path).is_dir() else Path(path).parent) / "training.json")
-        two_stage = info.get("pairing", "standardized") == "standardized"
         serial = SerialGenPipeline.from_pretrained(adapter=path, base=cfg.base, image_encoder=cfg.image_encoder,
                                                    one_stage=True)
         if two_stage:
