@@ -124,19 +124,18 @@ class UNetConfig:
         )
 
 
+# 4 x 24 x 16 latents; attention only at 12x8 and 6x4, never at the full latent size. Measured
+# training throughput on 2 cores: (32, 64, 128) 56 samples/s, (64, 128, 192) 24 samples/s;
+# Stage I runs two of these UNets per sample, so the narrower one is the mini default.
+_MINI_UNET = UNetConfig(block_out_channels=(32, 64, 128), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D",
+                        "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                        layers_per_block=1, cross_attention_dim=256, attention_head_dim=32, norm_num_groups=16,
+                        sample_size=(24, 16))
+
 UNET_PRESETS = {
     "paper": UNetConfig(),
-    # 4 x 24 x 16 latents; attention only at 12x8 and 6x4, never at the full latent size. Measured
-    # training throughput on 2 cores: (32, 64, 128) 56 samples/s, (64, 128, 192) 24 samples/s;
-    # Stage I runs two of these UNets per sample, so the narrower one is the mini default.
-    "mini": UNetConfig(block_out_channels=(32, 64, 128), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D",
-                       "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                       layers_per_block=1, cross_attention_dim=256, attention_head_dim=32, norm_num_groups=16,
-                       sample_size=(24, 16)),
+    "mini": _MINI_UNET,
     # Twice the channels at the full latent size, where a figure's limbs (one or two latent pixels
     # wide) are drawn; the base model only, 2.3x slower to train than "mini".
-    "mini-wide": UNetConfig(block_out_channels=(64, 128, 192), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D",
-                            "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                            layers_per_block=1, cross_attention_dim=256, attention_head_dim=32, norm_num_groups=32,
-                            sample_size=(24, 16)),
+    "mini-wide": dataclasses.replace(_MINI_UNET, block_out_channels=(64, 128, 192), norm_num_groups=32),
 }
