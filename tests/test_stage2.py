@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from serialgen.cli import main as cli
 from serialgen.data.memory import WorldArrays
 from serialgen.evaluation import adapter_loss_gap, protocol_scenes
 from serialgen.models.ip_adapter import IPAdapter
-from serialgen.models.loading import load_base
+from serialgen.models.loading import load_base, record_digest
 from serialgen.pipelines.personalize import PersonalizePipeline
 from serialgen.pipelines.serial import SerialGenPipeline
 from serialgen.pipelines.standardize import StandardizePipeline
@@ -53,6 +54,7 @@ def test_each_pairing_trains_only_the_adapter_and_exports_the_official_layout(pa
     assert keys and all(k.startswith(("image_proj.", "ip_adapter.")) for k in keys)
     info = json.loads((run / "model" / "training.json").read_text())
     assert info["pairing"] == pairing and info["steps"] == 3
+    assert info["base_made_by"] is None  # the tiny SD folder has no training record
     assert (run / "samples" / "samples_000003.png").exists()
 
     pipe = PersonalizePipeline.from_pretrained(run / "model", base=folders / "sd15", image_encoder=folders / "image_encoder")
@@ -161,6 +163,22 @@ def test_sdxl_base_trains_with_pooled_text_and_time_ids(dataset, folders, tmp_pa
 
 def _count_calls(module, counter: list):
     return module.register_forward_hook(lambda *_: counter.append(1))
+
+
+def test_an_adapter_says_when_it_was_trained_on_another_base(folders, tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(folders / "sd15", base)
+    (base / "training.json").write_text(json.dumps({"run": "this base"}))
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "ip-adapter.safetensors").write_bytes(_saved_adapter(folders).read_bytes())
+    (adapter / "training.json").write_text(json.dumps({"base_made_by": record_digest(base, "t2i")}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PersonalizePipeline.from_pretrained(adapter, base=base, image_encoder=folders / "image_encoder")
+    (base / "training.json").write_text(json.dumps({"run": "the base retrained"}))
+    with pytest.warns(UserWarning, match="trained on another text-to-image base"):
+        PersonalizePipeline.from_pretrained(adapter, base=base, image_encoder=folders / "image_encoder")
 
 
 def test_serial_pipeline_standardizes_once_and_batches_the_series(folders):
@@ -424,6 +442,14 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     calls.clear()
     assert cli([str(judge2) if a == str(judge_folder) else a for a in base] + rows) == 0
     assert calls == [1, 1, 1] and stage1_calls == [1, 1, 1, 1]
+    # an adapter trained on another base than the report's is left out, its kept scores dropped
+    (adapters[0] / "training.json").write_text(json.dumps({"pairing": "unpaired", "base_made_by": "0123456789abcdef"}))
+    calls.clear()
+    assert cli([str(judge2) if a == str(judge_folder) else a for a in base] + rows) == 0
+    text = (tmp_path / "docs" / "REPRODUCTION.md").read_text()
+    assert calls == [] and "| unpaired one-stage |" not in text and "| paired one-stage |" in text
+    assert "unpaired one-stage" not in json.loads((scores / "pairings.json").read_text())
+    assert Image.open(scores / "pairings.png").size[1] == 2 * 192
     assert cli(base + ["--adapter", "no-equals-sign"]) == 2
 
 

@@ -74,13 +74,12 @@ def _fingerprint(path: str | Path, settings: dict) -> str:
 
 
 def _made_by(folder: str | None, bundled_name: str) -> str:
-    """Identity of a component the scores depend on (the judge, the base, the standardizer):
-    the digest of its training.json, the bundled one's when `folder` is None, so retraining and
-    shipping it makes the kept scores stale."""
-    from .models.loading import bundled
+    """Identity of a component the scores depend on (the judge, the base, the standardizer), so
+    retraining and shipping it makes the kept scores stale; a folder without a training record
+    is known by its path."""
+    from .models.loading import record_digest
 
-    record = (Path(folder) if folder else bundled(bundled_name)) / "training.json"
-    return hashlib.sha256(record.read_bytes()).hexdigest()[:16] if record.is_file() else str(folder or "bundled")
+    return record_digest(folder, bundled_name) or str(folder or "bundled")
 
 
 def _load_json(path: Path) -> dict:
@@ -162,6 +161,13 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
             _absent(path, name, kept=name in cache)
             continue
         info = _load_json((Path(path) if Path(path).is_dir() else Path(path).parent) / "training.json")
+        if info.get("base_made_by", settings["base"]) != settings["base"]:
+            print(f"report: {path} was trained on another text-to-image base than this report's; the row {name!r} is "
+                  "left out (retrain it on this base)")
+            if cache.pop(name, None) is not None:
+                changed = True
+                _save_json(folder / "pairings.json", cache)
+            continue
         two_stage = info.get("pairing", "standardized") == "standardized"
         key = _fingerprint(path, settings | standardizer if two_stage else settings)
         entry = cache.get(name)
@@ -191,7 +197,7 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
         cache[name] = scores | {"fingerprint": key, "adapter": str(path), "pairing": info.get("pairing", "standardized")}
         _save_json(folder / "pairings.json", cache)  # each row kept as soon as it is measured
     # the figure from every present adapter's kept sheet, so re-scoring one redraws it with the others
-    files = [_sheet_file(folder, name) for name, path in adapters if Path(path).exists()]
+    files = [_sheet_file(folder, name) for name, path in adapters if Path(path).exists() and name in cache]
     if files and all(f.exists() for f in files) and (changed or not (folder / "pairings.png").exists()):
         height = test.images["image"].shape[1]
         _save_png(folder / "pairings.png", pairings_figure([np.asarray(Image.open(f).convert("RGB")) for f in files],

@@ -9,6 +9,7 @@ opts in with ``allow_pickle=True``. Nothing is ever downloaded.
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -41,6 +42,14 @@ def _quiet_transformers():
 def bundled(name: str) -> Path:
     """Folder of a bundled mini model (vae, clip, t2i, judge)."""
     return Path(str(resources.files("serialgen"))) / "weights" / BUNDLED / name
+
+
+def record_digest(folder: str | Path | None, bundled_name: str) -> str | None:
+    """Identity of a trained component: the digest of the training.json beside its weights (the
+    bundled `bundled_name`'s when `folder` is None); None for a folder without one (published
+    weights carry no such record)."""
+    record = (Path(folder) if folder else bundled(bundled_name)) / "training.json"
+    return hashlib.sha256(record.read_bytes()).hexdigest()[:16] if record.is_file() else None
 
 
 def _component(path: str | Path | None, default: str, subfolder: str, markers=("config.json",)) -> Path:

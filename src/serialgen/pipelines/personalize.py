@@ -11,6 +11,8 @@ Text encoding reuses the base pipeline's own `encode_prompt`.
 
 from __future__ import annotations
 
+import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +60,7 @@ class PersonalizePipeline:
         """adapter: an IP-Adapter file, or a folder holding ip-adapter.safetensors (None = the bundled
         mini adapter). base: a SD1.5/SDXL pipeline folder (None = the bundled mini text-to-image
         model). image_encoder: a CLIP vision folder (None = the bundled mini CLIP)."""
-        from ..models.loading import bundled, load_base, load_image_encoder
+        from ..models.loading import bundled, load_base, load_image_encoder, record_digest
 
         path = Path(adapter) if adapter is not None else bundled("stage2")
         if path.is_dir():
@@ -66,6 +68,12 @@ class PersonalizePipeline:
         if not path.exists():
             raise FileNotFoundError(f"No image adapter at {path}: train one with `serialgen train stage2` or give an "
                                     "IP-Adapter .safetensors file")
+        record = path.parent / "training.json"
+        trained_on = json.loads(record.read_text()).get("base_made_by") if record.is_file() else None
+        if trained_on and trained_on != record_digest(base, "t2i"):
+            warnings.warn(f"{path} was trained on another text-to-image base than "
+                          f"{base or 'the bundled one'}; its images may not show the reference (train an adapter "
+                          "for this base with `serialgen train stage2 --base`)", stacklevel=2)
         pipe = load_base(base, allow_pickle=allow_pickle)
         encoder = load_image_encoder(image_encoder, allow_pickle=allow_pickle).eval()
         return cls(pipe, encoder, IPAdapter.load(path, pipe.unet, allow_pickle=allow_pickle).eval())

@@ -38,7 +38,7 @@ from ..data.memory import WorldArrays, batch_indices, to_float
 from ..diffusion import epsilon_loss, training_scheduler
 from ..models.clip import preprocess as clip_preprocess
 from ..models.ip_adapter import IPAdapter
-from ..models.loading import add_time_ids
+from ..models.loading import add_time_ids, record_digest
 from ..preprocess import Reference
 from ..world.attributes import scene_caption
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
@@ -345,6 +345,7 @@ def main(args) -> int:
         adapter.save(model / ADAPTER_FILE)
         write_json(model / "training.json", run.provenance(
             data=str(args.data), steps=cfg.steps, pairing=cfg.pairing, base=cfg.base or "bundled mini",
+            base_made_by=record_digest(cfg.base or None, "t2i"),
             image_encoder=cfg.image_encoder or "bundled mini", standardizer=cfg.standardizer or "bundled mini",
             wall_time_s=round(elapsed + time.time() - t0, 1), config=dataclasses.asdict(cfg)))
         (model / "README.md").write_text(f"IP-Adapter (all CLIP tokens) trained with `{cfg.pairing}` pairing; "
