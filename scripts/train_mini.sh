@@ -45,6 +45,12 @@ ship stage1 runs/stage1-p3/model
 run t2i2 t2i --data data/world128 --config configs/mini/t2i_phase2.toml
 ship t2i runs/t2i2/model
 
+# The shipped text-to-image base: a wider UNet from scratch with the figure-weighted loss (4.3 h
+# on 2 cores, where the two mini phases took 1.9 h and never drew a figure). The Stage I ablation
+# below keeps the second-phase base it was trained from (configs/mini/stage1_ablation.toml).
+run t2i-wide t2i --data data/world128 --config configs/mini/t2i_wide.toml
+ship t2i runs/t2i-wide/model
+
 # Stage II: one adapter per pairing, same budget (paper Table 2); the standardized one ships as default
 run stage2 stage2 --data data/world128 --config configs/mini/stage2.toml --pairing standardized
 ship stage2 runs/stage2/model
