@@ -176,3 +176,13 @@ def test_save_load_round_trip_and_bad_files(sd, tmp_path):
     save_file(state, str(tmp_path / "plain.safetensors"))
     with pytest.raises(ValueError, match="full-token"):
         IPAdapter.load(tmp_path / "plain.safetensors", sd.unet)
+
+
+def test_an_adapter_for_a_wider_unet_is_refused_with_what_to_do(sd, tmp_path):
+    import dataclasses
+
+    wider = dataclasses.replace(TINY_UNET, block_out_channels=(16, 64)).build()
+    path = _adapter(wider).save(tmp_path / "wide.safetensors")
+    assert IPAdapter.load(path, wider).to_k_ip[0].weight.shape[0] == 64
+    with pytest.raises(ValueError, match="other widths.*64 channels.*32.*train stage2"):
+        IPAdapter.load(path, sd.unet)
