@@ -194,13 +194,13 @@ class IPAdapter(nn.Module):
         adapter.image_proj.load_state_dict(proj)
         for k in range(len(layers)):
             key = f"ip_adapter.{2 * k + 1}"
-            if f"{key}.to_k_ip.weight" not in flat:
+            to_k_ip = flat.get(f"{key}.to_k_ip.weight")
+            if to_k_ip is None:
                 raise ValueError(f"{path} lacks {key}.to_k_ip.weight: it was made for a UNet with fewer cross-attentions")
-            theirs, ours = flat[f"{key}.to_k_ip.weight"].shape, adapter.to_k_ip[k].weight.shape
-            if theirs != ours:
+            if to_k_ip.shape != adapter.to_k_ip[k].weight.shape:
                 raise ValueError(f"{path} was made for a UNet of other widths (cross-attention {k} maps to "
-                                 f"{theirs[0]} channels, this UNet's to {ours[0]}): train an adapter for this base "
-                                 "with `serialgen train stage2 --base`")
-            adapter.to_k_ip[k].weight.data.copy_(flat[f"{key}.to_k_ip.weight"])
+                                 f"{to_k_ip.shape[0]} channels, this UNet's to {adapter.to_k_ip[k].out_features}): "
+                                 "train an adapter for this base with `serialgen train stage2 --base`")
+            adapter.to_k_ip[k].weight.data.copy_(to_k_ip)
             adapter.to_v_ip[k].weight.data.copy_(flat[f"{key}.to_v_ip.weight"])
         return adapter.to(next(iter(flat.values())).dtype)
