@@ -102,8 +102,8 @@ def test_standardizer_keeps_the_clothes_of_unseen_characters(samples):
 
 
 @needs("stage1", "stage2", "t2i", "vae", "clip", "judge")
-@pytest.mark.xfail(strict=True, reason="the shipped mini adapter does not carry the look yet (shirt colour read "
-                                       "back from 1 of 8 images of a held-out series); strict: a working adapter "
+@pytest.mark.xfail(strict=True, reason="the shipped mini adapter carries too little of the look (shirt colour read "
+                                       "back from 2 of 8 images of a held-out series); strict: a working adapter "
                                        "must drop this")
 def test_serial_pipeline_keeps_the_reference_look(samples):
     from serialgen.evaluation import APPEARANCE, Judge, attribute_accuracy

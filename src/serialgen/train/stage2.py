@@ -13,9 +13,9 @@ frozen text-to-image base, under one of three pairings (the paper's Table 2):
 
 Only the adapter trains (projector + to_k_ip/to_v_ip); the base UNet, VAE, text encoder(s) and
 CLIP image encoder are frozen. For guidance, the image, the text, or both are dropped (~5% each):
-a dropped image is CLIP of an all-zero image, as at sampling time. Half the captions name the
-character's look and half only the scene ("a character, waving, side view, ..."), so the look
-must come through the adapter. The base is the bundled mini model or a local SD1.5/SDXL folder.
+a dropped image is CLIP of an all-zero image, as at sampling time. A share of the captions
+(`scene_captions`: half by default, all in the mini config) names only the scene ("a character,
+waving, side view, ...") and not the look, which must then come through the adapter. The base is the bundled mini model or a local SD1.5/SDXL folder.
 """
 
 from __future__ import annotations
