@@ -9,7 +9,9 @@
     python scripts/ship_weights.py stage2-paired runs/stage2-paired/model  # one-stage baselines, for the study
     python scripts/ship_weights.py stage2-unpaired runs/stage2-unpaired/model
 
-Tokenizers, configs, probes and training.json are copied as they are; every
+Tokenizers, configs, probes and training.json are copied as they are; the bundled folder's
+README.md (what the weights are and can do, written for users) is kept when there is one,
+since a run's own README only names its folder: edit it if the new weights behave otherwise. Every
 *.safetensors tensor in floating point is stored as fp16 (half the size; the mini models
 run in fp32 after loading, so only storage precision changes).
 """
@@ -43,6 +45,9 @@ def ship(name: str, source: Path) -> Path:
                   metadata={"format": "pt"})
     for pickle in [p for p in tmp.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]:
         raise SystemExit(f"refusing to ship pickle file {pickle}")
+    if (target / "README.md").exists():
+        shutil.copy2(target / "README.md", tmp / "README.md")
+        print(f"kept {target / 'README.md'}: update it if these weights behave otherwise")
     old = target.with_name(target.name + ".old")
     if target.exists():
         os.replace(target, old)

@@ -5,6 +5,8 @@ A model not bundled yet is skipped by name; once shipped, its test runs in the d
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -137,3 +139,41 @@ def test_demo_runs_the_whole_pipeline_or_says_what_is_missing(tmp_path, capsys):
         assert all((tmp_path / n).exists() for n in names)
     else:
         assert code == 2 and "serialgen train" in capsys.readouterr().err
+
+
+def _ship_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ship_weights", Path(__file__).parents[1] / "scripts/ship_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ship_weights_stores_fp16_keeps_the_bundled_readme_and_refuses_pickles(tmp_path, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    ship = _ship_module()
+    bundled = tmp_path / "weights" / "stage2"
+    bundled.mkdir(parents=True)
+    (bundled / "README.md").write_text("what these weights can do\n")
+    (bundled / "stale.txt").write_text("from the previous weights\n")
+    monkeypatch.setattr(ship, "bundled", lambda name: bundled)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "training.json").write_text("{}")
+    (run / "README.md").write_text("a run's folder\n")
+    weight = torch.randn(4, 3)
+    save_file({"w": weight, "step": torch.tensor([7])}, str(run / "ip-adapter.safetensors"))
+
+    ship.ship("stage2", run)
+    shipped = load_file(str(bundled / "ip-adapter.safetensors"))
+    assert shipped["w"].dtype == torch.float16 and torch.allclose(shipped["w"].float(), weight, atol=1e-3)
+    assert shipped["step"].dtype == torch.int64 and shipped["step"].item() == 7
+    assert (bundled / "README.md").read_text() == "what these weights can do\n"
+    assert not (bundled / "stale.txt").exists()  # the folder is replaced, not merged
+
+    (run / "model.bin").write_bytes(b"pickle")
+    with pytest.raises(SystemExit, match="pickle"):
+        ship.ship("stage2", run)
+    assert (bundled / "ip-adapter.safetensors").exists()  # a refused ship leaves the old weights

@@ -116,14 +116,14 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
     settings = {"samples": cfg.stage1_samples, "steps": cfg.protocol.steps, "seed": cfg.protocol.seed,
                 "data": Path(cfg.data).name, "judge": _made_by(cfg.judge, "judge")}
     refs, truth = held_out_references(test, min(8, cfg.stage1_samples))
-    columns, changed, judge, present = [[r.image for r in refs]], False, None, 0
+    columns, changed, judge, drawn = [[r.image for r in refs]], False, None, []
     for name, path in cfg.stage1:
         key = _fingerprint(path, settings)
         entry = cache.get(name)
         if not Path(path).exists():
             _absent(path, name, kept=entry is not None)
             continue
-        present += 1
+        drawn.append(name)
         if entry is not None and entry.get("fingerprint") == key and not cfg.force and \
                 (folder / "stage1_ablation.png").exists():
             continue
@@ -135,8 +135,9 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
         cache[name] = scores | {"fingerprint": key, "model": str(path)}
         _save_json(folder / "stage1_ablation.json", cache)  # each row kept as soon as it is measured
         changed = True
-    if changed and len(columns) == present + 1:  # every model here was drawn
+    if changed and len(columns) == len(drawn) + 1:  # every model here was drawn
         _save_png(folder / "stage1_ablation.png", grid(columns + [list(truth)]))
+        _save_json(folder / "stage1_ablation_rows.json", {"rows": drawn})  # the figure's caption
     # the table lists the rows as the figure draws them, then rows kept from earlier runs
     return {name: cache[name] for name, _ in cfg.stage1 if name in cache} | cache
 
@@ -423,9 +424,9 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
                 lines.append(f"| true standard render | | | | | {truth:.2f} | |")
         lines.append("| paper | higher with both modules (values not in the paper's text) | | | | | |")
         if (folder / "stage1_ablation.png").exists():
+            drawn = _load_json(folder / "stage1_ablation_rows.json").get("rows") or list(stage1)
             lines += ["", f"![ablation]({rel}/stage1_ablation.png)", "",
-                      "Rows: held-out references; " + "; ".join(n for n, path in cfg.stage1 if Path(path).exists()) +
-                      "; the true standard render."]
+                      "Rows: held-out references; " + "; ".join(drawn) + "; the true standard render."]
     lines += ["", "## What the runs support, and what they do not", ""]
     discussion = folder / "discussion.md"
     if discussion.exists():
