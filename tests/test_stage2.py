@@ -44,7 +44,7 @@ def _args(data, out, config, pairing, resume=False):
     return argparse.Namespace(data=str(data), out=str(out), config=str(config), resume=resume, pairing=pairing)
 
 
-@pytest.mark.parametrize("pairing", ["standardized", "paired", "unpaired"])
+@pytest.mark.parametrize("pairing", ["standardized", "paired", "unpaired", "standard"])
 def test_each_pairing_trains_only_the_adapter_and_exports_the_official_layout(pairing, dataset, folders, tmp_path):
     config = _config(folders, tmp_path / "c.toml")
     run = tmp_path / pairing
@@ -70,6 +70,29 @@ def test_each_pairing_trains_only_the_adapter_and_exports_the_official_layout(pa
         stored = load_file(str(shards[0]))
         assert len(np.unique(train.character_row)) == sum(len(load_file(str(s))["sources"]) for s in shards)
         assert stored["images"].shape[1:] == (192, 128, 3) and stored["images"].dtype == torch.uint8
+
+
+def test_standard_pairing_feeds_the_true_standard_render_of_each_targets_character(dataset, folders, tmp_path,
+                                                                                   monkeypatch):
+    from serialgen.data.memory import batch_indices, to_float
+
+    config = _config(folders, tmp_path / "c.toml")
+    seen = []
+    real = stage2.clip_hidden_states
+
+    def spy(encoder, pixels):
+        seen.append(pixels.detach().clone())
+        return real(encoder, pixels)
+
+    monkeypatch.setattr(stage2, "clip_hidden_states", spy)
+    assert stage2.main(_args(dataset, tmp_path / "run", config, "standard")) == 0
+    train = WorldArrays.load(dataset, "train", keys=("image", "standard_image"), progress=False)
+    cfg = stage2.load_config(stage2.Stage2TrainConfig, str(config), pairing="standard")
+    for step in range(cfg.steps):
+        idx = batch_indices(len(train), cfg.batch_size, step, cfg.seed, 0, 1)
+        expected = to_float(train.images["standard_image"][idx])
+        assert torch.equal(seen[step].cpu(), expected)
+        assert not torch.equal(expected, to_float(train.images["image"][idx]))
 
 
 def test_stage2_resumes_exactly(dataset, folders, tmp_path, monkeypatch):

@@ -500,10 +500,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--no-fbdm", action="store_true", help="stage1 only: without foreground-background distinction (ablation)")
     p.add_argument("--no-rpim", action="store_true", help="stage1 only: without reference pose injection (ablation)")
-    p.add_argument("--pairing", choices=("standardized", "paired", "unpaired"),
+    p.add_argument("--pairing", choices=("standardized", "paired", "unpaired", "standard"),
                    help="stage2 only: reference of each training image: its standardized form (SerialGen, default), "
-                        "another image of the same character (paired one-stage), or itself cropped and flipped "
-                        "(unpaired one-stage)")
+                        "another image of the same character (paired one-stage), itself cropped and flipped "
+                        "(unpaired one-stage), or the world's true standard render of its character (standard: "
+                        "SerialGen with a perfect Stage I, an upper bound)")
     p.set_defaults(run=_train)
 
     p = sub.add_parser(

@@ -10,6 +10,9 @@ frozen text-to-image base, under one of three pairings (the paper's Table 2):
 - `paired` (one-stage): the reference is another non-standard image of the same character.
 - `unpaired` (one-stage, IP-Adapter's own recipe): the reference is the target itself, randomly
   cropped and flipped.
+- `standard` (an upper bound, possible only on the world): the reference is the character's true
+  standard render, i.e. standardization by a perfect Stage I. It tells what standardized
+  references are worth apart from how well our Stage I makes them.
 
 Only the adapter trains (projector + to_k_ip/to_v_ip); the base UNet, VAE, text encoder(s) and
 CLIP image encoder are frozen. For guidance, the image, the text, or both are dropped (~5% each):
@@ -44,7 +47,7 @@ from ..world.attributes import scene_caption
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .common import RunDir, grid, load_config, optimizer_step, set_lr, write_json
 
-PAIRINGS = ("standardized", "paired", "unpaired")
+PAIRINGS = ("standardized", "paired", "unpaired", "standard")
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,7 @@ def main(args) -> int:
     sdxl = getattr(base, "text_encoder_2", None) is not None
 
     # 2. Data: targets (latents and captions, cached in OUT) and the references of the pairing
-    keys = ("image", "foreground") if cfg.pairing == "standardized" else ("image",)
+    keys = {"standardized": ("image", "foreground"), "standard": ("image", "standard_image")}.get(cfg.pairing, ("image",))
     train = WorldArrays.load(args.data, "train", keys=keys, limit=cfg.limit or None, progress=main_process)
     h, w = train.images["image"].shape[1:3]
     cache = run.path / "cache.safetensors"
@@ -289,6 +292,8 @@ def main(args) -> int:
                 others = others[others != i] if len(others) > 1 else others
                 picks.append(rng.choice(others))
             return to_float(train.images["image"][np.array(picks)])
+        if cfg.pairing == "standard":
+            return to_float(train.images["standard_image"][idx])
         return to_float(standardized[np.array([rng.choice(standardized_of[train.character_row[i]]) for i in idx])])
 
     # 3. The adapter, its optimizer; the UNet gets the decoupled processors
@@ -302,7 +307,7 @@ def main(args) -> int:
         accelerator.print(f"resumed from step {start}")
     objective, optimizer = accelerator.prepare(Stage2Objective(base.unet, adapter, cfg.offset_noise), optimizer)
     noise_scheduler = training_scheduler()
-    test = WorldArrays.load(args.data, "test", keys=("image", "foreground"), limit=64, progress=False)
+    test = WorldArrays.load(args.data, "test", keys=("image", "foreground", "standard_image"), limit=64, progress=False)
     personalize = PersonalizePipeline(base, image_encoder, adapter)
     sampler = SerialGenPipeline(stage1, personalize)
 
@@ -370,13 +375,16 @@ def held_out_series(test: WorldArrays, characters: int, prompts: int) -> list[tu
 @torch.no_grad()
 def sample_sheet(sampler, test: WorldArrays, cfg: Stage2TrainConfig, characters: int = 4, prompts: int = 4
                  ) -> np.ndarray:
-    """One row per held-out character: reference, the adapter's reference (standardized or not),
-    then the series from its scene-only prompts."""
+    """One row per held-out character: reference, the adapter's reference (standardized, the true
+    standard render for the `standard` pairing, or the reference itself), then the series from its
+    scene-only prompts."""
     sampler.progress = False
     rows = []
-    for ref, series in held_out_series(test, characters, prompts):
-        out = sampler(ref, series, standardize=sampler.standardize is not None, num_inference_steps=cfg.sample_steps,
-                      guidance_scale=cfg.guidance_scale, seed=cfg.seed)
+    firsts = test.first_of_each_character()
+    for k, (ref, series) in enumerate(held_out_series(test, characters, prompts)):
+        truth = test.images["standard_image"][firsts[k]] if cfg.pairing == "standard" else None
+        out = sampler(ref, series, standardized=truth, standardize=sampler.standardize is not None,
+                      num_inference_steps=cfg.sample_steps, guidance_scale=cfg.guidance_scale, seed=cfg.seed)
         seen = out.standardized if out.standardized is not None else ref.image
         rows.append([ref.image, np.asarray(seen)] + [np.asarray(im) for im in out.images])
     return grid(rows)
