@@ -1,0 +1,62 @@
+"""Loss gap of Stage II adapters by the kind of reference they are fed (docs/reproduction/discussion.md).
+
+    python scripts/reference_kinds.py --data data/world128 --adapter stage2 --adapter stage2-paired \\
+        --adapter runs/stage2-standard/model [--characters 48] [--seed 0]
+
+For each held-out character, one reference of each kind: its first image as rendered (`real`),
+that image standardized by the bundled Stage I (`stage1`), and the world's true standard render
+(`true standard`). Each adapter (a bundled name or a folder) is scored with `adapter_loss_gap`
+on every kind, with 95% bootstrap intervals over characters, then paired differences between
+every two (adapter, kind) rows are printed as percentage points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from serialgen.data.memory import WorldArrays
+from serialgen.evaluation import adapter_loss_gap, bootstrap_ci
+from serialgen.models.loading import bundled
+from serialgen.pipelines import SerialGenPipeline
+from serialgen.preprocess import Reference
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="dataset directory (its test/ split)")
+    parser.add_argument("--adapter", action="append", required=True, help="bundled name or adapter folder (repeat)")
+    parser.add_argument("--characters", type=int, default=48)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    test = WorldArrays.load(args.data, "test", keys=("image", "foreground", "standard_image"), limit=args.characters * 16)
+    firsts = test.first_of_each_character()[:args.characters]
+    rows = [np.flatnonzero(test.character_row == test.character_row[f]) for f in firsts]
+    targets = np.array([r[min(3, len(r) - 1)] for r in rows])
+    serial = SerialGenPipeline.from_pretrained()
+    stage1 = np.stack([np.asarray(serial.standardize(
+        Reference.from_world(test.images["image"][f], test.images["foreground"][f], test.meta[f]["keypoints"]),
+        generator=torch.Generator().manual_seed(args.seed)).images[0]) for f in tqdm(firsts, desc="Stage I")])
+    kinds = {"real": test.images["image"][firsts], "stage1": stage1, "true standard": test.images["standard_image"][firsts]}
+    per = {}
+    for adapter in args.adapter:
+        path = Path(adapter) if Path(adapter).exists() else bundled(adapter)
+        personalize = SerialGenPipeline.from_pretrained(adapter=path, one_stage=True).personalize
+        for kind, references in kinds.items():
+            gaps = np.array(adapter_loss_gap(personalize, test, references, targets, seed=args.seed)["gap_per_target"])
+            per[f"{adapter} / {kind}"] = gaps
+            ci = bootstrap_ci(gaps * 100, 1000, args.seed)
+            print(f"{adapter} / {kind}: loss gap {ci['mean']:.2f}% [{ci['lo']:.2f}, {ci['hi']:.2f}]", flush=True)
+    for a, b in itertools.combinations(per, 2):
+        ci = bootstrap_ci((per[a] - per[b]) * 100, 1000, args.seed)
+        print(f"{a} - {b}: {ci['mean']:+.2f} [{ci['lo']:+.2f}, {ci['hi']:+.2f}]")
+
+
+if __name__ == "__main__":
+    main()
