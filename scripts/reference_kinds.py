@@ -17,14 +17,12 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
 from serialgen.data.memory import WorldArrays
 from serialgen.evaluation import adapter_loss_gap, bootstrap_ci
 from serialgen.models.loading import bundled
 from serialgen.pipelines import SerialGenPipeline
-from serialgen.preprocess import Reference
+from serialgen.report import loss_gap_rows, standardized_rows
 
 
 def main() -> None:
@@ -36,13 +34,8 @@ def main() -> None:
     args = parser.parse_args()
 
     test = WorldArrays.load(args.data, "test", keys=("image", "foreground", "standard_image"), limit=args.characters * 16)
-    firsts = test.first_of_each_character()[:args.characters]
-    rows = [np.flatnonzero(test.character_row == test.character_row[f]) for f in firsts]
-    targets = np.array([r[min(3, len(r) - 1)] for r in rows])
-    serial = SerialGenPipeline.from_pretrained()
-    stage1 = np.stack([np.asarray(serial.standardize(
-        Reference.from_world(test.images["image"][f], test.images["foreground"][f], test.meta[f]["keypoints"]),
-        generator=torch.Generator().manual_seed(args.seed)).images[0]) for f in tqdm(firsts, desc="Stage I")])
+    firsts, targets = loss_gap_rows(test, args.characters)  # the report's rows: the same numbers
+    stage1 = standardized_rows(SerialGenPipeline.from_pretrained().standardize, test, firsts, args.seed)
     kinds = {"real": test.images["image"][firsts], "stage1": stage1, "true standard": test.images["standard_image"][firsts]}
     per = {}
     for adapter in args.adapter:

@@ -206,27 +206,36 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
     return cache
 
 
-def loss_gap(serial, test, characters: int, two_stage: bool, seed: int = 0) -> dict:
-    """`adapter_loss_gap` on held-out characters: each character's first sample is the reference
-    (standardized by `serial`'s Stage I for the two-stage model), its fourth the target."""
+def loss_gap_rows(test, characters: int) -> tuple[np.ndarray, np.ndarray]:
+    """The loss gap's rows in `test`: each of the first held-out characters' first sample (its
+    reference) and its fourth (the target; its last when it has fewer)."""
+    firsts = test.first_of_each_character()[:characters]
+    samples = [np.flatnonzero(test.character_row == test.character_row[f]) for f in firsts]
+    return firsts, np.array([rows[min(3, len(rows) - 1)] for rows in samples], dtype=int)
+
+
+def standardized_rows(standardize, test, rows: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Stage I's image of each of `test`'s `rows`, uint8 (N, H, W, 3), each seeded by `seed`."""
     import torch
     from tqdm import tqdm
 
-    from .evaluation import adapter_loss_gap
     from .preprocess import Reference
 
-    firsts = test.first_of_each_character()[:characters]
+    prepared = [Reference.from_world(test.images["image"][r], test.images["foreground"][r], test.meta[r]["keypoints"])
+                for r in rows]
+    return np.stack([np.asarray(standardize(r, generator=torch.Generator().manual_seed(seed)).images[0])
+                     for r in tqdm(prepared, desc="loss gap: Stage I", leave=False)])
+
+
+def loss_gap(serial, test, characters: int, two_stage: bool, seed: int = 0) -> dict:
+    """`adapter_loss_gap` on held-out characters (`loss_gap_rows`): the reference standardized by
+    `serial`'s Stage I for the two-stage model."""
+    from .evaluation import adapter_loss_gap
+
+    firsts, targets = loss_gap_rows(test, characters)
     if len(firsts) < 2:
         return {}
-    samples = [np.flatnonzero(test.character_row == test.character_row[f]) for f in firsts]
-    targets = np.array([rows[min(3, len(rows) - 1)] for rows in samples])
-    references = test.images["image"][firsts]
-    if two_stage:
-        prepared = [Reference.from_world(test.images["image"][f], test.images["foreground"][f], test.meta[f]["keypoints"])
-                    for f in firsts]
-        standard = serial.standardize
-        references = np.stack([np.asarray(standard(r, generator=torch.Generator().manual_seed(seed)).images[0])
-                               for r in tqdm(prepared, desc="loss gap: Stage I", leave=False)])
+    references = standardized_rows(serial.standardize, test, firsts, seed) if two_stage else test.images["image"][firsts]
     return adapter_loss_gap(serial.personalize, test, references, targets, seed=seed)
 
 

@@ -307,7 +307,8 @@ def main(args) -> int:
         accelerator.print(f"resumed from step {start}")
     objective, optimizer = accelerator.prepare(Stage2Objective(base.unet, adapter, cfg.offset_noise), optimizer)
     noise_scheduler = training_scheduler()
-    test = WorldArrays.load(args.data, "test", keys=("image", "foreground", "standard_image"), limit=64, progress=False)
+    test_keys = ("image", "foreground") + (("standard_image",) if cfg.pairing == "standard" else ())  # sample sheets
+    test = WorldArrays.load(args.data, "test", keys=test_keys, limit=64, progress=False)
     personalize = PersonalizePipeline(base, image_encoder, adapter)
     sampler = SerialGenPipeline(stage1, personalize)
 
