@@ -79,10 +79,14 @@ def region_weights(share: torch.Tensor, weight: float) -> torch.Tensor:
 
 
 def epsilon_loss(model, x0: torch.Tensor, cond: dict, scheduler, generator: torch.Generator | None = None,
-                 offset_noise: float = 0.0) -> torch.Tensor:
+                 offset_noise: float = 0.0, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Denoising loss (DDPM eq. 14, 'simple'): noise x0 (N, C, h, w) at uniform timesteps and
-    regress the noise. model(x_t, t, cond) -> epsilon prediction. `offset_noise`: see training_noise."""
+    regress the noise. model(x_t, t, cond) -> epsilon prediction. `offset_noise`: see training_noise.
+    `weights` (N, 1, h, w), e.g. `region_weights`: per latent pixel weights of the squared error."""
     noise = training_noise(x0.shape, generator, offset_noise).to(x0.device, x0.dtype)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), generator=generator).to(x0.device)
     x_t = scheduler.add_noise(x0, noise, t)
-    return F.mse_loss(model(x_t, t, cond).float(), noise.float())
+    if weights is None:
+        return F.mse_loss(model(x_t, t, cond).float(), noise.float())
+    error = F.mse_loss(model(x_t, t, cond).float(), noise.float(), reduction="none")  # (N, C, h, w)
+    return (error * weights.to(error)).mean()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import torch
+
 
 @dataclass(frozen=True)
 class VAEConfig:
@@ -139,3 +141,32 @@ UNET_PRESETS = {
     # wide) are drawn; the base model only, 2.3x slower to train than "mini".
     "mini-wide": dataclasses.replace(_MINI_UNET, block_out_channels=(64, 128, 192), norm_num_groups=32),
 }
+
+
+def attention_at_every_level(unet):
+    """The same UNet with a (self + cross) attention transformer at every resolution level.
+
+    The mini presets have no attention at the full latent size (24x16 for 128x192 images), where a
+    figure's limbs and garment borders are one or two latent pixels wide: a Standardizer's
+    reference attention then never sees that level. This builds the config with every down and up
+    block a CrossAttn one, copies every existing weight, and zeroes each new transformer's output
+    projection, so the returned UNet computes exactly what `unet` does until it is trained.
+    A UNet that already has attention everywhere is returned as is."""
+    from diffusers import UNet2DConditionModel
+
+    config = dict(unet.config)
+    down = tuple(b if b.startswith("CrossAttn") else "CrossAttn" + b for b in config["down_block_types"])
+    up = tuple(b if b.startswith("CrossAttn") else "CrossAttn" + b for b in config["up_block_types"])
+    if down == tuple(config["down_block_types"]) and up == tuple(config["up_block_types"]):
+        return unet
+    config.update(down_block_types=down, up_block_types=up)
+    out = UNet2DConditionModel.from_config(config).to(unet.dtype)
+    missing, unexpected = out.load_state_dict(unet.state_dict(), strict=False)
+    if unexpected or any(".attentions." not in k for k in missing):
+        raise ValueError(f"Adding attention levels changed more than attention weights: {(missing + unexpected)[:3]}")
+    new_blocks = {k.split(".attentions.")[0] + ".attentions." + k.split(".attentions.")[1].split(".")[0] for k in missing}
+    for name in new_blocks:
+        proj = out.get_submodule(name).proj_out
+        torch.nn.init.zeros_(proj.weight)
+        torch.nn.init.zeros_(proj.bias)
+    return out

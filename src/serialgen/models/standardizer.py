@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .pose_guider import PoseGuider
+from .standard_pose import StandardPoseEstimator
 from .reference import ReferenceBank, ReferenceFeatureAdapter, added_after_conv_in, attach, self_attention_layers
 
 CONFIG_NAME = "standardizer.json"
@@ -40,7 +41,9 @@ class StandardizerConfig:
 
     template_keypoints: the standard A-pose drawn as the target pose when the caller gives
     none, as (18, 3) rows (x / width, y / height, visible); the mini training run measures it
-    as the median of its characters' standard keypoints."""
+    as the median of its characters' standard keypoints.
+    standard_pose: with a `StandardPoseEstimator` (models/standard_pose.py), which predicts the
+    target pose from the reference's keypoints (the body's proportions) instead of the template."""
 
     width: int = 512
     height: int = 768
@@ -48,6 +51,7 @@ class StandardizerConfig:
     fbdm: bool = True
     rpim: bool = True
     template_keypoints: tuple[tuple[float, float, float], ...] = ()
+    standard_pose: bool = False  # a StandardPoseEstimator predicts each reference's standard keypoints
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -80,6 +84,9 @@ class Standardizer(nn.Module):
         width = denoiser.config.block_out_channels[0]
         self.pose_guider = PoseGuider(width, config.pose_channels, zero_out=True)
         self.rpim = PoseGuider(width, config.pose_channels, zero_out=False) if config.rpim else None
+        if config.standard_pose and len(config.template_keypoints) != 18:
+            raise ValueError("standard_pose needs the config's template_keypoints (18 rows): the estimator predicts offsets from it")
+        self.standard_pose = StandardPoseEstimator(config.template_keypoints) if config.standard_pose else None
         layers = self_attention_layers(reference_net)
         self.adapters = nn.ModuleDict()
         if config.fbdm or config.rpim:
@@ -114,6 +121,16 @@ class Standardizer(nn.Module):
         self.reference_net(latents, t, encoder_hidden_states=image_embeds, cross_attention_kwargs={"reference": bank})
         return bank
 
+    @torch.no_grad()
+    def predict_standard_keypoints(self, keypoints: torch.Tensor) -> torch.Tensor:
+        """Reference keypoints (N, 18, 3) in canvas pixels -> standard keypoints (N, 18, 3) in canvas
+        pixels, from the StandardPoseEstimator (the template A-pose repeated when there is none)."""
+        w, h = self.config.width, self.config.height
+        if self.standard_pose is None:
+            template = torch.tensor(self.config.template_keypoints, dtype=torch.float32) * torch.tensor([w, h, 1.0])
+            return template.expand(len(keypoints), -1, -1).clone()
+        return self.standard_pose(keypoints.float().to(self.standard_pose.template.device), w, h).float().cpu()
+
     def pose_features(self, pose_map: torch.Tensor) -> torch.Tensor:
         """Target pose map (N, 3, H, W) in [-1, 1] -> (N, C0, h, w), added after conv_in."""
         return self.pose_guider(pose_map.to(self.dtype))
@@ -130,7 +147,8 @@ class Standardizer(nn.Module):
     # -- saving and loading ---------------------------------------------------------------
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
-        parts = {"pose_guider": self.pose_guider, "rpim": self.rpim, "adapters": self.adapters}
+        parts = {"pose_guider": self.pose_guider, "rpim": self.rpim, "adapters": self.adapters,
+                 "standard_pose": self.standard_pose}
         return {f"{prefix}.{k}": v for prefix, module in parts.items() if module is not None
                 for k, v in module.state_dict().items()}
 
@@ -184,7 +202,7 @@ class Standardizer(nn.Module):
         if missing:
             raise ValueError(f"{folder / WEIGHTS_NAME} lacks {len(missing)} tensors, e.g. {sorted(missing)[0]}: "
                              "it was saved with other fbdm/rpim settings than its config says")
-        for prefix in ("pose_guider", "rpim", "adapters"):
+        for prefix in ("pose_guider", "rpim", "adapters", "standard_pose"):
             module = getattr(model, prefix)
             if module is not None:
                 part = {k[len(prefix) + 1:]: v.to(dtype) for k, v in state.items() if k.startswith(prefix + ".")}

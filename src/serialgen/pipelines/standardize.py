@@ -110,6 +110,25 @@ class StandardizePipeline:
         kp = np.array(rows, np.float64) * np.array([w, h, 1.0])
         return draw_pose_map(kp, w, h)
 
+    def target_poses(self, refs: list[Reference]) -> np.ndarray:
+        """The target pose of each reference (N, H, W, 3) uint8, or the template (H, W, 3) when the
+        standardizer has no StandardPoseEstimator. A reference without keypoints gets the template,
+        and a note saying so."""
+        if self.standardizer.standard_pose is None:
+            return self.template_pose()
+        w, h = self.size
+        template = self.template_pose()
+        known = [k for k, r in enumerate(refs) if r.keypoints is not None]
+        out = np.stack([template] * len(refs))
+        if known:
+            kp = torch.from_numpy(np.stack([refs[k].keypoints for k in known]).astype(np.float32))
+            for k, row in zip(known, self.standardizer.predict_standard_keypoints(kp).numpy(), strict=True):
+                out[k] = draw_pose_map(row, w, h)
+        for k, r in enumerate(refs):
+            if r.keypoints is None:
+                r.notes.append("no keypoints: drawn in the template A-pose, with adult proportions")
+        return out
+
     def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         latents, embeds = encode_images(self.vae, self.image_encoder, pixels.to(self.device))
         return latents.to(self.dtype), embeds.to(self.dtype)
@@ -130,7 +149,8 @@ class StandardizePipeline:
         if self._canvas is None:
             self._canvas = self.encode_images(torch.ones(1, 3, h, w))[0]
         canvas = self._canvas.to(noise)
-        figure = torch.from_numpy((pose.max(-1) > 0).astype(np.float32))[None, None]
+        poses = pose if pose.ndim == 4 else pose[None]  # (P, H, W, 3), one per sample or one for all
+        figure = torch.from_numpy((poses.max(-1) > 0).astype(np.float32))[:, None]  # (P, 1, H, W)
         figure = F.max_pool2d(F.adaptive_max_pool2d(figure, canvas.shape[-2:]), 3, 1, 1).to(canvas)
         x0 = (canvas * (1 - figure)).expand_as(noise)
         return self.scheduler.add_noise(x0, noise, self.scheduler.timesteps[:1])
@@ -140,7 +160,10 @@ class StandardizePipeline:
                  generator: torch.Generator | None = None, target_pose: np.ndarray | None = None,
                  use_pose: bool = True, detector=None, start: str = "canvas") -> StandardizeOutput:
         """reference: a `Reference` (already prepared), an image path or PIL image, or a list of them.
-        target_pose: (H, W, 3) uint8 standard pose map; default the config's template A-pose.
+        target_pose: (H, W, 3) uint8 standard pose map for every reference. Default: each
+        reference's standard pose as the standardizer's StandardPoseEstimator predicts it from the
+        reference's keypoints (its body proportions), or the config's template A-pose for a
+        standardizer without one or a reference without keypoints (noted in its `notes`).
         start: "canvas" (default) starts from what every standardized image shares, the white
         canvas around the target figure, noised to the first timestep (`start_latents`); "noise"
         from pure Gaussian noise, which the few-step sampler's first timestep only approximates."""
@@ -179,11 +202,13 @@ class StandardizePipeline:
             embeds = torch.cat([torch.zeros_like(embeds), embeds])  # (2N, 1, D)
 
         # 4. Target pose features, once
-        pose = target_pose if target_pose is not None else self.template_pose()
-        if pose.shape != (h, w, 3):
+        pose = target_pose if target_pose is not None else self.target_poses(refs)  # (H, W, 3) or (N, H, W, 3)
+        if pose.shape[-3:] != (h, w, 3):
             raise ValueError(f"target_pose must be a ({h}, {w}, 3) pose map, got {pose.shape}")
-        pose_features = self.standardizer.pose_features(to_tensor(pose[None]).to(device, dtype))  # (1, C0, h, w)
-        pose_features = pose_features.expand(2 * n if cfg else n, -1, -1, -1)
+        pose_features = self.standardizer.pose_features(to_tensor(pose if pose.ndim == 4 else pose[None]).to(device, dtype))
+        pose_features = pose_features.expand(n, -1, -1, -1)  # (N, C0, h, w)
+        if cfg:
+            pose_features = torch.cat([pose_features, pose_features])
 
         # 5. Timesteps and initial noise
         self.scheduler.set_timesteps(num_inference_steps, device=device)

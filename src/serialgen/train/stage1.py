@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..data.latents import encode_latents
 from ..data.memory import WorldArrays, batch_indices
-from ..diffusion import epsilon_loss, sampling_scheduler, training_scheduler
+from ..diffusion import epsilon_loss, latent_masks, region_weights, sampling_scheduler, training_scheduler
 from ..metrics import psnr, ssim
 from ..models.backbones import UNET_PRESETS, preset
 from ..models.standardizer import Standardizer, StandardizerConfig
@@ -49,6 +49,14 @@ class Stage1TrainConfig:
     # short run (|v| <= 0.003 after 500 steps at 1e-4), so they may get a rate of their own
     fbdm_lr_scale: float = 1.0
     rpim: bool = True
+    # RPIM's per-block convs start at zero too (its pose encoder does not): the same reasoning
+    rpim_lr_scale: float = 1.0
+    # a (self + cross) attention transformer at every latent level, the full 24x16 one included
+    # (models.backbones.attention_at_every_level); new transformers start as no-ops
+    attention_every_level: bool = False
+    # > 0: the standard figure's latent pixels weigh 1 + this in the loss (diffusion.region_weights);
+    # a standard render is about nine-tenths white canvas
+    figure_weight: float = 0.0
     pose_channels: tuple[int, ...] = (16, 32, 96, 256)
     steps: int = 4000
     batch_size: int = 32
@@ -59,7 +67,14 @@ class Stage1TrainConfig:
     offset_noise: float = 0.0  # per (sample, channel) noise offset (diffusion.training_noise); 0.1 is usual
     reference_dropout: float = 0.1  # reference bank and CLIP embedding dropped together
     template_pose: float = 0.5  # share of steps whose target pose is the template A-pose
+    # fit a StandardPoseEstimator (models/standard_pose.py) on the training keypoints first: at
+    # inference it predicts each reference's standard pose instead of the template
+    standard_pose: bool = False
+    standard_pose_steps: int = 3000
     recomposite: float = 0.5  # share of references laid over a fresh background
+    # share of those fresh backgrounds that are one saturated colour (purple, green, red...), the
+    # case FBDM exists for: without it the backdrop's colour leaks into the clothes
+    solid_backgrounds: float = 0.0
     backgrounds: int = 512  # size of the pre-rendered background pool
     ema_decay: float = 0.999
     mixed_precision: str = "no"
@@ -80,12 +95,13 @@ class Stage1Objective(torch.nn.Module):
         self.model = model
         self.offset_noise = offset_noise
 
-    def forward(self, ref_latents, embeds, background, ref_pose, target_pose, keep, x0, scheduler, generator):
+    def forward(self, ref_latents, embeds, background, ref_pose, target_pose, keep, x0, scheduler, generator,
+                weights=None):
         bank = self.model.encode_reference(ref_latents, embeds, background, ref_pose)
         bank.keep = keep
         cond = {"reference": bank, "pose": self.model.pose_features(target_pose),
                 "image": torch.where(keep.view(-1, 1, 1), embeds, torch.zeros_like(embeds))}  # (B, 1, D)
-        return epsilon_loss(self.model, x0, cond, scheduler, generator, self.offset_noise)
+        return epsilon_loss(self.model, x0, cond, scheduler, generator, self.offset_noise, weights)
 
 
 def template_keypoints(meta: list[dict], width: int, height: int) -> tuple:
@@ -96,6 +112,15 @@ def template_keypoints(meta: list[dict], width: int, height: int) -> tuple:
     return tuple((round(float(x), 5), round(float(y), 5), float(v)) for (x, y), v in zip(xy, seen, strict=True))
 
 
+def solid_background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """One saturated colour over the frame (H, W, 3) uint8, with a faint vertical gradient."""
+    import colorsys
+
+    rgb = np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.55, 1.0), rng.uniform(0.35, 1.0)))
+    shade = 1.0 + rng.uniform(-0.1, 0.1) * np.linspace(-1, 1, height)[:, None, None]  # (H, 1, 1)
+    return np.clip(np.round(255 * rgb * shade), 0, 255).astype(np.uint8).repeat(width, 1)
+
+
 def load_unet(cfg: Stage1TrainConfig):
     if cfg.unet == "scratch":
         return preset(UNET_PRESETS, cfg.preset).build()
@@ -104,30 +129,79 @@ def load_unet(cfg: Stage1TrainConfig):
     return load(None if cfg.unet == "bundled" else cfg.unet)
 
 
-def parameter_groups(model: torch.nn.Module, fbdm_lr_scale: float) -> list[dict]:
-    """The trainable parameters in two groups: FBDM's v_f, v_b (rate scaled by fbdm_lr_scale, no
-    weight decay: it would pull the offsets back to zero) and everything else."""
-    fbdm, rest = [], []
+def parameter_groups(model: torch.nn.Module, fbdm_lr_scale: float, rpim_lr_scale: float = 1.0) -> list[dict]:
+    """The trainable parameters in three groups: FBDM's v_f, v_b (rate scaled by fbdm_lr_scale, no
+    weight decay: it would pull the offsets back to zero), RPIM's per-block convs (rate scaled by
+    rpim_lr_scale) and everything else. Empty groups are left out."""
+    fbdm, rpim, rest = [], [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (fbdm if name.endswith((".v_f", ".v_b")) else rest).append(p)
+            (fbdm if name.endswith((".v_f", ".v_b")) else rpim if ".pose_proj." in name else rest).append(p)
     groups = [{"params": rest}]
     if fbdm:
         groups.append({"params": fbdm, "lr_scale": fbdm_lr_scale, "weight_decay": 0.0})
+    if rpim:
+        groups.append({"params": rpim, "lr_scale": rpim_lr_scale})
     return groups
+
+
+def adapter_norms(model: Standardizer) -> dict[str, float]:
+    """RMS of FBDM's vectors and RPIM's per-block conv weights over all layers: how far each left
+    its zero start (0.0 where the model has none)."""
+    def rms(tensors):
+        tensors = [t.detach().float().flatten() for t in tensors]
+        return round(float(torch.cat(tensors).pow(2).mean().sqrt()), 6) if tensors else 0.0
+
+    adapters = list(model.adapters.values())
+    return {"fbdm_v_f": rms([a.v_f for a in adapters if a.v_f is not None]),
+            "fbdm_v_b": rms([a.v_b for a in adapters if a.v_b is not None]),
+            "rpim_conv": rms([a.pose_proj.weight for a in adapters if a.pose_proj is not None])}
+
+
+def initial_model(cfg: Stage1TrainConfig, config: StandardizerConfig) -> Standardizer:
+    """Both UNets from one checkpoint, or the whole standardizer from `init_from` (its own UNet
+    architecture, whatever the bundled base is now); with attention_every_level, the new attention
+    levels and their FBDM/RPIM adapters start as no-ops, so the start computes what the source does."""
+    from ..models.backbones import attention_at_every_level
+
+    source = None
+    if cfg.init_from:
+        from ..models.loading import bundled
+
+        source = Standardizer.from_pretrained(bundled("stage1") if cfg.init_from == "bundled" else cfg.init_from).float()
+        unet = copy.deepcopy(source.denoiser)
+    else:
+        unet = load_unet(cfg).float()
+    if cfg.attention_every_level:
+        unet = attention_at_every_level(unet)
+    model = Standardizer.from_unet(unet, config)
+    if source is not None:
+        missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+        new = [k for k in missing if ".attentions." not in k and not k.startswith(("adapters.", "standard_pose."))]
+        if unexpected or new:
+            raise ValueError(f"{cfg.init_from} does not match this config's standardizer (fbdm, rpim, pose_channels): "
+                             f"{(unexpected + new)[:3]}")
+    return model
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
 
 
-def held_out_references(test: WorldArrays, count: int) -> tuple[list[Reference], np.ndarray]:
-    """One sample per held-out character (pose index varies with the character), and its ground truth."""
+def held_out_picks(test: WorldArrays, count: int) -> np.ndarray:
+    """One sample index per held-out character, for the first `count` characters (the pose index
+    varies with the character)."""
     rows = test.first_of_each_character()[:count]
     picks = []
     for k, first in enumerate(rows):
         end = rows[k + 1] if k + 1 < len(rows) else len(test)
         picks.append(first + (k * 5) % (end - first))
+    return np.array(picks)
+
+
+def held_out_references(test: WorldArrays, count: int) -> tuple[list[Reference], np.ndarray]:
+    """One sample per held-out character (`held_out_picks`), and its ground truth."""
+    picks = held_out_picks(test, count)
     refs = [Reference.from_world(test.images["image"][i], test.images["foreground"][i], test.meta[i]["keypoints"])
             for i in picks]
     truth = test.characters["standard_image"][test.character_row[picks]]
@@ -152,7 +226,7 @@ def main(args) -> int:
 
     # 1. Data: renders and foregrounds per sample, standard image and pose once per character
     train = WorldArrays.load(args.data, "train", keys=("image", "foreground"), limit=cfg.limit or None,
-                             per_character=("standard_image", "standard_pose_map"), progress=main_process)
+                             per_character=("standard_image", "standard_pose_map", "standard_mask"), progress=main_process)
     test = WorldArrays.load(args.data, "test", keys=("image", "foreground"), limit=cfg.eval_samples * 16,
                             per_character=("standard_image",), progress=False)
     h, w = train.images["image"].shape[1:3]
@@ -171,22 +245,25 @@ def main(args) -> int:
     vae.float()
     standard_latents = encode_latents(vae, train.characters["standard_image"], device=device,
                                       progress=False).to(device)  # (C, 4, h/8, w/8)
+    figure_share = latent_masks(train.characters["standard_mask"], standard_latents.shape[-2:])  # (C, 1, h/8, w/8)
 
-    # 3. Model (both UNets from one checkpoint), EMA, optimizer
-    unet = load_unet(cfg).float()
-    if unet.config.cross_attention_dim != image_encoder.config.projection_dim:
-        raise ValueError(f"The UNet's cross_attention_dim ({unet.config.cross_attention_dim}) must equal the CLIP image "
-                         f"embedding size ({image_encoder.config.projection_dim}): pair a UNet and CLIP of one preset")
-    model = Standardizer.from_unet(unet, StandardizerConfig(width=w, height=h, pose_channels=tuple(cfg.pose_channels),
-                                                            fbdm=cfg.fbdm, rpim=cfg.rpim, template_keypoints=template))
-    del unet
-    if cfg.init_from:
-        from ..models.loading import bundled
+    # 3. Model (both UNets from one checkpoint, or a whole standardizer), EMA, optimizer
+    model = initial_model(cfg, StandardizerConfig(width=w, height=h, pose_channels=tuple(cfg.pose_channels),
+                                                  fbdm=cfg.fbdm, rpim=cfg.rpim, template_keypoints=template,
+                                                  standard_pose=cfg.standard_pose))
+    if model.standard_pose is not None:  # deterministic and seconds long: refitted on resume too
+        from ..models.standard_pose import fit
 
-        source = bundled("stage1") if cfg.init_from == "bundled" else cfg.init_from
-        model.load_state_dict(Standardizer.from_pretrained(source).state_dict())
+        standard_keypoints = np.array([m["standard_keypoints"] for m in train.meta], np.float32)  # (N, 18, 3)
+        fit(model.standard_pose, keypoints, standard_keypoints, w, h, steps=cfg.standard_pose_steps, seed=cfg.seed,
+            progress=main_process)
+        model.standard_pose.requires_grad_(False)
+    if model.denoiser.config.cross_attention_dim != image_encoder.config.projection_dim:
+        raise ValueError(f"The UNet's cross_attention_dim ({model.denoiser.config.cross_attention_dim}) must equal the CLIP "
+                         f"image embedding size ({image_encoder.config.projection_dim}): pair a UNet and CLIP of one preset")
     ema = copy.deepcopy(model).requires_grad_(False)
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.fbdm_lr_scale), lr=cfg.lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.fbdm_lr_scale, cfg.rpim_lr_scale), lr=cfg.lr,
+                                  weight_decay=0.01)
     start, elapsed = 0, 0.0
     if args.resume and has_checkpoint(run.path):
         state = load_checkpoint(run.path, model=model, optimizer=optimizer, ema=ema)
@@ -207,7 +284,9 @@ def main(args) -> int:
         foreground = train.images["foreground"][idx]
         ref = train.images["image"][idx].copy()
         for k in np.flatnonzero(rng.random(len(idx)) < cfg.recomposite):
-            ref[k] = CharacterWorld.composite(foreground[k], backgrounds[rng.integers(len(backgrounds))])
+            backdrop = (solid_background(rng, w, h) if cfg.solid_backgrounds and rng.random() < cfg.solid_backgrounds
+                        else backgrounds[rng.integers(len(backgrounds))])
+            ref[k] = CharacterWorld.composite(foreground[k], backdrop)
         chars = train.character_row[idx]
         use_template = rng.random(len(idx)) < cfg.template_pose
         target_pose = np.stack([template_map if use_template[k] else train.characters["standard_pose_map"][c]
@@ -220,7 +299,8 @@ def main(args) -> int:
         with accelerator.autocast():
             loss = objective(ref_latents.float(), embeds.float(), background, to_tensor(ref_pose).to(device),
                              to_tensor(target_pose).to(device), keep, standard_latents[chars].to(device),
-                             noise_scheduler, g)
+                             noise_scheduler, g,
+                             region_weights(figure_share[chars], cfg.figure_weight).to(device) if cfg.figure_weight else None)
         optimizer_step(accelerator, objective, optimizer, loss)
         ema_update(ema, model, cfg.ema_decay if step > cfg.warmup else 0.0)
         if step % 25 == 0:
@@ -242,7 +322,7 @@ def main(args) -> int:
         ema.save_pretrained(run.path / "model")
         write_json(run.path / "model" / "training.json", run.provenance(
             data=str(args.data), steps=cfg.steps, vae=cfg.vae or "bundled mini", clip=cfg.clip or "bundled mini",
-            unet=cfg.unet, heldout=scores, wall_time_s=round(elapsed + time.time() - t0, 1),
+            unet=cfg.unet, heldout=scores, adapter_rms=adapter_norms(ema), wall_time_s=round(elapsed + time.time() - t0, 1),
             config=dataclasses.asdict(cfg)))
         print(f"saved {run.path / 'model'}: held-out PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f} "
               f"({scores['count']} characters)")
