@@ -103,6 +103,26 @@ def test_standardizer_keeps_the_clothes_of_unseen_characters(samples):
     assert scores["top_color"] >= 4 / 16
 
 
+@needs("stage1", "judge")
+def test_standardizer_keeps_the_top_colour_of_real_photos():
+    """The four real photos of tests/assets/images, standardized through the real preprocessing
+    (MediaPipe pose and mask): the judge's top colour of each standardized image must fall in the
+    colour family a person sees in the photo (looks.json) for at least 3 of 4."""
+    import json
+
+    from serialgen.evaluation import COLOUR_FAMILIES, Judge
+    from serialgen.pipelines import StandardizePipeline
+
+    folder = Path(__file__).parent / "assets" / "images"
+    looks = {k: v for k, v in json.loads((folder / "looks.json").read_text()).items() if not k.startswith("_")}
+    pipe = StandardizePipeline.from_pretrained()
+    pipe.progress = False
+    images = [pipe(str(folder / name), generator=torch.Generator().manual_seed(0)).images[0] for name in looks]
+    reads = Judge.from_pretrained().read(images)["top_color"]
+    right = [read in COLOUR_FAMILIES[look["top"]] for read, look in zip(reads, looks.values(), strict=True)]
+    assert sum(right) >= 3, dict(zip(looks, reads, strict=True))
+
+
 @needs("stage1", "stage2", "t2i", "vae", "clip", "judge")
 @pytest.mark.xfail(strict=True, reason="the shipped mini adapter carries too little of the look (shirt colour read "
                                        "back from 2 of 8 images of a held-out series); strict: a working adapter "

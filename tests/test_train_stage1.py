@@ -149,7 +149,11 @@ def test_fbdm_vectors_get_their_own_rate_and_no_weight_decay():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-5)
     assert optimizer.param_groups[1]["lr"] == pytest.approx(50 * 5e-5)
     assert optimizer.param_groups[0]["weight_decay"] == 0.01 and optimizer.param_groups[1]["weight_decay"] == 0.0
-    # without FBDM there is one group
-    no_fbdm = Standardizer.from_unet(TINY_UNET.build(), StandardizerConfig(width=128, height=192,
-                                                                          pose_channels=(4, 8, 8, 16), fbdm=False))
-    assert len(stage1.parameter_groups(no_fbdm, 50.0)) == 1
+    # RPIM's per-block convs are a group of their own; without FBDM and RPIM there is one group
+    groups = stage1.parameter_groups(model, fbdm_lr_scale=50.0, rpim_lr_scale=7.0)
+    convs = [p for n, p in model.named_parameters() if ".pose_proj." in n]
+    assert len(groups) == 3 and groups[2]["lr_scale"] == 7.0 and len(convs) == 2 * len(model.adapters)
+    assert {id(p) for p in groups[2]["params"]} == {id(p) for p in convs}
+    neither = Standardizer.from_unet(TINY_UNET.build(), StandardizerConfig(
+        width=128, height=192, pose_channels=(4, 8, 8, 16), fbdm=False, rpim=False))
+    assert len(stage1.parameter_groups(neither, 50.0, 7.0)) == 1

@@ -335,14 +335,32 @@ def _eval(args) -> int:
                 scores = evaluation.evaluate_stage1(pipe, test, args.samples, args.steps, args.guidance or 2.5, args.seed,
                                                     judge=judge)
                 columns.append(scores.pop("images")[:len(refs)])
+                silhouettes = scores.pop("silhouettes")
+                if args.leak:
+                    scores["leak"] = {"fbdm": evaluation.background_leak(pipe, judge, test, args.samples, args.steps,
+                                                                         args.guidance or 2.5, args.seed)}
+                    if pipe.standardizer.config.fbdm:
+                        scores["leak"]["no_fbdm"] = evaluation.background_leak(
+                            pipe, judge, test, args.samples, args.steps, args.guidance or 2.5, args.seed, fbdm=False)
                 rows.append((_run_name(weights) if weights else "bundled", scores))
-            sheet = grid(columns + [list(truth)])  # rows: references, each model's results, the truth
-            blank = rows[0][1]["blank"]
-            rows.append(("white canvas (floor)", {"psnr_ci": blank["psnr"], "ssim_ci": blank["ssim"]}))
-            rows.append(("true standard render", {"appearance": rows[0][1]["appearance_truth"]}))
-            print(_table(rows, [("PSNR (dB)", "psnr_ci"), ("SSIM", "ssim_ci"), ("figure PSNR", "figure_psnr_ci"),
-                                ("figure SSIM", "figure_ssim_ci"), ("appearance read back", "appearance.mean"),
-                                ("characters", "count")]))
+            if silhouettes is not None:
+                columns.append(silhouettes[:len(refs)])
+            # rows: references, each model's results, the colour-silhouette baseline, the truth
+            sheet = grid(columns + [list(truth)])
+            first = rows[0][1]
+            rows.append(("white canvas (floor)", {"psnr_ci": first["blank"]["psnr"], "ssim_ci": first["blank"]["ssim"]}
+                         | first["baselines"]["white"]))
+            if "silhouette" in first["baselines"]:
+                rows.append(("colour silhouette (trivial)", first["baselines"]["silhouette"]
+                             | {"appearance_ci": first["silhouette_appearance"]["mean"]}))
+            rows.append(("true standard render", {"appearance_ci": first["appearance_truth_ci"],
+                                                  "height": {"within_5pct_ci": 1.0}}))
+            columns = [("PSNR (dB)", "psnr_ci"), ("SSIM", "ssim_ci"), ("figure PSNR", "figure_psnr_ci"),
+                       ("figure SSIM", "figure_ssim_ci"), ("appearance read back", "appearance_ci"),
+                       ("height within 5%", "height.within_5pct_ci"), ("characters", "count")]
+            if args.leak:
+                columns += [("leak", "leak.fbdm.leak_ci"), ("leak without FBDM", "leak.no_fbdm.leak_ci")]
+            print(_table(rows, columns))
         elif args.what == "t2i":
             from .models.loading import load_base
 
@@ -638,6 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
     p.add_argument("--guidance", type=float, help="guidance scale (default 2.5 for stage1, 5 otherwise)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--leak", action="store_true",
+                   help="stage1: also the background-leak test (references on saturated backdrops, with and without FBDM)")
     p.add_argument("--out", help="write the scores as JSON here")
     p.add_argument("--sheet", help="write a sheet of examples here (.png)")
     p.set_defaults(run=_eval)

@@ -563,7 +563,7 @@ def colour_silhouette(reference, template_keypoints, width: int, height: int) ->
     x, y = p[0]
     d.ellipse((x - head * 0.8, y - head, x + head * 0.8, y + head * 0.8), fill=c["skin"])
     d.chord((x - head * 0.85, y - head * 1.1, x + head * 0.85, y + head * 0.5), 180, 360, fill=c["hair"])
-    return np.asarray(canvas)
+    return np.array(canvas)
 
 
 def background_leak(pipe, judge: Judge, test: WorldArrays, count: int = 64, steps: int = 20, guidance: float = 2.5,
@@ -603,3 +603,12 @@ def background_leak(pipe, judge: Judge, test: WorldArrays, count: int = 64, step
     return {"fbdm": fbdm, "count": len(picks), "accuracy": {k: float(np.nanmean(v)) for k, v in correct.items()},
             "leak_ci": bootstrap_ci(drop, bootstrap, seed),
             "per_backdrop": {k: float(np.nanmean(correct["white"] - correct[k])) for k in coloured}}
+
+
+# Colour families a person names at a glance, as sets of the world's colour names (world.character
+# COLORS): neighbours a person might name either way belong to both
+COLOUR_FAMILIES = {
+    "red": {"red"}, "orange": {"orange"}, "yellow": {"yellow"}, "green": {"green", "teal"},
+    "blue": {"blue", "navy", "teal"}, "purple": {"purple"}, "pink": {"pink"}, "brown": {"brown", "beige"},
+    "white": {"white", "beige"}, "grey": {"grey", "black"}, "black": {"black", "navy", "grey"},
+}

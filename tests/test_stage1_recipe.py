@@ -1,0 +1,262 @@
+"""The fourth-phase Stage I recipe's mechanisms on tiny models: attention at every latent level,
+the figure-weighted loss, saturated backdrops, the standard-pose estimator, and the metrics that
+judge it (trivial baselines, body height, background leak)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from serialgen import evaluation
+from serialgen.diffusion import epsilon_loss, region_weights, training_scheduler
+from serialgen.models.backbones import attention_at_every_level
+from serialgen.models.loading import bundled
+from serialgen.models.standard_pose import StandardPoseEstimator, fit, normalized
+from serialgen.models.standardizer import Standardizer, StandardizerConfig
+from serialgen.preprocess import Reference
+from serialgen.train import stage1
+
+from .test_train_stage1 import _args, config, encoders  # noqa: F401  (fixtures)
+from .tiny import TINY_UNET
+
+# the mini world's A-pose (the bundled standardizer's template), as (x / W, y / H, visible)
+TEMPLATE = tuple(tuple(r) for r in json.loads(
+    (bundled("stage1") / "standardizer.json").read_text())["template_keypoints"])
+
+
+def test_attention_at_every_level_adds_attention_that_starts_as_a_no_op():
+    torch.manual_seed(0)
+    unet = TINY_UNET.build().eval()
+    wide = attention_at_every_level(unet).eval()
+    assert all(b.startswith("CrossAttn") for b in wide.config.down_block_types + wide.config.up_block_types)
+    new = [n for n in wide.state_dict() if n not in unet.state_dict()]
+    assert new and all(".attentions." in n for n in new)
+    x, t, e = torch.randn(2, 4, 24, 16), torch.tensor([10, 700]), torch.randn(2, 1, 32)
+    with torch.no_grad():
+        assert torch.allclose(unet(x, t, e).sample, wide(x, t, e).sample, atol=1e-5)
+    assert attention_at_every_level(wide) is wide
+    # inside a Standardizer the ReferenceNet now writes, and the denoiser reads, the full latent level
+    model = Standardizer.from_unet(wide, StandardizerConfig(width=128, height=192, pose_channels=(4, 8, 8, 16)))
+    bank = model.encode_reference(torch.randn(1, 4, 24, 16), torch.randn(1, 1, 32))
+    assert any(f.shape[1] == 24 * 16 for f in bank.features.values())
+
+
+def test_weighted_epsilon_loss_equals_the_plain_loss_at_weight_one_and_ignores_zero_weight():
+    torch.manual_seed(0)
+    x0 = torch.randn(3, 4, 6, 4)
+
+    def model(x_t, t, cond):  # wrong by 1 in the left half, right in the right half
+        noise = cond["noise"]
+        return noise + torch.cat([torch.ones_like(noise[..., :2]), torch.zeros_like(noise[..., 2:])], -1)
+
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    noise = torch.randn(x0.shape, generator=g())
+    cond = {"noise": noise}
+    plain = epsilon_loss(model, x0, cond, training_scheduler(), g())
+    ones = epsilon_loss(model, x0, cond, training_scheduler(), g(), weights=torch.ones(3, 1, 6, 4))
+    assert torch.allclose(plain, ones) and plain.item() == pytest.approx(0.5)
+    right_only = torch.cat([torch.zeros(3, 1, 6, 2), torch.ones(3, 1, 6, 2)], -1)
+    assert epsilon_loss(model, x0, cond, training_scheduler(), g(), weights=right_only).item() == pytest.approx(0.0)
+
+
+def test_region_weights_put_the_weight_on_the_figure_at_mean_one():
+    share = torch.zeros(2, 1, 6, 4)
+    share[:, :, 2:4, 1:3] = 1.0
+    w = region_weights(share, 4.0)
+    assert torch.allclose(w.mean(dim=(1, 2, 3)), torch.ones(2))
+    assert w[0, 0, 2, 1] / w[0, 0, 0, 0] == pytest.approx(5.0)
+
+
+def test_solid_backgrounds_are_one_saturated_colour():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        bg = stage1.solid_background(rng, 16, 24)
+        assert bg.shape == (24, 16, 3) and bg.dtype == np.uint8
+        mid = bg[12, 8].astype(int)
+        assert mid.max() - mid.min() >= 0.3 * mid.max()  # saturated, not grey
+        assert np.abs(bg.astype(int) - mid).max() <= 0.12 * 255  # one colour, a faint gradient
+
+
+def test_standard_pose_estimator_starts_at_the_template_and_learns_proportions():
+    est = StandardPoseEstimator(TEMPLATE, hidden=32)
+    kp = np.random.default_rng(0).uniform(0, 100, (5, 18, 3)).astype(np.float32)
+    kp[..., 2] = 1
+    out = est(torch.from_numpy(kp), 128, 192)
+    assert torch.allclose(out[0], torch.tensor(TEMPLATE, dtype=torch.float32) * torch.tensor([128, 192, 1.0]))
+    # features ignore where and how large the figure is
+    moved = kp * np.array([2.0, 2.0, 1.0], np.float32) + np.array([7.0, -3.0, 0.0], np.float32)
+    assert torch.allclose(normalized(torch.from_numpy(kp)), normalized(torch.from_numpy(moved)), atol=1e-5)
+    # a world where the standard legs' length follows the reference's leg-to-torso ratio
+    rng = np.random.default_rng(1)
+    ratio = rng.uniform(0.6, 1.4, 2000).astype(np.float32)
+    base = np.array(TEMPLATE, np.float32)[:, :2] * np.array([128, 192], np.float32)
+    refs = np.repeat(base[None], 2000, 0)
+    refs[:, [9, 10, 12, 13], 1] = refs[:, [8], 1] + (refs[:, [9, 10, 12, 13], 1] - refs[:, [8], 1]) * ratio[:, None]
+    refs = np.concatenate([refs * rng.uniform(0.5, 1.5, (2000, 1, 1)), np.ones((2000, 18, 1), np.float32)], -1)
+    standard = np.repeat(np.concatenate([base, np.ones((18, 1), np.float32)], -1)[None], 2000, 0)
+    standard[:, 13, 1] = base[8, 1] + (base[13, 1] - base[8, 1]) * ratio
+    torch.manual_seed(0)
+    est = StandardPoseEstimator(TEMPLATE, hidden=64)
+    losses = fit(est, refs[:1600], standard[:1600], 128, 192, steps=1500, lr=3e-3, progress=False)
+    assert losses[-1] < 0.1 * losses[0]
+    with torch.no_grad():
+        pred = est(torch.from_numpy(refs[1600:]), 128, 192).numpy()
+    err = np.abs(pred[:, 13, 1] - standard[1600:, 13, 1])
+    spread = np.abs(standard[1600:, 13, 1] - base[13, 1])
+    assert err.mean() < 0.25 * spread.mean()  # reads the proportion, far better than the template
+
+
+def test_a_standardizer_with_an_estimator_round_trips_and_poses_each_reference(tmp_path):
+    torch.manual_seed(0)
+    model = Standardizer.from_unet(TINY_UNET.build(), StandardizerConfig(
+        width=128, height=192, pose_channels=(4, 8, 8, 16), template_keypoints=TEMPLATE, standard_pose=True))
+    with torch.no_grad():
+        model.standard_pose.net[-1].bias.normal_(0, 0.05)
+    model.save_pretrained(tmp_path / "s")
+    back = Standardizer.from_pretrained(tmp_path / "s")
+    kp = torch.rand(3, 18, 3) * torch.tensor([128, 192, 1.0])
+    assert torch.equal(model.predict_standard_keypoints(kp), back.predict_standard_keypoints(kp))
+    with pytest.raises(ValueError, match="template_keypoints"):
+        StandardizerConfig(standard_pose=True) and Standardizer.from_unet(
+            TINY_UNET.build(), StandardizerConfig(width=128, height=192, pose_channels=(4, 8, 8, 16), standard_pose=True))
+
+
+def test_pipeline_gives_each_reference_its_predicted_pose_and_notes_the_template(tmp_path):
+    from serialgen.diffusion import sampling_scheduler
+    from serialgen.pipelines import StandardizePipeline
+
+    from .tiny import TINY_VAE, tiny_image_encoder
+
+    torch.manual_seed(0)
+    model = Standardizer.from_unet(TINY_UNET.build(), StandardizerConfig(
+        width=128, height=192, pose_channels=(4, 8, 8, 16), template_keypoints=TEMPLATE, standard_pose=True))
+    with torch.no_grad():
+        model.standard_pose.net[-1].bias.normal_(0, 0.05)
+    pipe = StandardizePipeline(TINY_VAE.build(), tiny_image_encoder(32), model.eval(), sampling_scheduler())
+    pipe.progress = False
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (192, 128, 3), dtype=np.uint8)
+    kp = np.concatenate([rng.uniform(10, 110, (18, 2)), np.ones((18, 1))], -1).astype(np.float32)
+    with_kp, without = Reference(image, keypoints=kp), Reference(image)
+    poses = pipe.target_poses([with_kp, without])
+    assert poses.shape == (2, 192, 128, 3)
+    assert np.array_equal(poses[1], pipe.template_pose()) and not np.array_equal(poses[0], poses[1])
+    assert any("template" in n for n in without.notes) and not with_kp.notes
+    out = pipe([with_kp, without], num_inference_steps=2)
+    assert len(out.images) == 2
+
+
+def test_figure_height_and_height_error():
+    img = np.full((40, 20, 3), 255, np.uint8)
+    img[5:25, 8:12] = 30
+    truth = np.full((40, 20, 3), 255, np.uint8)
+    truth[4:29, 8:12] = 30
+    assert evaluation.figure_height(img) == 20 and evaluation.figure_height(truth) == 25
+    assert evaluation.height_error([img], [truth])[0] == pytest.approx(0.2)
+    assert evaluation.figure_height(np.full((8, 8, 3), 255, np.uint8)) == 0
+
+
+def _person(top, bottom, skin=(200, 160, 130), hair=(60, 40, 20), shoes=(10, 10, 200)):
+    """A flat figure standing in the template pose, its parts in the given colours."""
+    from PIL import Image, ImageDraw
+
+    kp = np.array(TEMPLATE, np.float32) * np.array([128, 192, 1], np.float32)
+    im = Image.new("RGB", (128, 192), (90, 200, 90))
+    d = ImageDraw.Draw(im)
+    p = {i: tuple(map(float, kp[i, :2])) for i in range(18)}
+    d.rectangle((p[0][0] - 10, p[0][1] - 14, p[0][0] + 10, p[0][1] - 2), fill=hair)
+    d.rectangle((p[0][0] - 10, p[0][1] - 2, p[0][0] + 10, p[0][1] + 6), fill=skin)
+    d.polygon([p[2], p[5], p[11], p[8]], fill=top)
+    for a, b in ((8, 9), (11, 12), (9, 10), (12, 13)):
+        d.line([p[a], p[b]], fill=bottom, width=9)
+    for i in (10, 13):
+        d.rectangle((p[i][0] - 5, p[i][1], p[i][0] + 5, p[i][1] + 6), fill=shoes)
+    a = np.asarray(im)
+    mask = (np.abs(a.astype(int) - [90, 200, 90]).sum(-1) > 0).astype(np.float32)
+    return Reference(a, mask=mask, keypoints=kp)
+
+
+def test_colour_silhouette_fills_the_template_with_the_references_part_colours():
+    ref = _person(top=(200, 30, 30), bottom=(30, 30, 200))
+    colours = evaluation.region_colours(ref)
+    assert np.allclose(colours["top"], (200, 30, 30), atol=2) and np.allclose(colours["bottom"], (30, 30, 200), atol=2)
+    sil = evaluation.colour_silhouette(ref, TEMPLATE, 128, 192)
+    kp = np.array(TEMPLATE)[:, :2] * [128, 192]
+    torso = ((kp[2] + kp[5] + kp[8] + kp[11]) / 4).round().astype(int)
+    thigh = ((kp[8] + kp[9]) / 2).round().astype(int)
+    assert tuple(sil[torso[1], torso[0]]) == (200, 30, 30) and tuple(sil[thigh[1], thigh[0]]) == (30, 30, 200)
+    assert tuple(sil[2, 2]) == (255, 255, 255)
+
+
+class _ColourJudge:
+    """Reads top and bottom colour as red or blue from the standardized image's torso and legs."""
+
+    def read(self, images):
+        kp = np.array(TEMPLATE)[:, :2] * [128, 192]
+        torso = ((kp[2] + kp[5] + kp[8] + kp[11]) / 4).round().astype(int)
+        thigh = ((kp[8] + kp[9]) / 2).round().astype(int)
+
+        def name(rgb):
+            return "red" if rgb[0] > rgb[2] else "blue"
+
+        return {"top_color": [name(np.asarray(im)[torso[1], torso[0]]) for im in images],
+                "bottom_color": [name(np.asarray(im)[thigh[1], thigh[0]]) for im in images]}
+
+
+def test_background_leak_is_zero_for_a_clean_standardizer_and_positive_for_a_leaky_one(monkeypatch):
+    from serialgen.data.memory import WorldArrays
+
+    people = [_person((200, 30, 30), (30, 30, 200)), _person((30, 30, 200), (200, 30, 30))]
+    fg = [np.concatenate([p.image, (p.mask[..., None] * 255).astype(np.uint8)], -1) for p in people]
+    metas = [{"character_id": k, "keypoints": people[k].keypoints.tolist(),
+              "attributes": {"dress": None, "top": {"color": t}, "bottom": {"color": b}}}
+             for k, (t, b) in enumerate((("red", "blue"), ("blue", "red")))]
+    test = WorldArrays({"image": np.stack([p.image for p in people]), "foreground": np.stack(fg)}, metas)
+
+    def clean(pipe, refs, cfg):  # reads the figure's own colours, whatever the backdrop
+        return [evaluation.colour_silhouette(r, TEMPLATE, 128, 192) for r in refs]
+
+    def leaky(pipe, refs, cfg):  # paints the top in the backdrop's colour (white backdrops change nothing)
+        kp = np.array(TEMPLATE)[:, :2] * [128, 192]
+        c = ((kp[2] + kp[5] + kp[8] + kp[11]) / 4).round().astype(int)
+        out = clean(pipe, refs, cfg)
+        for r, im in zip(refs, out):
+            if (r.image[2, 2] < 255).any():
+                im[c[1] - 3:c[1] + 4, c[0] - 3:c[0] + 4] = r.image[2, 2]
+        return out
+
+    backdrops = {"red": (220, 0, 0), "blue": (0, 0, 220)}
+    monkeypatch.setattr(stage1, "standardize_all", clean)
+    result = evaluation.background_leak(None, _ColourJudge(), test, count=2, backdrops=backdrops, bootstrap=50)
+    assert result["accuracy"]["white"] == 1.0 and result["leak_ci"]["mean"] == 0.0
+    monkeypatch.setattr(stage1, "standardize_all", leaky)
+    result = evaluation.background_leak(None, _ColourJudge(), test, count=2, backdrops=backdrops, bootstrap=50)
+    # on each coloured backdrop the top takes its colour: wrong for one character of two, whose
+    # top/bottom read-back falls from 1 to 0.5, so the mean drop is 0.25
+    assert result["accuracy"]["white"] == 1.0 and result["accuracy"]["red"] == 0.75
+    assert result["leak_ci"]["mean"] == pytest.approx(0.25) and result["per_backdrop"] == {"red": 0.25, "blue": 0.25}
+
+
+def test_fourth_phase_options_train_and_record_adapter_norms(dataset, tmp_path, config):  # noqa: F811
+    extra = ("attention_every_level = true\nfigure_weight = 4.0\nfbdm_lr_scale = 100\nrpim_lr_scale = 10\n"
+             "solid_backgrounds = 0.5\nrecomposite = 1.0\nstandard_pose = true\nstandard_pose_steps = 50\n")
+    phase = tmp_path / "phase4.toml"
+    phase.write_text(config.read_text() + extra)
+    assert stage1.main(_args(dataset, tmp_path / "p4", phase)) == 0
+    info = json.loads((tmp_path / "p4" / "model" / "training.json").read_text())
+    assert set(info["adapter_rms"]) == {"fbdm_v_f", "fbdm_v_b", "rpim_conv"}
+    assert info["adapter_rms"]["fbdm_v_f"] > 0 and info["adapter_rms"]["rpim_conv"] > 0  # they left zero
+    model = Standardizer.from_pretrained(tmp_path / "p4" / "model")
+    assert model.standard_pose is not None
+    assert all(b.startswith("CrossAttn") for b in model.denoiser.config.down_block_types)
+    # a later phase from it keeps every weight (the architecture comes from init_from)
+    later = tmp_path / "p5.toml"
+    later.write_text("\n".join(line for line in phase.read_text().splitlines() if not line.startswith("steps"))
+                     + f'\ninit_from = "{tmp_path / "p4" / "model"}"\nsteps = 0\n')
+    assert stage1.main(_args(dataset, tmp_path / "p5", later)) == 0
+    a = Standardizer.from_pretrained(tmp_path / "p4" / "model").state_dict()
+    b = Standardizer.from_pretrained(tmp_path / "p5" / "model").state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if "standard_pose" not in k)
