@@ -39,6 +39,10 @@ run stage1-offset stage1 --data data/world128 --config configs/mini/stage1_phase
 ship stage1 runs/stage1-offset/model
 run stage1-p3 stage1 --data data/world128 --config configs/mini/stage1_phase3.toml  # init_from the shipped one
 ship stage1 runs/stage1-p3/model
+# Fourth phase: attention at the full latent, figure-weighted loss, FBDM/RPIM at their own rates,
+# saturated backdrops, the standard-pose estimator (init_from the third phase, shipped just above)
+run stage1-p4 stage1 --data data/world128 --config configs/mini/stage1_phase4.toml
+ship stage1 runs/stage1-p4/model
 
 # Text-to-image base, second phase (Stage I above started from the first phase's UNet; the
 # ablation below and Stage II build on this one)

@@ -95,6 +95,34 @@ def test_standard_pairing_feeds_the_true_standard_render_of_each_targets_charact
         assert not torch.equal(expected, to_float(train.images["image"][idx]))
 
 
+def test_own_reference_feeds_each_target_its_own_standardization(dataset, folders, tmp_path, monkeypatch):
+    """SerialGen eq. 5: the reference of target x is phi(x), the standardization of x itself, and
+    the targets are the standardized images."""
+    from serialgen.data.memory import batch_indices, to_float
+
+    config = _config(folders, tmp_path / "c.toml", own_reference=True, standardized_per_character=2)
+    seen = []
+    real = stage2.clip_hidden_states
+
+    def spy(encoder, pixels):
+        seen.append(pixels.detach().clone())
+        return real(encoder, pixels)
+
+    monkeypatch.setattr(stage2, "clip_hidden_states", spy)
+    run = tmp_path / "run"
+    assert stage2.main(_args(dataset, run, config, "standardized")) == 0
+    train = WorldArrays.load(dataset, "train", progress=False)
+    cfg = stage2.load_config(stage2.Stage2TrainConfig, str(config), pairing="standardized")
+    sources = stage2.standardized_sources(train, cfg.standardized_per_character, cfg.seed)
+    assert len(sources) == 2 * len(np.unique(train.character_row)) < len(train)
+    standardized = stage2.load_standardized(run / "standardized", sources)
+    for step in range(cfg.steps):
+        idx = sources[batch_indices(len(sources), cfg.batch_size, step, cfg.seed, 0, 1)]
+        assert torch.equal(seen[step].cpu(), to_float(standardized[np.searchsorted(sources, idx)]))
+    with pytest.raises(ValueError, match="own_reference needs pairing = standardized"):
+        stage2.main(_args(dataset, tmp_path / "bad", config, "paired"))
+
+
 def test_stage2_resumes_exactly(dataset, folders, tmp_path, monkeypatch):
     config = _config(folders, tmp_path / "c.toml", steps=4, sample_every=100)
     assert stage2.main(_args(dataset, tmp_path / "straight", config, "unpaired")) == 0
@@ -330,8 +358,11 @@ def test_eval_commands_write_tables_scores_and_sheets(dataset, folders, judge_fo
     table = capsys.readouterr().out
     assert "| stage1 |" in table and "PSNR" in table
     scores = json.loads((tmp_path / "s1.json").read_text())["stage1"]
-    assert scores["psnr"] > 0 and 0 < scores["ssim"] <= 1 and Image.open(tmp_path / "s1.png").height == 3 * 192
+    # sheet rows: references, the model's output, the colour-silhouette baseline, the truth
+    assert scores["psnr"] > 0 and 0 < scores["ssim"] <= 1 and Image.open(tmp_path / "s1.png").height == 4 * 192
     assert "| white canvas (floor) |" in table and 0 < scores["blank"]["ssim"] <= 1
+    assert "| colour silhouette (trivial) |" in table and "height within 5%" in table
+    assert set(scores["baselines"]) == {"white", "silhouette"} and "figure_psnr_gain_ci" in scores["baselines"]["white"]
     assert scores["figure_ssim_ci"]["n"] == scores["count"] and 0 <= scores["appearance"]["mean"] <= 1
 
     adapter = _saved_adapter(folders)

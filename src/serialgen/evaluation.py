@@ -475,10 +475,16 @@ LEAK_BACKDROPS = {"purple": (120, 20, 170), "green": (20, 160, 40), "red": (200,
                   "yellow": (235, 215, 20), "orange": (250, 130, 10)}
 
 
-def figure_height(image: np.ndarray, white: int = 245) -> int:
-    """Rows from the topmost to the bottommost pixel that is not white (0 for a blank image)."""
-    rows = np.flatnonzero((np.asarray(image) < white).any(-1).any(-1))
-    return int(rows[-1] - rows[0] + 1) if len(rows) else 0
+def figure_height(image: np.ndarray, ink: int = 40, min_pixels: int = 3, max_gap: int = 3) -> int:
+    """Height in rows of the figure on a white canvas: the longest run of rows (gaps of up to
+    `max_gap` rows bridged) holding at least `min_pixels` pixels that differ from white by more
+    than `ink` in some channel. A sampler's near-white background noise and stray marks at the
+    frame's edge are not figure; 0 for a blank image."""
+    rows = np.flatnonzero(((255 - np.asarray(image).astype(np.int16)).max(-1) > ink).sum(-1) >= min_pixels)
+    if len(rows) == 0:
+        return 0
+    runs = np.split(rows, np.flatnonzero(np.diff(rows) > max_gap + 1) + 1)
+    return max(int(r[-1] - r[0] + 1) for r in runs)
 
 
 def height_error(images, truth) -> np.ndarray:

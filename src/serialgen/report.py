@@ -132,6 +132,7 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
         scores = evaluate_stage1(pipe, test, cfg.stage1_samples, cfg.protocol.steps, 2.5, cfg.protocol.seed,
                                  judge=judge)
         columns.append(scores.pop("images")[:len(refs)])
+        scores.pop("silhouettes", None)  # the trivial baseline's images; its scores stay in "baselines"
         cache[name] = scores | {"fingerprint": key, "model": str(path)}
         _save_json(folder / "stage1_ablation.json", cache)  # each row kept as soon as it is measured
         changed = True

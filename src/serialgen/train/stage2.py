@@ -57,6 +57,10 @@ class Stage2TrainConfig:
     image_encoder: str = ""  # CLIP vision folder; "" = the bundled mini CLIP
     standardizer: str = ""  # Stage I folder for pairing = standardized; "" = the bundled one
     standardized_per_character: int = 4  # images standardized per character; 0 = all
+    # SerialGen eq. 5: each target's reference is its own standardization phi(x), and the targets are
+    # the standardized images (all of them with standardized_per_character = 0). False: a random
+    # standardized image of the target's character
+    own_reference: bool = False
     standardize_steps: int = 20
     standardize_guidance: float = 2.5
     scene_captions: float = 0.5  # share of captions without the character's look
@@ -215,6 +219,8 @@ def main(args) -> int:
     cfg = load_config(Stage2TrainConfig, args.config, pairing=getattr(args, "pairing", None))
     if cfg.pairing not in PAIRINGS:
         raise ValueError(f"pairing must be one of {', '.join(PAIRINGS)}, got {cfg.pairing!r}")
+    if cfg.own_reference and cfg.pairing != "standardized":
+        raise ValueError(f"own_reference needs pairing = standardized (the target's own standardization), got {cfg.pairing!r}")
     run = RunDir(args.out, cfg, args.resume)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     torch.manual_seed(cfg.seed)
@@ -281,6 +287,9 @@ def main(args) -> int:
         negative = image_encoder(pixel_values=torch.zeros(1, 3, size, size, device=device),
                                  output_hidden_states=True).hidden_states[-2]
 
+    # the training targets: every training image, or (eq. 5) the standardized ones
+    targets = sources if cfg.pairing == "standardized" and cfg.own_reference else np.arange(len(train))
+
     def references(idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         """The reference of each target in idx, float (B, 3, H, W) in [-1, 1]."""
         if cfg.pairing == "unpaired":
@@ -294,6 +303,8 @@ def main(args) -> int:
             return to_float(train.images["image"][np.array(picks)])
         if cfg.pairing == "standard":
             return to_float(train.images["standard_image"][idx])
+        if cfg.own_reference:
+            return to_float(standardized[np.searchsorted(sources, idx)])
         return to_float(standardized[np.array([rng.choice(standardized_of[train.character_row[i]]) for i in idx])])
 
     # 3. The adapter, its optimizer; the UNet gets the decoupled processors
@@ -318,7 +329,8 @@ def main(args) -> int:
     t0 = time.time()
     for step in bar:
         set_lr(optimizer, cfg, step)
-        idx = batch_indices(len(train), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
+        idx = batch_indices(len(targets), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
+        idx = targets[idx]
         rng = np.random.default_rng([cfg.seed, step, 12])
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         u = rng.random(len(idx))
