@@ -70,3 +70,34 @@ def test_help_explains():
     assert result.returncode == 0
     for word in ("--num-shards", "--shard-index", "byte-identical", "2:3"):
         assert word in result.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["generate", "--reference", "r.png", "--prompt", "p", "--guidance", "nan"],
+    ["generate", "--reference", "r.png", "--prompt", "p", "--guidance", "inf"],
+    ["generate", "--reference", "r.png", "--prompt", "p", "--scale", "nan"],
+    ["generate", "--reference", "r.png", "--prompt", "p", "--scale", "-1"],
+    ["standardize", "r.png", "--guidance", "inf"],
+    ["standardize", "r.png", "--guidance", "nan"],
+    ["standardize", "r.png", "--guidance", "-50"],
+])
+def test_non_finite_or_negative_scales_are_refused_before_any_model_loads(tmp_path, args):
+    """NaN or infinite guidance gave black images with exit 0; NaN or negative guidance silently
+    turned guidance off."""
+    result = subprocess.run([sys.executable, "-m", "serialgen.cli", *args, "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "must be a finite number >= 0" in result.stderr and result.stderr.count("\n") <= 2, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_pipelines_refuse_non_finite_scales():
+    from serialgen.pipelines.personalize import PersonalizePipeline
+    from serialgen.pipelines.standardize import StandardizePipeline
+
+    with pytest.raises(ValueError, match="finite"):
+        StandardizePipeline.__call__(StandardizePipeline.__new__(StandardizePipeline), [np.zeros((192, 128, 3), np.uint8)],
+                                     guidance_scale=float("nan"))
+    with pytest.raises(ValueError, match="finite"):
+        PersonalizePipeline.__call__(PersonalizePipeline.__new__(PersonalizePipeline), image_tokens=object(),
+                                     prompts=["a character"], guidance_scale=5.0, scale=float("inf"))

@@ -283,6 +283,20 @@ def _run_name(path: str) -> str:
     return p.parent.name if p.name == "model" and p.parent.name else p.name
 
 
+def _scale(text: str) -> float:
+    """argparse type: a finite number >= 0 (guidance and adapter scales); NaN, infinity and
+    negatives are refused before any model loads."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def _table(rows: list[tuple[str, dict]], columns: list[tuple[str, str]]) -> str:
     """A markdown table: one row per (name, scores), columns (header, dotted key)."""
     def get(scores, key):
@@ -535,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", help="reference image (any format Pillow opens)")
     p.add_argument("--out", required=True, help="output image (.png or .jpg)")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
-    p.add_argument("--guidance", type=float, default=2.5, help="classifier-free guidance scale (default 2.5; 1 = off)")
+    p.add_argument("--guidance", type=_scale, default=2.5, help="classifier-free guidance scale (default 2.5; 1 = off)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--weights", help="saved standardizer folder (default: the bundled mini one)")
     p.add_argument("--no-pose", action="store_true", help="skip person detection: no mask or pose guidance")
@@ -558,8 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="seed; image i uses noise from (seed, i) (default 0)")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps per image (default 20)")
-    p.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default 5)")
-    p.add_argument("--scale", type=float, default=1.0, help="image adapter scale: 0 = text only (default 1)")
+    p.add_argument("--guidance", type=_scale, default=5.0, help="classifier-free guidance scale (default 5)")
+    p.add_argument("--scale", type=_scale, default=1.0, help="image adapter scale: 0 = text only (default 1)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
     p.add_argument("--standardized", help="an already standardized reference: skip Stage I")
     p.add_argument("--one-stage", action="store_true", help="skip standardization: the adapter sees the reference as is")
@@ -654,7 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-face", action="store_true", help="stage2: skip face similarity")
     p.add_argument("--bootstrap", type=int, default=1000, help="stage2: bootstrap resamples for the intervals (default 1000)")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
-    p.add_argument("--guidance", type=float, help="guidance scale (default 2.5 for stage1, 5 otherwise)")
+    p.add_argument("--guidance", type=_scale, help="guidance scale (default 2.5 for stage1, 5 otherwise)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--leak", action="store_true",
                    help="stage1: also the background-leak test (references on saturated backdrops, with and without FBDM)")

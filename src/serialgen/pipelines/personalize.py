@@ -11,6 +11,8 @@ Text encoding reuses the base pipeline's own `encode_prompt`.
 
 from __future__ import annotations
 
+import math
+
 import json
 import warnings
 from dataclasses import dataclass
@@ -144,6 +146,8 @@ class PersonalizePipeline:
             raise ValueError("Give either a reference image or precomputed image_tokens")
         if num_inference_steps < 1 or batch_size < 1:
             raise ValueError("num_inference_steps and batch_size must be at least 1")
+        if not (math.isfinite(guidance_scale) and guidance_scale >= 0 and math.isfinite(scale) and scale >= 0):
+            raise ValueError(f"guidance_scale and scale must be finite numbers >= 0, got {guidance_scale} and {scale}")
         dw, dh = self.default_size()
         width, height = width or dw, height or dh
         factor = self.base.vae_scale_factor

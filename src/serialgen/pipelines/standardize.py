@@ -9,6 +9,8 @@ Anyone) with the conditional half in one UNet call per step.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,6 +175,8 @@ class StandardizePipeline:
             raise ValueError("Give at least one reference image")
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        if not (math.isfinite(guidance_scale) and guidance_scale >= 0):
+            raise ValueError(f"guidance_scale must be a finite number >= 0 (1 or less: no guidance), got {guidance_scale}")
         if start not in ("canvas", "noise"):
             raise ValueError(f"start must be 'canvas' or 'noise', got {start!r}")
         w, h = self.size
