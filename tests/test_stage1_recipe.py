@@ -14,7 +14,7 @@ from serialgen import evaluation
 from serialgen.diffusion import epsilon_loss, region_weights, training_scheduler
 from serialgen.models.backbones import attention_at_every_level
 from serialgen.models.loading import bundled
-from serialgen.models.standard_pose import StandardPoseEstimator, fit, normalized
+from serialgen.models.standard_pose import StandardPoseEstimator, normalized
 from serialgen.models.standardizer import Standardizer, StandardizerConfig
 from serialgen.preprocess import Reference
 from serialgen.train import stage1
@@ -100,7 +100,7 @@ def test_standard_pose_estimator_starts_at_the_template_and_learns_proportions()
     standard[:, 13, 1] = base[8, 1] + (base[13, 1] - base[8, 1]) * ratio
     torch.manual_seed(0)
     est = StandardPoseEstimator(TEMPLATE, hidden=64)
-    losses = fit(est, refs[:1600], standard[:1600], 128, 192, steps=1500, lr=3e-3, progress=False)
+    losses = stage1.fit_standard_pose(est, refs[:1600], standard[:1600], 128, 192, steps=1500, lr=3e-3, progress=False)
     assert losses[-1] < 0.1 * losses[0]
     with torch.no_grad():
         pred = est(torch.from_numpy(refs[1600:]), 128, 192).numpy()
@@ -109,19 +109,29 @@ def test_standard_pose_estimator_starts_at_the_template_and_learns_proportions()
     assert err.mean() < 0.25 * spread.mean()  # reads the proportion, far better than the template
 
 
-def test_a_standardizer_with_an_estimator_round_trips_and_poses_each_reference(tmp_path):
+def _posed_standardizer() -> Standardizer:
+    """A tiny standardizer whose estimator is moved off the template (its output bias perturbed)."""
     torch.manual_seed(0)
     model = Standardizer.from_unet(TINY_UNET.build(), StandardizerConfig(
         width=128, height=192, pose_channels=(4, 8, 8, 16), template_keypoints=TEMPLATE, standard_pose=True))
     with torch.no_grad():
         model.standard_pose.net[-1].bias.normal_(0, 0.05)
+    return model
+
+
+def test_a_standardizer_with_an_estimator_round_trips_and_poses_each_reference(tmp_path):
+    model = _posed_standardizer()
     model.save_pretrained(tmp_path / "s")
     back = Standardizer.from_pretrained(tmp_path / "s")
     kp = torch.rand(3, 18, 3) * torch.tensor([128, 192, 1.0])
     assert torch.equal(model.predict_standard_keypoints(kp), back.predict_standard_keypoints(kp))
     with pytest.raises(ValueError, match="template_keypoints"):
-        StandardizerConfig(standard_pose=True) and Standardizer.from_unet(
-            TINY_UNET.build(), StandardizerConfig(width=128, height=192, pose_channels=(4, 8, 8, 16), standard_pose=True))
+        Standardizer.from_unet(TINY_UNET.build(), StandardizerConfig(width=128, height=192, pose_channels=(4, 8, 8, 16),
+                                                                     standard_pose=True))
+    plain = Standardizer.from_unet(TINY_UNET.build(), StandardizerConfig(width=128, height=192,
+                                                                        pose_channels=(4, 8, 8, 16)))
+    with pytest.raises(ValueError, match="no StandardPoseEstimator"):
+        plain.predict_standard_keypoints(kp)
 
 
 def test_pipeline_gives_each_reference_its_predicted_pose_and_notes_the_template(tmp_path):
@@ -130,11 +140,7 @@ def test_pipeline_gives_each_reference_its_predicted_pose_and_notes_the_template
 
     from .tiny import TINY_VAE, tiny_image_encoder
 
-    torch.manual_seed(0)
-    model = Standardizer.from_unet(TINY_UNET.build(), StandardizerConfig(
-        width=128, height=192, pose_channels=(4, 8, 8, 16), template_keypoints=TEMPLATE, standard_pose=True))
-    with torch.no_grad():
-        model.standard_pose.net[-1].bias.normal_(0, 0.05)
+    model = _posed_standardizer()
     pipe = StandardizePipeline(TINY_VAE.build(), tiny_image_encoder(32), model.eval(), sampling_scheduler())
     pipe.progress = False
     rng = np.random.default_rng(0)

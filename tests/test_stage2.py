@@ -72,11 +72,8 @@ def test_each_pairing_trains_only_the_adapter_and_exports_the_official_layout(pa
         assert stored["images"].shape[1:] == (192, 128, 3) and stored["images"].dtype == torch.uint8
 
 
-def test_standard_pairing_feeds_the_true_standard_render_of_each_targets_character(dataset, folders, tmp_path,
-                                                                                   monkeypatch):
-    from serialgen.data.memory import batch_indices, to_float
-
-    config = _config(folders, tmp_path / "c.toml")
+def _spy_on_references(monkeypatch) -> list[torch.Tensor]:
+    """Record the reference pixels the trainer hands the CLIP image encoder, one batch per step."""
     seen = []
     real = stage2.clip_hidden_states
 
@@ -85,6 +82,15 @@ def test_standard_pairing_feeds_the_true_standard_render_of_each_targets_charact
         return real(encoder, pixels)
 
     monkeypatch.setattr(stage2, "clip_hidden_states", spy)
+    return seen
+
+
+def test_standard_pairing_feeds_the_true_standard_render_of_each_targets_character(dataset, folders, tmp_path,
+                                                                                   monkeypatch):
+    from serialgen.data.memory import batch_indices, to_float
+
+    config = _config(folders, tmp_path / "c.toml")
+    seen = _spy_on_references(monkeypatch)
     assert stage2.main(_args(dataset, tmp_path / "run", config, "standard")) == 0
     train = WorldArrays.load(dataset, "train", keys=("image", "standard_image"), progress=False)
     cfg = stage2.load_config(stage2.Stage2TrainConfig, str(config), pairing="standard")
@@ -101,14 +107,7 @@ def test_own_reference_feeds_each_target_its_own_standardization(dataset, folder
     from serialgen.data.memory import batch_indices, to_float
 
     config = _config(folders, tmp_path / "c.toml", own_reference=True, standardized_per_character=2)
-    seen = []
-    real = stage2.clip_hidden_states
-
-    def spy(encoder, pixels):
-        seen.append(pixels.detach().clone())
-        return real(encoder, pixels)
-
-    monkeypatch.setattr(stage2, "clip_hidden_states", spy)
+    seen = _spy_on_references(monkeypatch)
     run = tmp_path / "run"
     assert stage2.main(_args(dataset, run, config, "standardized")) == 0
     train = WorldArrays.load(dataset, "train", progress=False)

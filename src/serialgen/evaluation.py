@@ -160,8 +160,13 @@ def evaluate_stage1(pipe, test: WorldArrays, count: int = 64, steps: int = 20, g
     images = [np.asarray(im) for im in images]
     p, q = psnr(images, truth), ssim(images, truth)
     boxes = [figure_box(t) for t in truth]
-    fp = np.array([psnr([im[b]], t[b][None])[0] for im, t, b in zip(images, truth, boxes)])
-    fq = np.array([ssim(im[b][None], t[b][None])[0] for im, t, b in zip(images, truth, boxes)])
+
+    def in_boxes(made) -> tuple[np.ndarray, np.ndarray]:
+        """Per-character PSNR and SSIM of `made` against the truth inside each true figure's box."""
+        return (np.array([psnr([im[b]], t[b][None])[0] for im, t, b in zip(made, truth, boxes)]),
+                np.array([ssim(im[b][None], t[b][None])[0] for im, t, b in zip(made, truth, boxes)]))
+
+    fp, fq = in_boxes(images)
     blank = np.full_like(truth, 255)
     out = {"psnr": round(float(p.mean()), 3), "ssim": round(float(q.mean()), 4), "count": len(refs),
            "steps": steps, "guidance_scale": guidance,
@@ -180,8 +185,7 @@ def evaluate_stage1(pipe, test: WorldArrays, count: int = 64, steps: int = 20, g
         trivial["silhouette"] = [colour_silhouette(r, template, w, h) for r in refs]
     out["baselines"] = {}
     for name, base in trivial.items():
-        bp = np.array([psnr([b_im[b]], t[b][None])[0] for b_im, t, b in zip(base, truth, boxes)])
-        bq = np.array([ssim(b_im[b][None], t[b][None])[0] for b_im, t, b in zip(base, truth, boxes)])
+        bp, bq = in_boxes(base)
         out["baselines"][name] = {"figure_psnr_ci": bootstrap_ci(bp, bootstrap, seed),
                                   "figure_ssim_ci": bootstrap_ci(bq, bootstrap, seed),
                                   "ssim_ci": bootstrap_ci(ssim(np.stack(base), truth), bootstrap, seed),

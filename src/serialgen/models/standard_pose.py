@@ -9,7 +9,8 @@ pose, view or framing) and predicts the standard keypoints, whose pose map then 
 pose. Not in the paper, which states no target pose for inference beyond "a standard pose".
 
 Inputs are made translation- and scale-free (centred on the visible keypoints' mean, divided by
-their spread); outputs are offsets from the template A-pose, in canvas fractions.
+their spread); outputs are offsets from the template A-pose, in canvas fractions. Fitted by
+`train.stage1.fit_standard_pose`.
 """
 
 from __future__ import annotations
@@ -56,30 +57,3 @@ class StandardPoseEstimator(nn.Module):
         xy = (self.template[:, :2] + self.offsets(keypoints.float())) * scale  # (N, 18, 2)
         return torch.cat([xy, self.template[:, 2:].expand(len(xy), -1, -1)], -1)  # (N, 18, 3)
 
-
-def fit(estimator: StandardPoseEstimator, keypoints: np.ndarray, standard: np.ndarray, width: int, height: int,
-        steps: int = 3000, batch: int = 512, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> list[float]:
-    """Train on (reference keypoints (N, 18, 3), standard keypoints (N, 18, 3)) pairs in canvas pixels:
-    mean squared error over the standard keypoints visible in both the truth and the template, in
-    canvas fractions. Deterministic for a seed. -> the loss every 100 steps."""
-    from tqdm import tqdm
-
-    g = torch.Generator().manual_seed(seed)
-    x = torch.from_numpy(np.asarray(keypoints, np.float32))
-    scale = torch.tensor([width, height], dtype=torch.float32)
-    target = torch.from_numpy(np.asarray(standard, np.float32))
-    offsets = target[..., :2] / scale - estimator.template[:, :2]  # (N, 18, 2)
-    weight = ((target[..., 2] > 0) & (estimator.template[:, 2] > 0)).float()[..., None]  # (N, 18, 1)
-    optimizer = torch.optim.AdamW(estimator.parameters(), lr=lr, weight_decay=1e-4)
-    losses = []
-    for step in tqdm(range(steps), desc="standard pose", disable=not progress, leave=False):
-        for group in optimizer.param_groups:
-            group["lr"] = lr * 0.5 * (1 + np.cos(np.pi * step / steps))
-        idx = torch.randint(0, len(x), (batch,), generator=g)
-        loss = (((estimator.offsets(x[idx]) - offsets[idx]) ** 2) * weight[idx]).sum() / weight[idx].sum().clamp(min=1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step % 100 == 0:
-            losses.append(loss.item())
-    return losses

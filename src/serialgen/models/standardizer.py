@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from .pose_guider import PoseGuider
-from .standard_pose import StandardPoseEstimator
 from .reference import ReferenceBank, ReferenceFeatureAdapter, added_after_conv_in, attach, self_attention_layers
+from .standard_pose import StandardPoseEstimator
 
 CONFIG_NAME = "standardizer.json"
 WEIGHTS_NAME = "adapters.safetensors"
@@ -124,11 +124,10 @@ class Standardizer(nn.Module):
     @torch.no_grad()
     def predict_standard_keypoints(self, keypoints: torch.Tensor) -> torch.Tensor:
         """Reference keypoints (N, 18, 3) in canvas pixels -> standard keypoints (N, 18, 3) in canvas
-        pixels, from the StandardPoseEstimator (the template A-pose repeated when there is none)."""
-        w, h = self.config.width, self.config.height
+        pixels, from the StandardPoseEstimator."""
         if self.standard_pose is None:
-            template = torch.tensor(self.config.template_keypoints, dtype=torch.float32) * torch.tensor([w, h, 1.0])
-            return template.expand(len(keypoints), -1, -1).clone()
+            raise ValueError("This standardizer has no StandardPoseEstimator (config standard_pose = false)")
+        w, h = self.config.width, self.config.height
         return self.standard_pose(keypoints.float().to(self.standard_pose.template.device), w, h).float().cpu()
 
     def pose_features(self, pose_map: torch.Tensor) -> torch.Tensor:

@@ -11,9 +11,8 @@ Text encoding reuses the base pipeline's own `encode_prompt`.
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path

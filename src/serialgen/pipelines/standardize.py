@@ -10,7 +10,6 @@ Anyone) with the conditional half in one UNet call per step.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from pathlib import Path
 

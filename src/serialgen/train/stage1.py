@@ -29,13 +29,14 @@ from ..data.memory import WorldArrays, batch_indices
 from ..diffusion import epsilon_loss, latent_masks, region_weights, sampling_scheduler, training_scheduler
 from ..metrics import psnr, ssim
 from ..models.backbones import UNET_PRESETS, preset
+from ..models.standard_pose import StandardPoseEstimator
 from ..models.standardizer import Standardizer, StandardizerConfig
 from ..pose import draw_pose_map
 from ..preprocess import Reference
 from ..world.backgrounds import SCENES, render_background
 from ..world.generator import CharacterWorld
 from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
-from .common import RunDir, grid, load_config, optimizer_step, set_lr, write_json
+from .common import RunDir, grid, load_config, lr_factor, optimizer_step, set_lr, write_json
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,33 @@ def adapter_norms(model: Standardizer) -> dict[str, float]:
             "rpim_conv": rms([a.pose_proj.weight for a in adapters if a.pose_proj is not None])}
 
 
+def fit_standard_pose(estimator: StandardPoseEstimator, keypoints: np.ndarray, standard: np.ndarray, width: int,
+                      height: int, steps: int = 3000, batch: int = 512, lr: float = 2e-3, seed: int = 0,
+                      progress: bool = True) -> list[float]:
+    """Train on (reference keypoints (N, 18, 3), standard keypoints (N, 18, 3)) pairs in canvas pixels:
+    mean squared error over the standard keypoints visible in both the truth and the template, in
+    canvas fractions, cosine rate. Deterministic for a seed. -> the loss every 100 steps."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(np.asarray(keypoints, np.float32))
+    scale = torch.tensor([width, height], dtype=torch.float32)
+    target = torch.from_numpy(np.asarray(standard, np.float32))
+    offsets = target[..., :2] / scale - estimator.template[:, :2]  # (N, 18, 2)
+    weight = ((target[..., 2] > 0) & (estimator.template[:, 2] > 0)).float()[..., None]  # (N, 18, 1)
+    optimizer = torch.optim.AdamW(estimator.parameters(), lr=lr, weight_decay=1e-4)
+    losses = []
+    for step in tqdm(range(steps), desc="standard pose", disable=not progress, leave=False):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * lr_factor(step, 0, steps)
+        idx = torch.randint(0, len(x), (batch,), generator=g)
+        loss = (((estimator.offsets(x[idx]) - offsets[idx]) ** 2) * weight[idx]).sum() / weight[idx].sum().clamp(min=1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0:
+            losses.append(loss.item())
+    return losses
+
+
 def initial_model(cfg: Stage1TrainConfig, config: StandardizerConfig) -> Standardizer:
     """Both UNets from one checkpoint, or the whole standardizer from `init_from` (its own UNet
     architecture, whatever the bundled base is now); with attention_every_level, the new attention
@@ -169,7 +197,7 @@ def initial_model(cfg: Stage1TrainConfig, config: StandardizerConfig) -> Standar
         from ..models.loading import bundled
 
         source = Standardizer.from_pretrained(bundled("stage1") if cfg.init_from == "bundled" else cfg.init_from).float()
-        unet = copy.deepcopy(source.denoiser)
+        unet = source.denoiser  # from_unet copies it
     else:
         unet = load_unet(cfg).float()
     if cfg.attention_every_level:
@@ -225,8 +253,9 @@ def main(args) -> int:
     device = accelerator.device
 
     # 1. Data: renders and foregrounds per sample, standard image and pose once per character
+    per_character = ("standard_image", "standard_pose_map") + (("standard_mask",) if cfg.figure_weight else ())
     train = WorldArrays.load(args.data, "train", keys=("image", "foreground"), limit=cfg.limit or None,
-                             per_character=("standard_image", "standard_pose_map", "standard_mask"), progress=main_process)
+                             per_character=per_character, progress=main_process)
     test = WorldArrays.load(args.data, "test", keys=("image", "foreground"), limit=cfg.eval_samples * 16,
                             per_character=("standard_image",), progress=False)
     h, w = train.images["image"].shape[1:3]
@@ -245,18 +274,17 @@ def main(args) -> int:
     vae.float()
     standard_latents = encode_latents(vae, train.characters["standard_image"], device=device,
                                       progress=False).to(device)  # (C, 4, h/8, w/8)
-    figure_share = latent_masks(train.characters["standard_mask"], standard_latents.shape[-2:])  # (C, 1, h/8, w/8)
+    figure_share = (latent_masks(train.characters["standard_mask"], standard_latents.shape[-2:])  # (C, 1, h/8, w/8)
+                    if cfg.figure_weight else None)
 
     # 3. Model (both UNets from one checkpoint, or a whole standardizer), EMA, optimizer
     model = initial_model(cfg, StandardizerConfig(width=w, height=h, pose_channels=tuple(cfg.pose_channels),
                                                   fbdm=cfg.fbdm, rpim=cfg.rpim, template_keypoints=template,
                                                   standard_pose=cfg.standard_pose))
     if model.standard_pose is not None:  # deterministic and seconds long: refitted on resume too
-        from ..models.standard_pose import fit
-
         standard_keypoints = np.array([m["standard_keypoints"] for m in train.meta], np.float32)  # (N, 18, 3)
-        fit(model.standard_pose, keypoints, standard_keypoints, w, h, steps=cfg.standard_pose_steps, seed=cfg.seed,
-            progress=main_process)
+        fit_standard_pose(model.standard_pose, keypoints, standard_keypoints, w, h, steps=cfg.standard_pose_steps,
+                          seed=cfg.seed, progress=main_process)
         model.standard_pose.requires_grad_(False)
     if model.denoiser.config.cross_attention_dim != image_encoder.config.projection_dim:
         raise ValueError(f"The UNet's cross_attention_dim ({model.denoiser.config.cross_attention_dim}) must equal the CLIP "

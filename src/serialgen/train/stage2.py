@@ -288,7 +288,7 @@ def main(args) -> int:
                                  output_hidden_states=True).hidden_states[-2]
 
     # the training targets: every training image, or (eq. 5) the standardized ones
-    targets = sources if cfg.pairing == "standardized" and cfg.own_reference else np.arange(len(train))
+    targets = sources if cfg.own_reference else np.arange(len(train))
 
     def references(idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         """The reference of each target in idx, float (B, 3, H, W) in [-1, 1]."""
