@@ -222,23 +222,23 @@ def test_background_leak_is_zero_for_a_clean_standardizer_and_positive_for_a_lea
              for k, (t, b) in enumerate((("red", "blue"), ("blue", "red")))]
     test = WorldArrays({"image": np.stack([p.image for p in people]), "foreground": np.stack(fg)}, metas)
 
-    def clean(pipe, refs, cfg):  # reads the figure's own colours, whatever the backdrop
+    def clean(pipe, refs, *sampling):  # reads the figure's own colours, whatever the backdrop
         return [evaluation.colour_silhouette(r, TEMPLATE, 128, 192) for r in refs]
 
-    def leaky(pipe, refs, cfg):  # paints the top in the backdrop's colour (white backdrops change nothing)
+    def leaky(pipe, refs, *sampling):  # paints the top in the backdrop's colour (white backdrops change nothing)
         kp = np.array(TEMPLATE)[:, :2] * [128, 192]
         c = ((kp[2] + kp[5] + kp[8] + kp[11]) / 4).round().astype(int)
-        out = clean(pipe, refs, cfg)
+        out = clean(pipe, refs)
         for r, im in zip(refs, out):
             if (r.image[2, 2] < 255).any():
                 im[c[1] - 3:c[1] + 4, c[0] - 3:c[0] + 4] = r.image[2, 2]
         return out
 
     backdrops = {"red": (220, 0, 0), "blue": (0, 0, 220)}
-    monkeypatch.setattr(stage1, "standardize_all", clean)
+    monkeypatch.setattr(evaluation.stage1, "standardize", clean)
     result = evaluation.background_leak(None, _ColourJudge(), test, count=2, backdrops=backdrops, bootstrap=50)
     assert result["accuracy"]["white"] == 1.0 and result["leak_ci"]["mean"] == 0.0
-    monkeypatch.setattr(stage1, "standardize_all", leaky)
+    monkeypatch.setattr(evaluation.stage1, "standardize", leaky)
     result = evaluation.background_leak(None, _ColourJudge(), test, count=2, backdrops=backdrops, bootstrap=50)
     # on each coloured backdrop the top takes its colour: wrong for one character of two, whose
     # top/bottom read-back falls from 1 to 0.5, so the mean drop is 0.25

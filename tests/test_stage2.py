@@ -313,7 +313,7 @@ def test_generate_writes_the_series_and_a_sheet(dataset, folders, tmp_path, caps
 def judge_folder(tmp_path_factory):
     """A tiny judge in its saved layout: CLIPModel + tokenizer, and classifier/ whose heads always
     answer the same value ("front" for the view, the first value otherwise)."""
-    from serialgen.train.judge import AttributeClassifier
+    from serialgen.models.judge import AttributeClassifier
 
     from .tiny import TINY_CLIP
 
@@ -431,7 +431,7 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
         (folder / "ip-adapter.safetensors").write_bytes(_saved_adapter(folders).read_bytes())
         (folder / "training.json").write_text(json.dumps({"pairing": pairing}))
         adapters.append(folder)
-    monkeypatch.setattr("serialgen.report.PAIRINGS", ())  # never the bundled ones in a test
+    monkeypatch.setattr("serialgen.evaluation.report.PAIRINGS", ())  # never the bundled ones in a test
     base = ["report", "--data", str(dataset), "--out", str(tmp_path / "docs" / "REPRODUCTION.md"),
             "--characters", "1", "--prompts", "4", "--seeds", "1", "--steps", "2", "--stage1-samples", "2",
             "--standardizer", str(folders / "stage1"), "--judge", str(judge_folder), "--base", str(folders / "sd15"),
@@ -507,7 +507,7 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
 
 
 def test_claim_verdicts_need_the_interval_clear_of_zero():
-    from serialgen.report import verdict
+    from serialgen.evaluation.report import verdict
 
     up, down, spans = ({"mean": m, "lo": lo, "hi": hi, "n": 8} for m, lo, hi in ((2, 1, 3), (-2, -3, -1), (1, -1, 3)))
     assert verdict([up], [+1]) == "supported" and verdict([down], [-1]) == "supported"

@@ -50,7 +50,7 @@ def test_reference_net_runs_once_per_call_whatever_the_steps(pipe):
         for n in (2, 5):
             calls.clear()
             steps.clear()
-            out = pipe([_reference(0), _reference(1)], num_inference_steps=n, generator=torch.Generator().manual_seed(0))
+            out = pipe([_reference(0), _reference(1)], num_inference_steps=n, seed=0)
             assert len(calls) == 1 and len(steps) == 1
             assert [im.size for im in out.images] == [(128, 192)] * 2
     finally:
@@ -60,7 +60,7 @@ def test_reference_net_runs_once_per_call_whatever_the_steps(pipe):
 
 def test_seeded_calls_repeat_and_seeds_and_references_matter(pipe):
     run = lambda ref, seed, **kw: np.asarray(pipe(ref, num_inference_steps=3,  # noqa: E731
-                                                  generator=torch.Generator().manual_seed(seed), **kw).images[0], np.int16)
+                                                  seed=seed, **kw).images[0], np.int16)
     a, b = run(_reference(0), 1), run(_reference(0), 1)
     assert np.array_equal(a, b)
     assert np.abs(a - run(_reference(0), 2)).max() > 0
@@ -92,8 +92,8 @@ def test_the_default_start_is_the_forward_process_of_the_white_canvas_around_the
     seen = []  # __call__ starts there (the template pose; the first UNet input's halves are x)
     hook = pipe.standardizer.register_forward_pre_hook(lambda m, args: seen.append(args[0][:1].clone()))
     try:
-        pipe(_reference(0), num_inference_steps=20, generator=torch.Generator().manual_seed(4))
-        pipe(_reference(0), num_inference_steps=20, generator=torch.Generator().manual_seed(4), start="noise")
+        pipe(_reference(0), num_inference_steps=20, seed=4)
+        pipe(_reference(0), num_inference_steps=20, seed=4, start="noise")
     finally:
         hook.remove()
     noise = torch.randn(1, 4, 24, 16, generator=torch.Generator().manual_seed(4))
@@ -109,8 +109,8 @@ def test_saved_folder_loads_into_the_same_pipeline(pipe, tmp_path):
     pipe.image_encoder.save_pretrained(tmp_path / "w" / "image_encoder")
     loaded = StandardizePipeline.from_pretrained(tmp_path / "w")
     loaded.progress = False
-    a = pipe(_reference(0), num_inference_steps=2, generator=torch.Generator().manual_seed(3)).images[0]
-    b = loaded(_reference(0), num_inference_steps=2, generator=torch.Generator().manual_seed(3)).images[0]
+    a = pipe(_reference(0), num_inference_steps=2, seed=3).images[0]
+    b = loaded(_reference(0), num_inference_steps=2, seed=3).images[0]
     assert np.array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(FileNotFoundError, match="serialgen train stage1"):
         StandardizePipeline.from_pretrained(tmp_path / "nothing")

@@ -1,6 +1,6 @@
 """Stage I model: reference attention, FBDM, RPIM and the PoseGuider on stock tiny UNets.
 
-No-op starts (STYLE.md rule 5), the bank's effect, guidance rows that must not see the
+No-op starts, the bank's effect, guidance rows that must not see the
 reference, and save/load equality."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import copy
 import pytest
 import torch
 
-from serialgen.models.reference import ReferenceBank, block_size
+from serialgen.models.reference_attention import ReferenceBank, block_size
 from serialgen.models.standardizer import Standardizer, StandardizerConfig
 
 from .tiny import TINY_UNET

@@ -316,7 +316,8 @@ def test_judge_classifier_learns_attributes_and_softening_keeps_images_in_range(
     import torch.nn.functional as F
 
     from serialgen.data.memory import WorldArrays, to_float
-    from serialgen.train.judge import AttributeClassifier, _targets, soften
+    from serialgen.models.judge import AttributeClassifier
+    from serialgen.train.judge import _targets, soften
 
     train = WorldArrays.load(dataset, "train", progress=False)
     x = to_float(train.images["image"])
@@ -407,7 +408,7 @@ def test_region_weights_put_the_figure_weight_on_the_figure_and_keep_the_mean():
 def test_judge_classifier_reads_at_its_input_size_and_keeps_it(tmp_path):
     import torch.nn.functional as F
 
-    from serialgen.train.judge import AttributeClassifier
+    from serialgen.models.judge import AttributeClassifier
 
     torch.manual_seed(0)
     model = AttributeClassifier.build(widths=(8, 8, 8, 8), depths=(1, 1, 1, 1), input_size=(96, 64)).eval()

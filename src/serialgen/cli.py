@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from .atomic import save_image, write_json
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one line that says what to do."""
@@ -79,9 +81,7 @@ def _sheet(args) -> int:
         sheet = render_sheet(args.data, args.characters, args.poses, args.tile_height)
     except (ValueError, FileNotFoundError) as error:
         return _fail(prog, str(error))
-    tmp = out.with_name(out.name + ".tmp" + out.suffix)
-    sheet.save(tmp)
-    os.replace(tmp, out)
+    save_image(out, sheet)
     print(f"wrote {out} ({sheet.width}x{sheet.height})")
     return 0
 
@@ -95,23 +95,19 @@ def _standardize(args) -> int:
         return _fail(prog, f"--steps must be at least 1, got {args.steps}")
     try:
         _writable_dir(out.parent if str(out.parent) else Path("."))
-        import torch
-
         from .pipelines.standardize import StandardizePipeline
         from .preprocess import load_image
 
         load_image(args.image)  # fail on a bad file before loading any model
         pipe = StandardizePipeline.from_pretrained(args.weights, allow_pickle=args.allow_pickle)
         result = pipe(args.image, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                      generator=torch.Generator().manual_seed(args.seed), use_pose=not args.no_pose,
+                      seed=args.seed, use_pose=not args.no_pose,
                       start=args.start)
     except (ValueError, FileNotFoundError, ImportError) as error:
         return _fail(prog, str(error))
     for note in result.references[0].notes:
         print(f"note: {note}")
-    tmp = out.with_name(out.name + ".tmp" + out.suffix)
-    result.images[0].save(tmp)
-    os.replace(tmp, out)
+    save_image(out, result.images[0])
     print(f"wrote {out}")
     return 0
 
@@ -132,7 +128,6 @@ def _read_prompts(args) -> list[str]:
 
 
 def _generate(args) -> int:
-    import json
 
     prog = "serialgen generate"
     out = Path(args.out)
@@ -156,9 +151,9 @@ def _generate(args) -> int:
 
         pipe = SerialGenPipeline.from_pretrained(standardizer=args.standardizer, adapter=args.adapter, base=args.base,
                                                  image_encoder=args.image_encoder,
-                                                 one_stage=args.one_stage or args.standardized is not None,
+                                                 one_stage=True if args.one_stage or args.standardized else None,
                                                  allow_pickle=args.allow_pickle)
-        result = pipe(args.reference, prompts, standardized=args.standardized, standardize=not args.one_stage,
+        result = pipe(args.reference, prompts, standardized=args.standardized,
                       num_inference_steps=args.steps, guidance_scale=args.guidance, scale=args.scale, seed=args.seed,
                       batch_size=args.batch_size, use_pose=not args.no_pose)
     except (ValueError, FileNotFoundError, ImportError) as error:
@@ -167,11 +162,7 @@ def _generate(args) -> int:
         print(f"note: {note}")
 
     def save(image, name: str) -> Path:
-        path = out / name
-        tmp = path.with_name(path.stem + ".tmp.png")
-        image.save(tmp)
-        os.replace(tmp, path)
-        return path
+        return save_image(out / name, image)
 
     digits = max(2, len(str(len(prompts))))
     files = [save(im, f"{k + 1:0{digits}d}.png").name for k, im in enumerate(result.images)]
@@ -184,9 +175,7 @@ def _generate(args) -> int:
     record = {"reference": args.reference, "standardized": args.standardized, "one_stage": args.one_stage,
               "prompts": prompts, "files": files, "seed": args.seed, "steps": args.steps, "guidance": args.guidance,
               "scale": args.scale, "notes": result.notes}
-    tmp = out / "series.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, out / "series.json")
+    write_json(out / "series.json", record, indent=1)
     print(f"wrote {len(files)} images, sheet.png and series.json to {out}")
     return 0
 
@@ -260,7 +249,7 @@ def _report(args) -> int:
                            "--gap-characters at least 2")
     try:
         from .evaluation import Protocol
-        from .report import STAGE1_RUNS, ReportConfig, make_report
+        from .evaluation.report import STAGE1_RUNS, ReportConfig, make_report
 
         _writable_dir(Path(args.out).parent if str(Path(args.out).parent) else Path("."))
         cfg = ReportConfig(data=args.data, out=args.out, scores=args.scores or "",
@@ -277,12 +266,6 @@ def _report(args) -> int:
     return 0
 
 
-def _run_name(path: str) -> str:
-    """runs/stage1-no-fbdm/model -> stage1-no-fbdm: a saved model is named after its run."""
-    p = Path(path)
-    return p.parent.name if p.name == "model" and p.parent.name else p.name
-
-
 def _scale(text: str) -> float:
     """argparse type: a finite number >= 0 (guidance and adapter scales); NaN, infinity and
     negatives are refused before any model loads."""
@@ -297,25 +280,7 @@ def _scale(text: str) -> float:
     return value
 
 
-def _table(rows: list[tuple[str, dict]], columns: list[tuple[str, str]]) -> str:
-    """A markdown table: one row per (name, scores), columns (header, dotted key)."""
-    def get(scores, key):
-        for part in key.split("."):
-            scores = scores.get(part, float("nan")) if isinstance(scores, dict) else float("nan")
-        if isinstance(scores, dict) and "mean" in scores:  # a bootstrap interval
-            return f"{scores['mean']:.3f} [{scores['lo']:.3f}, {scores['hi']:.3f}]"
-        return f"{scores:.3f}" if isinstance(scores, float) else str(scores)
-
-    lines = ["| model | " + " | ".join(h for h, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    lines += [f"| {name} | " + " | ".join(get(scores, k) for _, k in columns) + " |" for name, scores in rows]
-    return "\n".join(lines)
-
-
 def _eval(args) -> int:
-    import json
-
-    import numpy as np
-
     prog = f"serialgen eval {args.what}"
     data = Path(args.data)
     if not (data / "test").is_dir():
@@ -328,119 +293,38 @@ def _eval(args) -> int:
         for path in (args.out, args.sheet):
             if path:
                 _writable_dir(Path(path).parent if str(Path(path).parent) else Path("."))
-        from PIL import Image
-
         from . import evaluation
         from .data.memory import WorldArrays
-        from .train.common import grid
+        from .evaluation import commands
 
         test = WorldArrays.load(data, "test", keys=("image", "foreground"), per_character=("standard_image",),
                                 limit=args.samples * 16 if args.what != "t2i" else None)
-        rows, sheet = [], None
+        judge = evaluation.Judge.from_pretrained(args.judge)
         if args.what == "stage1":
-            from .pipelines.standardize import StandardizePipeline
-            from .train.stage1 import held_out_references
-
-            refs, truth = held_out_references(test, min(args.samples, 8))
-            columns = [[r.image for r in refs]]
-            judge = evaluation.Judge.from_pretrained(args.judge)
-            for weights in args.weights or [None]:
-                pipe = StandardizePipeline.from_pretrained(weights)
-                scores = evaluation.evaluate_stage1(pipe, test, args.samples, args.steps, args.guidance or 2.5, args.seed,
-                                                    judge=judge)
-                columns.append(scores.pop("images")[:len(refs)])
-                silhouettes = scores.pop("silhouettes")
-                if args.leak:
-                    scores["leak"] = {"fbdm": evaluation.background_leak(pipe, judge, test, args.samples, args.steps,
-                                                                         args.guidance or 2.5, args.seed)}
-                    if pipe.standardizer.config.fbdm:
-                        scores["leak"]["no_fbdm"] = evaluation.background_leak(
-                            pipe, judge, test, args.samples, args.steps, args.guidance or 2.5, args.seed, fbdm=False)
-                rows.append((_run_name(weights) if weights else "bundled", scores))
-            if silhouettes is not None:
-                columns.append(silhouettes[:len(refs)])
-            # rows: references, each model's results, the colour-silhouette baseline, the truth
-            sheet = grid(columns + [list(truth)])
-            first = rows[0][1]
-            rows.append(("white canvas (floor)", {"psnr_ci": first["blank"]["psnr"], "ssim_ci": first["blank"]["ssim"]}
-                         | first["baselines"]["white"]))
-            if "silhouette" in first["baselines"]:
-                rows.append(("colour silhouette (trivial)", first["baselines"]["silhouette"]
-                             | {"appearance_ci": first["silhouette_appearance"]["mean"]}))
-            rows.append(("true standard render", {"appearance_ci": first["appearance_truth_ci"],
-                                                  "height": {"within_5pct_ci": 1.0}}))
-            columns = [("PSNR (dB)", "psnr_ci"), ("SSIM", "ssim_ci"), ("figure PSNR", "figure_psnr_ci"),
-                       ("figure SSIM", "figure_ssim_ci"), ("appearance read back", "appearance_ci"),
-                       ("height within 5%", "height.within_5pct_ci"), ("characters", "count")]
-            if args.leak:
-                columns += [("leak", "leak.fbdm.leak_ci"), ("leak without FBDM", "leak.no_fbdm.leak_ci")]
-            print(_table(rows, columns))
+            scored = commands.score_stage1(test, args.weights or [None], judge, args.samples, args.steps,
+                                           args.guidance or 2.5, args.seed, leak=args.leak)
         elif args.what == "t2i":
-            from .models.loading import load_base
-
-            judge = evaluation.Judge.from_pretrained(args.judge)
-            scores = evaluation.evaluate_t2i(load_base(args.base), judge, test, args.samples, args.steps,
-                                             args.guidance or 5.0, args.seed)
-            images = scores.pop("images")
-            rows.append((Path(args.base).name if args.base else "bundled", scores))
-            sheet = grid([images[k:k + 8] for k in range(0, min(len(images), 32), 8)])
-            keys = ["action", "view", "background", "expression", "top_color", "hair_color"]
-            print(_table(rows, [("CLIP-T", "clip_t")] + [(k, f"accuracy.{k}") for k in keys]))
-            print(_table([("real renders", scores["accuracy_real_images"] | {"clip_t": scores["clip_t_real_images"]}),
-                          ("chance", scores["chance"] | {"clip_t": float("nan")})],
-                         [("CLIP-T", "clip_t")] + [(k, k) for k in keys]))
+            scored = commands.score_t2i(test, args.base, judge, args.samples, args.steps, args.guidance or 5.0, args.seed)
         else:
-            from .pipelines.serial import SerialGenPipeline
-
-            judge = evaluation.Judge.from_pretrained(args.judge)
-            protocol = evaluation.Protocol(characters=args.samples, prompts=args.prompts, seeds=args.seeds,
-                                           steps=args.steps, guidance=args.guidance or 5.0, seed=args.seed,
-                                           bootstrap=args.bootstrap)
             face = None
             if not args.no_face:
                 from .face import face_embedder
 
                 face = face_embedder(args.face_model)
-            standardize_pipe = None
-            for adapter in args.adapter or [None]:
-                from .models.loading import bundled
-
-                folder = Path(adapter) if adapter else bundled("stage2")
-                folder = folder if folder.is_dir() else folder.parent
-                info = folder / "training.json"
-                pairing = json.loads(info.read_text()).get("pairing", "standardized") if info.exists() else "standardized"
-                two_stage = pairing == "standardized"
-                serial = SerialGenPipeline.from_pretrained(adapter=adapter, base=args.base, image_encoder=args.image_encoder,
-                                                           one_stage=True)
-                if two_stage:
-                    if standardize_pipe is None:
-                        from .pipelines.standardize import StandardizePipeline
-
-                        standardize_pipe = StandardizePipeline.from_pretrained(args.standardizer)
-                    serial.standardize = standardize_pipe
-                serial.progress = False
-                scores = evaluation.evaluate_series(serial, judge, test, protocol, two_stage, face=face)
-                made = scores.pop("sheets")
-                rows.append((f"{_run_name(str(folder))} ({pairing})", scores))
-                if sheet is None or two_stage:
-                    sheet = grid([[ref, np.asarray(std) if std is not None else ref] + list(ims[:8])
-                                  for ref, std, ims, _ in made[:6]])
-            print(_table(rows, [("CLIP-T", "clip_t"), ("CLIP-I", "clip_i"), ("AP-CLIP-I", "ap_clip_i"),
-                                ("face sim.", "face_sim"), ("text control", "text_control.mean"),
-                                ("appearance", "appearance.mean")]))
-            print(f"{rows[-1][1]['characters']} held-out characters x {protocol.prompts} prompts x {protocol.seeds} seeds; "
-                  "mean [95% bootstrap interval over characters]")
+            protocol = evaluation.Protocol(characters=args.samples, prompts=args.prompts, seeds=args.seeds,
+                                           steps=args.steps, guidance=args.guidance or 5.0, seed=args.seed,
+                                           bootstrap=args.bootstrap)
+            scored = commands.score_series(test, args.adapter or [None], judge, protocol, args.standardizer, args.base,
+                                           args.image_encoder, face)
+        print("\n".join(scored.tables))
+        rows, sheet = scored.rows, scored.sheet
     except (ValueError, FileNotFoundError, ImportError) as error:
         return _fail(prog, str(error))
     if args.out:
-        tmp = Path(args.out).with_name(Path(args.out).name + ".tmp")
-        tmp.write_text(json.dumps({name: scores for name, scores in rows}, indent=1))
-        os.replace(tmp, args.out)
+        write_json(args.out, {name: scores for name, scores in rows}, indent=1)
         print(f"wrote {args.out}")
     if args.sheet and sheet is not None:
-        tmp = Path(args.sheet).with_name(Path(args.sheet).stem + ".tmp.png")
-        Image.fromarray(sheet).save(tmp)
-        os.replace(tmp, args.sheet)
+        save_image(args.sheet, sheet)
         print(f"wrote {args.sheet}")
     return 0
 

@@ -78,15 +78,33 @@ def region_weights(share: torch.Tensor, weight: float) -> torch.Tensor:
     return w / w.mean(dim=(1, 2, 3), keepdim=True)
 
 
+def denoising_error(model, x_t: torch.Tensor, t: torch.Tensor, cond: dict, noise: torch.Tensor,
+                    weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared epsilon error per element (N, C, h, w) of model(x_t, t, cond) against `noise`,
+    times `weights` (N, 1, h, w) when given."""
+    error = F.mse_loss(model(x_t, t, cond).float(), noise.float(), reduction="none")
+    return error if weights is None else error * weights.to(error)
+
+
 def epsilon_loss(model, x0: torch.Tensor, cond: dict, scheduler, generator: torch.Generator | None = None,
-                 offset_noise: float = 0.0, weights: torch.Tensor | None = None) -> torch.Tensor:
+                 offset_noise: float = 0.0, weights: torch.Tensor | None = None, per_sample: bool = False,
+                 snr_gamma: float = 0.0) -> torch.Tensor:
     """Denoising loss (DDPM eq. 14, 'simple'): noise x0 (N, C, h, w) at uniform timesteps and
-    regress the noise. model(x_t, t, cond) -> epsilon prediction. `offset_noise`: see training_noise.
-    `weights` (N, 1, h, w), e.g. `region_weights`: per latent pixel weights of the squared error."""
+    regress the noise. model(x_t, t, cond) -> epsilon prediction; every model here (the base UNet,
+    `Standardizer`, `Personalizer`) is trained and scored through this one function.
+    `offset_noise`: see training_noise. `weights` (N, 1, h, w), e.g. `region_weights`: per latent
+    pixel weights of the squared error. per_sample: average each sample's error first, then the
+    samples, weighted by Min-SNR-gamma when snr_gamma > 0 (`min_snr_weights`); the plain mean over
+    all elements is the same number up to float rounding."""
     noise = training_noise(x0.shape, generator, offset_noise).to(x0.device, x0.dtype)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), generator=generator).to(x0.device)
     x_t = scheduler.add_noise(x0, noise, t)
-    if weights is None:
+    if weights is None and not per_sample:
         return F.mse_loss(model(x_t, t, cond).float(), noise.float())
-    error = F.mse_loss(model(x_t, t, cond).float(), noise.float(), reduction="none")  # (N, C, h, w)
-    return (error * weights.to(error)).mean()
+    error = denoising_error(model, x_t, t, cond, noise, weights)
+    if not per_sample:
+        return error.mean()
+    loss = error.mean((1, 2, 3))
+    if snr_gamma:
+        loss = loss * min_snr_weights(scheduler, t, snr_gamma).to(loss.device)
+    return loss.mean()

@@ -1,4 +1,4 @@
-"""Real-image preprocessing for Stage I (SerialGen §3.3; DESIGN.md §4.5).
+"""Real-image preprocessing for Stage I (SerialGen §3.3; docs/ARCHITECTURE.md).
 
 Any image Pillow opens becomes what the standardizer needs: an RGB canvas of the model's 2:3
 size with the person centred (the paper pads to 512x768), the person's foreground mask (for

@@ -119,3 +119,8 @@ def series_sheet(reference: Image.Image, standardized: Image.Image | None, image
         r, c = divmod(k, per_row)
         put(image, x0 + c * (w + pad), pad + r * (tile_height + label_h + pad), f"{k + 1}. {prompt}")
     return page
+
+
+def grid(rows: list[list[np.ndarray]]) -> np.ndarray:
+    """Tile equally sized uint8 images (H, W, 3) into one image."""
+    return np.concatenate([np.concatenate(r, 1) for r in rows], 0)

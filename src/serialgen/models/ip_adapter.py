@@ -23,8 +23,9 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .attention import PlainProcessor, attend
 
 
 class ImageProjection(nn.Module):
@@ -40,7 +41,8 @@ class ImageProjection(nn.Module):
 
 
 class DecoupledCrossAttnProcessor:
-    """Text cross-attention plus scaled image cross-attention with its own keys and values."""
+    """Text cross-attention plus scaled image cross-attention with its own keys and values
+    (IP-Adapter eq. 5), through the shared attention core (attention.py)."""
 
     def __init__(self, to_k_ip: nn.Linear, to_v_ip: nn.Linear, adapter: "IPAdapter"):
         self.to_k_ip, self.to_v_ip, self.adapter = to_k_ip, to_v_ip, adapter
@@ -49,41 +51,17 @@ class DecoupledCrossAttnProcessor:
                  ip_tokens: torch.Tensor | None = None):
         if attention_mask is not None:
             raise ValueError("The image adapter's attention takes no attention_mask")
-        n, t, _ = hidden_states.shape  # (N, T, C)
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        if attn.norm_cross is not None and encoder_hidden_states is not None:
-            context = attn.norm_encoder_hidden_states(context)
-        q = attn.to_q(hidden_states)
-        head = q.shape[-1] // attn.heads
-        split = lambda x: x.view(n, -1, attn.heads, head).transpose(1, 2)  # noqa: E731  (N, T, inner) -> (N, heads, T, head)
-        q = split(q)
-        out = F.scaled_dot_product_attention(q, split(attn.to_k(context)), split(attn.to_v(context)))  # (N, heads, T, head)
-        scale = self.adapter.scale
+        scale, extra = self.adapter.scale, None
         if ip_tokens is not None and scale != 0:
-            tokens = ip_tokens.to(q.dtype)
+            n = len(hidden_states)
+            tokens = ip_tokens.to(hidden_states.dtype)
             if len(tokens) != n:
                 if n % len(tokens):
                     raise ValueError(f"{len(tokens)} image-token rows cannot serve a batch of {n}")
                 tokens = tokens.repeat(n // len(tokens), 1, 1)
-            image = F.scaled_dot_product_attention(q, split(self.to_k_ip(tokens)), split(self.to_v_ip(tokens)))
-            out = out + scale * image
-        out = out.transpose(1, 2).reshape(n, t, attn.heads * head).to(q.dtype)  # (N, T, inner)
-        out = attn.to_out[1](attn.to_out[0](out))
-        if attn.residual_connection:
-            out = out + hidden_states
-        return out / attn.rescale_output_factor
-
-
-class PlainAttnProcessor:
-    """Stock attention for the self-attentions; accepts ip_tokens so diffusers does not warn."""
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
-                 ip_tokens: torch.Tensor | None = None):
-        from .reference import attend
-
-        if attention_mask is not None:
-            raise ValueError("The image adapter's attention takes no attention_mask")
-        return attend(attn, hidden_states, hidden_states if encoder_hidden_states is None else encoder_hidden_states)
+            extra = (self.to_k_ip(tokens), self.to_v_ip(tokens))
+        return attend(attn, hidden_states, context, extra=extra, extra_scale=scale)
 
 
 def cross_attention_layers(unet) -> list[tuple[str, nn.Module]]:
@@ -127,7 +105,7 @@ class IPAdapter(nn.Module):
                 processors[name] = DecoupledCrossAttnProcessor(self.to_k_ip[k], self.to_v_ip[k], self)
                 k += 1
             else:
-                processors[name] = PlainAttnProcessor()
+                processors[name] = PlainProcessor()
         unet.set_attn_processor(processors)
 
     def tokens(self, hidden_states: torch.Tensor) -> torch.Tensor:

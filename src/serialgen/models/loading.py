@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 BUNDLED = "mini"
 # transformers 5 loads a model in the dtype its file was saved in; shipped weights are fp16,
@@ -201,3 +202,27 @@ def load_base(path: str | Path | None = None, *, allow_pickle: bool = False):
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@torch.no_grad()
+def encode_text(base, captions: list[str], batch: int = 256, progress: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Captions -> the base pipeline's own text conditioning: (embeds (N, L, D) fp16, pooled
+    (N, P) fp16 for SDXL, else None)."""
+    embeds, pooled = [], []
+    for k in tqdm(range(0, len(captions), batch), desc="encoding captions", disable=not progress):
+        out = base.encode_prompt(prompt=captions[k:k + batch], device=base.unet.device, num_images_per_prompt=1,
+                                 do_classifier_free_guidance=False)
+        embeds.append(out[0].half())
+        if len(out) == 4:
+            pooled.append(out[2].half())
+    return torch.cat(embeds), torch.cat(pooled) if pooled else None
+
+
+@torch.no_grad()
+def empty_text(base) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The unconditional text, as the base pipeline makes it at sampling time (SDXL: zeros)."""
+    embeds, pooled = encode_text(base, [""], progress=False)
+    if getattr(base.config, "force_zeros_for_empty_prompt", False):
+        embeds, pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
+    return embeds[0], pooled[0] if pooled is not None else None

@@ -1,12 +1,12 @@
 """Pose encoders: a pose map (OpenPose-style drawing) to features at the latent resolution.
 
-Two uses in Stage I (SerialGen §3.3, DESIGN.md §2):
+Two uses in Stage I (SerialGen §3.3, docs/ARCHITECTURE.md):
 - the PoseGuider of Animate Anyone (Hu et al. 2023, §3.2), whose output is added after the
   denoising UNet's conv_in: the *target* (standard) pose. Its last conv is zero-initialised,
-  so a fresh guider changes nothing (STYLE.md rule 5).
+  so a fresh guider changes nothing.
 - RPIM's shared encoder (SerialGen eq. 4): the *reference* image's own pose map, projected per
-  ReferenceNet block by `reference.ReferenceFeatureAdapter`, which holds the zero-initialised
-  convs; this encoder's output is therefore not zeroed.
+  ReferenceNet block by a zero-initialised conv (models/rpim.py); this encoder's output is
+  therefore not zeroed.
 """
 
 from __future__ import annotations

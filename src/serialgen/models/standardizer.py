@@ -1,12 +1,12 @@
-"""The Stage I standardization model (SerialGen §3.3, DESIGN.md §2).
+"""The Stage I standardization model (SerialGen §3.3, docs/ARCHITECTURE.md).
 
 Two stock diffusers UNets, both initialised from one checkpoint (SD1.5 at paper scale, the
 mini text-to-image UNet at mini scale): the ReferenceNet, run once at t = 0 on the clean
 reference latent, and the denoising UNet, which reads its self-attention bank
-(`reference.py`), gets the target (standard) pose through a PoseGuider added after conv_in,
+(`reference_attention.py`), gets the target (standard) pose through a PoseGuider added after conv_in,
 and the reference's CLIP image embedding as cross-attention context (no text). FBDM and RPIM
 adapt the ReferenceNet's features. The model maps (x_t, t, cond) to a noise prediction and
-knows nothing of the noise schedule or the sampler (STYLE.md rule 1).
+knows nothing of the noise schedule or the sampler.
 
 Saved layout (from_pretrained/save_pretrained):
     reference_net/   diffusers UNet2DConditionModel
@@ -27,8 +27,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import rpim
 from .pose_guider import PoseGuider
-from .reference import ReferenceBank, ReferenceFeatureAdapter, added_after_conv_in, attach, self_attention_layers
+from .reference_attention import (
+    LayerAdapter,
+    ReferenceBank,
+    added_after_conv_in,
+    attach_reader,
+    attach_writer,
+    self_attention_layers,
+)
 from .standard_pose import StandardPoseEstimator
 
 CONFIG_NAME = "standardizer.json"
@@ -83,7 +91,7 @@ class Standardizer(nn.Module):
         self.reference_net, self.denoiser = reference_net, denoiser
         width = denoiser.config.block_out_channels[0]
         self.pose_guider = PoseGuider(width, config.pose_channels, zero_out=True)
-        self.rpim = PoseGuider(width, config.pose_channels, zero_out=False) if config.rpim else None
+        self.rpim = rpim.encoder(width, config.pose_channels) if config.rpim else None  # eq. 4's E_p
         if config.standard_pose and len(config.template_keypoints) != 18:
             raise ValueError("standard_pose needs the config's template_keypoints (18 rows): the estimator predicts offsets from it")
         self.standard_pose = StandardPoseEstimator(config.template_keypoints) if config.standard_pose else None
@@ -91,9 +99,9 @@ class Standardizer(nn.Module):
         self.adapters = nn.ModuleDict()
         if config.fbdm or config.rpim:
             for name, attn in layers.items():
-                self.adapters[_key(name)] = ReferenceFeatureAdapter(attn.to_q.in_features, width, config.fbdm, config.rpim)
-        attach(reference_net, "write", {name: self.adapters[_key(name)] for name in layers if _key(name) in self.adapters})
-        attach(denoiser, "read")
+                self.adapters[_key(name)] = LayerAdapter(attn.to_q.in_features, width, config.fbdm, config.rpim)
+        attach_writer(reference_net, {name: self.adapters[_key(name)] for name in layers if _key(name) in self.adapters})
+        attach_reader(denoiser)
 
     @classmethod
     def from_unet(cls, unet, config: StandardizerConfig = StandardizerConfig()) -> Standardizer:

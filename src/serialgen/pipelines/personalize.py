@@ -25,6 +25,7 @@ from tqdm import tqdm
 from ..models.clip import preprocess as clip_preprocess
 from ..models.ip_adapter import IPAdapter
 from ..models.loading import add_time_ids
+from ..models.personalizer import Personalizer
 
 
 @dataclass
@@ -52,7 +53,7 @@ class PersonalizePipeline:
                              f"{image_encoder.config.hidden_size}-d: pair an adapter with the encoder it was trained on")
         self.base, self.image_encoder, self.adapter = base, image_encoder, adapter
         adapter.to(base.unet.device, base.unet.dtype)
-        adapter.attach(base.unet)
+        self.model = Personalizer(base.unet, adapter)  # (x_t, t, cond) -> epsilon
         self.progress = True
 
     @classmethod
@@ -152,8 +153,17 @@ class PersonalizePipeline:
         factor = self.base.vae_scale_factor
         if width % factor or height % factor:
             raise ValueError(f"width and height must be multiples of {factor}, got {width}x{height}")
-        self.adapter.scale = scale
+        previous, self.adapter.scale = self.adapter.scale, scale
+        try:
+            return self._generate(prompts, reference, image_tokens, negative_prompt, num_inference_steps,
+                                  guidance_scale, seed, batch_size, width, height)
+        finally:
+            self.adapter.scale = previous  # the scale is this call's, not the pipeline's
+
+    def _generate(self, prompts, reference, image_tokens, negative_prompt, num_inference_steps, guidance_scale, seed,
+                  batch_size, width, height) -> PersonalizeOutput:
         unet, scheduler, device = self.unet, self.base.scheduler, self.device
+        factor = self.base.vae_scale_factor
 
         # 2. The reference, once for the whole series
         tokens, negative = image_tokens if image_tokens is not None else self.image_tokens(reference)
@@ -181,8 +191,7 @@ class PersonalizePipeline:
             for t in tqdm(scheduler.timesteps, desc=f"generate {start + 1}-{start + b}/{len(prompts)}",
                           disable=not self.progress, leave=False):
                 x = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-                eps = unet(x, t, encoder_hidden_states=text, added_cond_kwargs=added,
-                           cross_attention_kwargs={"ip_tokens": ip}).sample
+                eps = self.model(x, t, {"text": text, "tokens": ip, "added": added})
                 uncond, cond = eps.chunk(2)
                 latents = scheduler.step(uncond + guidance_scale * (cond - uncond), t, latents).prev_sample
             # 6. Decode

@@ -24,6 +24,21 @@ from ..preprocess import Reference, load_image, prepare_reference
 from .personalize import PersonalizePipeline
 from .standardize import StandardizePipeline
 
+# pairings (train/stage2.py) whose adapters read a standardized reference
+TWO_STAGE_PAIRINGS = ("standardized",)
+
+
+def adapter_pairing(adapter: str | Path | None) -> str:
+    """The pairing an image adapter was trained with, from the training.json beside it (None: the
+    bundled adapter); "standardized" when there is no record."""
+    import json
+
+    from ..models.loading import bundled
+
+    folder = Path(adapter) if adapter is not None else bundled("stage2")
+    record = (folder if folder.is_dir() else folder.parent) / "training.json"
+    return json.loads(record.read_text()).get("pairing", "standardized") if record.is_file() else "standardized"
+
 
 @dataclass
 class SerialGenOutput:
@@ -37,20 +52,34 @@ class SerialGenPipeline:
     """Components: standardize (`StandardizePipeline`, None for one-stage use) and personalize
     (`PersonalizePipeline`)."""
 
-    def __init__(self, standardize: StandardizePipeline | None, personalize: PersonalizePipeline):
-        self.standardize, self.personalize = standardize, personalize
+    def __init__(self, standardize: StandardizePipeline | None, personalize: PersonalizePipeline,
+                 pairing: str = "standardized"):
+        self.standardize, self.personalize, self.pairing = standardize, personalize, pairing
 
     @classmethod
-    def from_pretrained(cls, *, standardizer: str | Path | None = None, adapter: str | Path | None = None,
-                        base: str | Path | None = None, image_encoder: str | Path | None = None,
-                        one_stage: bool = False, allow_pickle: bool = False) -> "SerialGenPipeline":
-        """Every argument None: the bundled mini models. standardizer: a Stage I folder;
-        adapter: an IP-Adapter file or folder; base: a SD1.5/SDXL pipeline folder;
-        image_encoder: the adapter's CLIP vision folder. one_stage: load no standardizer."""
+    def from_pretrained(cls, *, standardizer: str | Path | StandardizePipeline | None = None,
+                        adapter: str | Path | None = None, base: str | Path | None = None,
+                        image_encoder: str | Path | None = None, one_stage: bool | None = None,
+                        allow_pickle: bool = False) -> "SerialGenPipeline":
+        """Every argument None: the bundled mini models. standardizer: a Stage I folder, or a
+        loaded `StandardizePipeline` to share; adapter: an IP-Adapter file or folder; base: a
+        SD1.5/SDXL pipeline folder; image_encoder: the adapter's CLIP vision folder.
+
+        One or two stages follow from the adapter: its training.json records the pairing it was
+        trained with (`serialgen train stage2 --pairing`). An adapter trained on standardized
+        references (and one without a record, e.g. a published IP-Adapter, for SerialGen's use)
+        gets Stage I; one trained on raw references (paired, unpaired, or the true standard renders)
+        gets none, as it was trained. one_stage=True/False overrides that."""
+        pairing = adapter_pairing(adapter)
         personalize = PersonalizePipeline.from_pretrained(adapter, base=base, image_encoder=image_encoder,
                                                           allow_pickle=allow_pickle)
-        stage1 = None if one_stage else StandardizePipeline.from_pretrained(standardizer, allow_pickle=allow_pickle)
-        return cls(stage1, personalize)
+        if one_stage is None:
+            one_stage = pairing not in TWO_STAGE_PAIRINGS
+        stage1 = None
+        if not one_stage:
+            stage1 = standardizer if isinstance(standardizer, StandardizePipeline) else \
+                StandardizePipeline.from_pretrained(standardizer, allow_pickle=allow_pickle)
+        return cls(stage1, personalize, pairing)
 
     @property
     def progress(self) -> bool:
@@ -63,14 +92,16 @@ class SerialGenPipeline:
             self.standardize.progress = value
 
     @torch.no_grad()
-    def __call__(self, reference=None, prompts: list[str] | str = (), *, standardized=None, standardize: bool = True,
+    def __call__(self, reference=None, prompts: list[str] | str = (), *, standardized=None, standardize: bool | None = None,
                  num_inference_steps: int = 20, guidance_scale: float = 5.0, scale: float = 1.0, seed: int = 0,
                  batch_size: int = 8, negative_prompt: str = "", standardize_steps: int = 20,
                  standardize_guidance: float = 2.5, use_pose: bool = True, detector=None) -> SerialGenOutput:
         """reference: an image path, PIL image or prepared `Reference`. standardized: an image already
-        standardized (skips Stage I; `reference` may then be None). standardize=False: one-stage use.
+        standardized (skips Stage I; `reference` may then be None). standardize=False: one-stage use;
+        None (default): Stage I when this pipeline has a standardizer.
         Image i of the series starts from noise seeded by (seed, i), whatever the batching."""
         # 1. Check inputs
+        standardize = self.standardize is not None if standardize is None else standardize
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("Give at least one prompt")
@@ -86,7 +117,7 @@ class SerialGenPipeline:
             image = Image.fromarray(standardized) if isinstance(standardized, np.ndarray) else load_image(standardized)
         elif standardize:
             result = self.standardize(reference, num_inference_steps=standardize_steps, guidance_scale=standardize_guidance,
-                                      generator=torch.Generator().manual_seed(seed), use_pose=use_pose, detector=detector)
+                                      seed=seed, use_pose=use_pose, detector=detector)
             prepared, image = result.references[0], result.images[0]
             notes += prepared.notes
         else:

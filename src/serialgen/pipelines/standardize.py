@@ -66,9 +66,13 @@ class StandardizePipeline:
     @classmethod
     def from_pretrained(cls, weights: str | Path | None = None, *, vae: str | Path | None = None,
                         image_encoder: str | Path | None = None, allow_pickle: bool = False) -> "StandardizePipeline":
-        """A saved standardizer folder (None = the bundled mini one). The VAE and CLIP image
-        encoder come from its vae/ and image_encoder/ subfolders when present, else from the
-        given folders, else from the bundled mini weights."""
+        """A saved standardizer folder (None = the bundled mini one). The VAE and the CLIP image
+        encoder it runs with, for each: the given folder, else the standardizer folder's vae/ (or
+        image_encoder/) subfolder, else the one its training.json records (`serialgen train stage1`
+        writes "bundled mini" or a folder). A folder with none of these is refused: a standardizer
+        read by another VAE or CLIP than its own draws noise."""
+        import json
+
         from ..diffusion import sampling_scheduler
         from ..models.loading import bundled, load_image_encoder, load_vae
 
@@ -77,8 +81,24 @@ class StandardizePipeline:
             raise FileNotFoundError(f"No standardizer weights at {folder}: train them with `serialgen train stage1` "
                                     "or give --weights a saved standardizer folder")
         standardizer = Standardizer.from_pretrained(folder, allow_pickle=allow_pickle)
-        vae_dir = vae or (folder / "vae" if (folder / "vae").is_dir() else None)
-        enc_dir = image_encoder or (folder / "image_encoder" if (folder / "image_encoder").is_dir() else None)
+        record = folder / "training.json"
+        trained_with = json.loads(record.read_text()) if record.is_file() else {}
+
+        def component(given, subfolder: str, key: str, argument: str):
+            if given is not None:
+                return given
+            if (folder / subfolder).is_dir():
+                return folder / subfolder
+            recorded = trained_with.get(key)
+            if recorded == "bundled mini":
+                return None  # the loaders' default: the bundled mini weights
+            if recorded:
+                return recorded
+            raise FileNotFoundError(f"{folder} holds no {subfolder}/ and no training.json naming the {key} it was "
+                                    f"trained with: pass {argument} (the folder of that model)")
+
+        vae_dir = component(vae, "vae", "vae", "vae=")
+        enc_dir = component(image_encoder, "image_encoder", "clip", "image_encoder=")
         return cls(load_vae(vae_dir, allow_pickle=allow_pickle).eval(),
                    load_image_encoder(enc_dir, allow_pickle=allow_pickle).eval(), standardizer.eval(),
                    sampling_scheduler())
@@ -157,9 +177,9 @@ class StandardizePipeline:
         return self.scheduler.add_noise(x0, noise, self.scheduler.timesteps[:1])
 
     @torch.no_grad()
-    def __call__(self, reference, *, num_inference_steps: int = 20, guidance_scale: float = 2.5,
-                 generator: torch.Generator | None = None, target_pose: np.ndarray | None = None,
-                 use_pose: bool = True, detector=None, start: str = "canvas") -> StandardizeOutput:
+    def __call__(self, reference, *, num_inference_steps: int = 20, guidance_scale: float = 2.5, seed: int = 0,
+                 batch_size: int = 16, target_pose: np.ndarray | None = None, use_pose: bool = True, detector=None,
+                 start: str = "canvas") -> StandardizeOutput:
         """reference: a `Reference` (already prepared), an image path or PIL image, or a list of them.
         target_pose: (H, W, 3) uint8 standard pose map for every reference. Default: each
         reference's standard pose as the standardizer's StandardPoseEstimator predicts it from the
@@ -167,13 +187,17 @@ class StandardizePipeline:
         standardizer without one or a reference without keypoints (noted in its `notes`).
         start: "canvas" (default) starts from what every standardized image shares, the white
         canvas around the target figure, noised to the first timestep (`start_latents`); "noise"
-        from pure Gaussian noise, which the few-step sampler's first timestep only approximates."""
+        from pure Gaussian noise, which the few-step sampler's first timestep only approximates.
+        seed: the starting noise of the whole call comes from one generator seeded with it, drawn
+        reference after reference (the same noise for any batch_size); batch_size references are
+        denoised together."""
         # 1. Check and prepare inputs
         items = reference if isinstance(reference, (list, tuple)) else [reference]
         if not items:
             raise ValueError("Give at least one reference image")
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        if num_inference_steps < 1 or batch_size < 1:
+            raise ValueError(f"num_inference_steps and batch_size must be at least 1, got {num_inference_steps} "
+                             f"and {batch_size}")
         if not (math.isfinite(guidance_scale) and guidance_scale >= 0):
             raise ValueError(f"guidance_scale must be a finite number >= 0 (1 or less: no guidance), got {guidance_scale}")
         if start not in ("canvas", "noise"):
@@ -184,6 +208,31 @@ class StandardizePipeline:
         for r in refs:
             if r.image.shape[:2] != (h, w):
                 raise ValueError(f"A prepared reference is {r.image.shape[1]}x{r.image.shape[0]}; this model needs {w}x{h}")
+        if target_pose is not None and target_pose.shape != (h, w, 3):
+            raise ValueError(f"target_pose must be a ({h}, {w}, 3) pose map, got {target_pose.shape}")
+        # a reference without a figure mask (or pose) is standardized without FBDM (or RPIM), and says so;
+        # the others keep them: batches are runs of references with the same inputs
+        config = self.standardizer.config
+        kinds = [(r.mask is not None, r.pose_map is not None) for r in refs]
+        for r, (mask, pose) in zip(refs, kinds, strict=True):
+            if config.fbdm and not mask:
+                r.notes.append("no figure mask: standardized without FBDM (foreground-background distinction)")
+            if config.rpim and not pose:
+                r.notes.append("no reference pose: standardized without RPIM (reference pose injection)")
+        generator = torch.Generator().manual_seed(seed)
+        images, k = [], 0
+        while k < len(refs):
+            end = k + 1
+            while end < len(refs) and end - k < batch_size and kinds[end] == kinds[k]:
+                end += 1
+            images += self._standardize(refs[k:end], num_inference_steps, guidance_scale, generator, target_pose, start)
+            k = end
+        return StandardizeOutput(images, refs)
+
+    def _standardize(self, refs: list[Reference], num_inference_steps: int, guidance_scale: float,
+                     generator: torch.Generator, target_pose: np.ndarray | None, start: str) -> list[Image.Image]:
+        """One batch of prepared references -> their standardized images."""
+        w, h = self.size
         n = len(refs)
         cfg = guidance_scale > 1.0
         device, dtype = self.device, self.dtype
@@ -206,8 +255,6 @@ class StandardizePipeline:
 
         # 4. Target pose features, once
         pose = target_pose if target_pose is not None else self.target_poses(refs)  # (H, W, 3) or (N, H, W, 3)
-        if pose.shape[-3:] != (h, w, 3):
-            raise ValueError(f"target_pose must be a ({h}, {w}, 3) pose map, got {pose.shape}")
         pose_features = self.standardizer.pose_features(to_tensor(pose if pose.ndim == 4 else pose[None]).to(device, dtype))
         pose_features = pose_features.expand(n, -1, -1, -1)  # (N, C0, h, w)
         if cfg:
@@ -231,4 +278,4 @@ class StandardizePipeline:
 
         # 7. Decode
         images = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.vae.dtype)).sample
-        return StandardizeOutput(to_images(images), refs)
+        return to_images(images)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shlex
 import sys
 import time
@@ -14,7 +13,8 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from ..atomic import save_image, write_json  # noqa: F401  (write_json: the trainers' record writer)
 
 
 def load_config(cls, path: str | Path | None, **overrides):
@@ -56,11 +56,7 @@ class RunDir:
             f.write(json.dumps(row) + "\n")
 
     def save_image(self, name: str, image: np.ndarray) -> Path:
-        path = self.path / "samples" / name
-        tmp = path.with_name(path.stem + ".tmp.png")
-        Image.fromarray(image).save(tmp)
-        os.replace(tmp, path)
-        return path
+        return save_image(self.path / "samples" / name, image)
 
     def provenance(self, **extra) -> dict:
         """What made this model: the command, the config, the data's own manifest (its seed and
@@ -74,17 +70,6 @@ class RunDir:
             "config": dataclasses.asdict(self.config),
             **extra,
         }
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def grid(rows: list[list[np.ndarray]]) -> np.ndarray:
-    """Tile equally sized uint8 images (H, W, 3) into one image."""
-    return np.concatenate([np.concatenate(r, 1) for r in rows], 0)
 
 
 def lr_factor(step: int, warmup: int, steps: int, schedule: str = "cosine") -> float:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..data.heldout import held_out_references
 from ..data.latents import encode_latents
 from ..data.memory import WorldArrays, batch_indices
 from ..diffusion import epsilon_loss, latent_masks, region_weights, sampling_scheduler, training_scheduler
@@ -33,10 +34,11 @@ from ..models.standard_pose import StandardPoseEstimator
 from ..models.standardizer import Standardizer, StandardizerConfig
 from ..pose import draw_pose_map
 from ..preprocess import Reference
+from ..sheet import grid
 from ..world.backgrounds import SCENES, render_background
 from ..world.generator import CharacterWorld
 from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
-from .common import RunDir, grid, load_config, lr_factor, optimizer_step, set_lr, write_json
+from .common import RunDir, load_config, lr_factor, optimizer_step, set_lr, write_json
 
 
 @dataclass(frozen=True)
@@ -216,26 +218,6 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
 
 
-def held_out_picks(test: WorldArrays, count: int) -> np.ndarray:
-    """One sample index per held-out character, for the first `count` characters (the pose index
-    varies with the character)."""
-    rows = test.first_of_each_character()[:count]
-    picks = []
-    for k, first in enumerate(rows):
-        end = rows[k + 1] if k + 1 < len(rows) else len(test)
-        picks.append(first + (k * 5) % (end - first))
-    return np.array(picks)
-
-
-def held_out_references(test: WorldArrays, count: int) -> tuple[list[Reference], np.ndarray]:
-    """One sample per held-out character (`held_out_picks`), and its ground truth."""
-    picks = held_out_picks(test, count)
-    refs = [Reference.from_world(test.images["image"][i], test.images["foreground"][i], test.meta[i]["keypoints"])
-            for i in picks]
-    truth = test.characters["standard_image"][test.character_row[picks]]
-    return refs, truth
-
-
 def main(args) -> int:
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
@@ -357,15 +339,10 @@ def main(args) -> int:
     return 0
 
 
-@torch.no_grad()
-def standardize_all(pipe, refs: list[Reference], cfg: Stage1TrainConfig, batch: int = 16) -> list:
+def standardize_all(pipe, refs: list[Reference], cfg: Stage1TrainConfig) -> list:
     pipe.progress = False
-    g = torch.Generator().manual_seed(cfg.seed)
-    out = []
-    for k in range(0, len(refs), batch):
-        out += pipe(refs[k:k + batch], num_inference_steps=cfg.sample_steps, guidance_scale=cfg.guidance_scale,
-                    generator=g).images
-    return out
+    return pipe(refs, num_inference_steps=cfg.sample_steps, guidance_scale=cfg.guidance_scale, seed=cfg.seed,
+                batch_size=16).images
 
 
 def evaluate(pipe, refs: list[Reference], truth: np.ndarray, cfg: Stage1TrainConfig) -> dict:

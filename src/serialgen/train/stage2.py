@@ -36,16 +36,19 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from ..data.heldout import held_out_series
 from ..data.latents import cached_latents, weights_digest
 from ..data.memory import WorldArrays, batch_indices, to_float
 from ..diffusion import epsilon_loss, training_scheduler
 from ..models.clip import preprocess as clip_preprocess
 from ..models.ip_adapter import IPAdapter
-from ..models.loading import add_time_ids, record_digest
+from ..models.loading import add_time_ids, empty_text, encode_text, record_digest
+from ..models.personalizer import Personalizer
 from ..preprocess import Reference
+from ..sheet import grid
 from ..world.attributes import scene_caption
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from .common import RunDir, grid, load_config, optimizer_step, set_lr, write_json
+from .common import RunDir, load_config, optimizer_step, set_lr, write_json
 
 PAIRINGS = ("standardized", "paired", "unpaired", "standard")
 
@@ -81,48 +84,6 @@ class Stage2TrainConfig:
     guidance_scale: float = 5.0
     limit: int = 0
     seed: int = 0
-
-
-class Stage2Objective(torch.nn.Module):
-    """One training forward in one module call (accelerate/DDP); only `adapter` has gradients."""
-
-    def __init__(self, unet, adapter: IPAdapter, offset_noise: float = 0.0):
-        super().__init__()
-        self.unet, self.adapter, self.offset_noise = unet, adapter, offset_noise
-
-    def forward(self, x0, text, hidden, added, scheduler, generator):
-        tokens = self.adapter.tokens(hidden)  # (B, T, cross_dim)
-
-        def eps(x_t, t, cond):
-            return self.unet(x_t, t, cond["text"], added_cond_kwargs=cond["added"],
-                             cross_attention_kwargs={"ip_tokens": cond["tokens"]}).sample
-
-        return epsilon_loss(eps, x0, {"text": text, "tokens": tokens, "added": added}, scheduler, generator,
-                            self.offset_noise)
-
-
-@torch.no_grad()
-def encode_text(base, captions: list[str], batch: int = 256, progress: bool = True
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Captions -> the base pipeline's own text conditioning: (embeds (N, L, D) fp16, pooled
-    (N, P) fp16 for SDXL, else None)."""
-    embeds, pooled = [], []
-    for k in tqdm(range(0, len(captions), batch), desc="encoding captions", disable=not progress):
-        out = base.encode_prompt(prompt=captions[k:k + batch], device=base.unet.device, num_images_per_prompt=1,
-                                 do_classifier_free_guidance=False)
-        embeds.append(out[0].half())
-        if len(out) == 4:
-            pooled.append(out[2].half())
-    return torch.cat(embeds), torch.cat(pooled) if pooled else None
-
-
-@torch.no_grad()
-def empty_text(base) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The unconditional text, as the base pipeline makes it at sampling time (SDXL: zeros)."""
-    embeds, pooled = encode_text(base, [""], progress=False)
-    if getattr(base.config, "force_zeros_for_empty_prompt", False):
-        embeds, pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
-    return embeds[0], pooled[0] if pooled is not None else None
 
 
 @torch.no_grad()
@@ -188,7 +149,7 @@ def precompute_standardized(train: WorldArrays, sources: np.ndarray, folder: Pat
         refs = [Reference.from_world(train.images["image"][i], train.images["foreground"][i], train.meta[i]["keypoints"])
                 for i in rows]
         images = pipe(refs, num_inference_steps=cfg.standardize_steps, guidance_scale=cfg.standardize_guidance,
-                      generator=torch.Generator().manual_seed(cfg.seed * 7919 + s)).images
+                      seed=cfg.seed * 7919 + s, batch_size=len(rows)).images
         tensors = {"images": torch.from_numpy(np.stack([np.asarray(im) for im in images])),
                    "sources": torch.from_numpy(np.asarray(rows, np.int64))}
         tmp = path.with_name(path.name + ".tmp")
@@ -309,14 +270,14 @@ def main(args) -> int:
 
     # 3. The adapter, its optimizer; the UNet gets the decoupled processors
     adapter = IPAdapter.for_unet(base.unet, image_encoder.config.hidden_size)
-    adapter.attach(base.unet)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=0.01)
     start, elapsed = 0, 0.0
     if args.resume and has_checkpoint(run.path):
         state = load_checkpoint(run.path, model=adapter, optimizer=optimizer)
         start, elapsed = state["step"], state["extra"].get("elapsed_s", 0.0)
         accelerator.print(f"resumed from step {start}")
-    objective, optimizer = accelerator.prepare(Stage2Objective(base.unet, adapter, cfg.offset_noise), optimizer)
+    model = Personalizer(base.unet, adapter)
+    objective, optimizer = accelerator.prepare(model, optimizer)
     noise_scheduler = training_scheduler()
     test_keys = ("image", "foreground") + (("standard_image",) if cfg.pairing == "standard" else ())  # sample sheets
     test = WorldArrays.load(args.data, "test", keys=test_keys, limit=64, progress=False)
@@ -344,8 +305,10 @@ def main(args) -> int:
             pooled = torch.where(no_text.view(-1, 1), cached["empty_pooled"].float().expand(len(idx), -1),
                                  cached["pooled"][idx].float())
             added = {"text_embeds": pooled.to(device), "time_ids": added_ids.to(device).repeat(len(idx), 1)}
-        with accelerator.autocast():
-            loss = objective(latents[idx].float().to(device), cond.to(device), hidden, added, noise_scheduler, g)
+        with accelerator.autocast():  # the Personalizer's loss, through accelerate's wrapper of it
+            loss = epsilon_loss(objective, latents[idx].float().to(device),
+                                {"text": cond.to(device), "hidden": hidden, "added": added}, noise_scheduler, g,
+                                cfg.offset_noise)
         optimizer_step(accelerator, objective, optimizer, loss)
         if step % 25 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -370,19 +333,6 @@ def main(args) -> int:
                                          f"load with `PersonalizePipeline.from_pretrained('{model}')`.\n")
         print(f"saved {model / ADAPTER_FILE}")
     return 0
-
-
-def held_out_series(test: WorldArrays, characters: int, prompts: int) -> list[tuple[Reference, list[str]]]:
-    """For each of the first held-out characters: its first image as reference, and the scene
-    captions of its next images as the series' prompts."""
-    out = []
-    rows = test.first_of_each_character()[:characters]
-    for first in rows:
-        same = np.flatnonzero(test.character_row == test.character_row[first])
-        ref = Reference.from_world(test.images["image"][first], test.images["foreground"][first],
-                                   test.meta[first]["keypoints"])
-        out.append((ref, [scene_caption(test.meta[i]) for i in same[1:prompts + 1]]))
-    return out
 
 
 @torch.no_grad()

@@ -20,16 +20,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ..data.latents import cached_latents
 from ..data.memory import WorldArrays, batch_indices
-from ..diffusion import latent_masks, min_snr_weights, noise_scheduler_config, region_weights, training_noise
+from ..diffusion import epsilon_loss, latent_masks, region_weights, sampling_scheduler, training_scheduler
 from ..models.backbones import UNET_PRESETS, preset
+from ..sheet import grid
 from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
-from .common import RunDir, grid, load_config, optimizer_step, set_lr, write_json
+from .common import RunDir, load_config, optimizer_step, set_lr, write_json
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,6 @@ def make_pipeline(unet, vae, text_encoder, tokenizer):
 
 def main(args) -> int:
     from accelerate import Accelerator
-    from diffusers import DDIMScheduler, DDPMScheduler
 
     from ..models.loading import load_clip_text, load_vae
 
@@ -127,7 +126,7 @@ def main(args) -> int:
         start, elapsed = state["step"], state["extra"].get("elapsed_s", 0.0)
         accelerator.print(f"resumed from step {start}")
     model, optimizer = accelerator.prepare(unet, optimizer)
-    noise_scheduler = DDPMScheduler.from_config(noise_scheduler_config())
+    noise_scheduler = training_scheduler()
 
     # 3. Training loop: noise, timestep and dropout all follow (seed, step)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="t2i", disable=not main_process)
@@ -140,18 +139,11 @@ def main(args) -> int:
         cond = text[idx].float()  # (B, L, D)
         drop = torch.rand(len(idx), generator=g) < cfg.caption_dropout
         cond = torch.where(drop.view(-1, 1, 1), empty.float().expand_as(cond), cond)
-        noise = training_noise(x0.shape, g, cfg.offset_noise)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=g)
-        xt = noise_scheduler.add_noise(x0, noise, t)
+        weights = region_weights(masks[idx], cfg.figure_weight) if masks is not None else None
         with accelerator.autocast():
-            pred = model(xt.to(accelerator.device), t.to(accelerator.device), cond.to(accelerator.device)).sample
-        loss = F.mse_loss(pred.float(), noise.to(accelerator.device), reduction="none")
-        if masks is not None:
-            loss = loss * region_weights(masks[idx], cfg.figure_weight).to(loss.device)
-        loss = loss.mean((1, 2, 3))
-        if cfg.snr_gamma:
-            loss = loss * min_snr_weights(noise_scheduler, t, cfg.snr_gamma).to(loss.device)
-        loss = loss.mean()
+            loss = epsilon_loss(lambda x, t, c: model(x, t, c).sample, x0.to(accelerator.device),
+                                cond.to(accelerator.device), noise_scheduler, g, cfg.offset_noise, weights,
+                                per_sample=True, snr_gamma=cfg.snr_gamma)
         optimizer_step(accelerator, model, optimizer, loss)
         ema_update(ema, unet, cfg.ema_decay if step > cfg.warmup else 0.0)
         if step % 25 == 0:
@@ -168,7 +160,7 @@ def main(args) -> int:
     # 4. Export the EMA UNet and its sampling scheduler
     if main_process:
         ema.save_pretrained(run.path / "model" / "unet", safe_serialization=True)
-        DDIMScheduler.from_config(noise_scheduler_config()).save_pretrained(run.path / "model" / "scheduler")
+        sampling_scheduler().save_pretrained(run.path / "model" / "scheduler")
         write_json(run.path / "model" / "training.json", run.provenance(
             data=str(args.data), steps=cfg.steps, vae=cfg.vae or "bundled mini", clip=cfg.clip or "bundled mini",
             wall_time_s=round(elapsed + time.time() - t0, 1)))

@@ -28,8 +28,9 @@ from tqdm import tqdm
 
 from ..data.memory import WorldArrays, batch_indices, to_float, to_uint8
 from ..models.backbones import VAE_PRESETS, preset
+from ..sheet import grid
 from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
-from .common import RunDir, grid, load_config, optimizer_step, set_lr, write_json
+from .common import RunDir, load_config, optimizer_step, set_lr, write_json
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The procedural 3D character world: characters, poses, scenes, rendering (DESIGN.md section 5)."""
+"""The procedural 3D character world: characters, poses, scenes, rendering (docs/ARCHITECTURE.md, "The world")."""
 
 from .generator import CharacterWorld, split_of
 

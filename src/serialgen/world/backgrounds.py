@@ -1,4 +1,4 @@
-"""Procedural background scenes, named in captions (DESIGN.md section 5).
+"""Procedural background scenes, named in captions (docs/ARCHITECTURE.md, "The world").
 
 Each scene is drawn from a seed at any size, with its horizon where the camera's pitch puts
 it, so trainers can re-composite a foreground onto a fresh background on the fly (as the

@@ -1,4 +1,4 @@
-"""Character appearance: body, clothing, hair, face and accessories (DESIGN.md section 5).
+"""Character appearance: body, clothing, hair, face and accessories (docs/ARCHITECTURE.md, "The world").
 
 A `Character` is drawn once per (seed, character id) and fixes everything about the
 appearance; poses, views, backgrounds and expressions vary per sample.

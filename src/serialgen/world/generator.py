@@ -1,6 +1,6 @@
 """Samples of the character world: a non-standard render paired with the standard render.
 
-DESIGN.md section 5 and SerialGen section 3.3: the non-standard image varies pose, view,
+docs/ARCHITECTURE.md, "The world" and SerialGen section 3.3: the non-standard image varies pose, view,
 pitch, distance, framing (a third are cropped to knee-up, waist-up or head-and-shoulders),
 background, expression and light; the standard image is the same character in the A-pose,
 front view, neutral face, white background, with the face box at one fixed place and size

@@ -1,4 +1,4 @@
-"""Character meshes, built once per character and posed per sample (DESIGN.md section 5).
+"""Character meshes, built once per character and posed per sample (docs/ARCHITECTURE.md, "The world").
 
 Every part is rigid and bound to one joint: its vertices live in that joint's rest frame and
 the vertex shader applies the joint's world transform, so posing costs one matrix upload

@@ -1,4 +1,4 @@
-"""The standard A-pose and the named actions of the character world (DESIGN.md section 5).
+"""The standard A-pose and the named actions of the character world (docs/ARCHITECTURE.md, "The world").
 
 Angles follow `skeleton.py`: R = Rz @ Rx @ Ry per joint, degrees. Actions are authored for
 the character's left side; `sample_action_pose` mirrors asymmetric ones at random, adds

@@ -1,4 +1,4 @@
-"""Headless OpenGL rendering of posed characters (DESIGN.md section 5).
+"""Headless OpenGL rendering of posed characters (docs/ARCHITECTURE.md, "The world").
 
 moderngl over EGL (Mesa llvmpipe on CPU machines, the GPU driver where there is one).
 Skinning is rigid per joint and runs in the vertex shader, so a character's mesh and atlas

@@ -1,4 +1,4 @@
-"""Articulated skeleton of the character world (DESIGN.md section 5).
+"""Articulated skeleton of the character world (docs/ARCHITECTURE.md, "The world").
 
 19 joints posed by forward kinematics. World frame: y up, the character faces +z, +x is the
 character's left. In the rest pose every limb hangs straight down (arms and legs along -y).

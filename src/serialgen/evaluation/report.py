@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .evaluation import APPEARANCE, TEXT_CONTROL, Protocol, bootstrap_ci
+from ..atomic import save_image, write_json, write_text
+from . import APPEARANCE, TEXT_CONTROL, Protocol, bootstrap_ci
 
 STAGE1_RUNS = (("full", "runs/stage1-full/model"), ("no FBDM", "runs/stage1-no-fbdm/model"),
                ("no RPIM", "runs/stage1-no-rpim/model"), ("neither", "runs/stage1-neither/model"))
@@ -77,7 +78,7 @@ def _made_by(folder: str | None, bundled_name: str) -> str:
     """Identity of a component the scores depend on (the judge, the base, the standardizer), so
     retraining and shipping it makes the kept scores stale; a folder without a training record
     is known by its path."""
-    from .models.loading import record_digest
+    from ..models.loading import record_digest
 
     return record_digest(folder, bundled_name) or str(folder or "bundled")
 
@@ -87,15 +88,7 @@ def _load_json(path: Path) -> dict:
 
 
 def _save_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
-def _save_png(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    Image.fromarray(array).save(tmp)
-    os.replace(tmp, path)
+    write_json(path, data, indent=1)
 
 
 def _absent(path: str | Path, name: str, kept: bool) -> None:
@@ -106,10 +99,10 @@ def _absent(path: str | Path, name: str, kept: bool) -> None:
 
 def run_stage1(cfg: ReportConfig, test) -> dict:
     """Score each ablation model (cached); draw references / each model / truth."""
-    from .evaluation import Judge, evaluate_stage1
-    from .pipelines.standardize import StandardizePipeline
-    from .train.common import grid
-    from .train.stage1 import held_out_references
+    from ..data.heldout import held_out_references
+    from ..pipelines.standardize import StandardizePipeline
+    from ..sheet import grid
+    from . import Judge, evaluate_stage1
 
     folder = cfg.scores_dir()
     cache = _load_json(folder / "stage1_ablation.json")
@@ -137,7 +130,7 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
         _save_json(folder / "stage1_ablation.json", cache)  # each row kept as soon as it is measured
         changed = True
     if changed and len(columns) == len(drawn) + 1:  # every model here was drawn
-        _save_png(folder / "stage1_ablation.png", grid(columns + [list(truth)]))
+        save_image(folder / "stage1_ablation.png", grid(columns + [list(truth)]))
         _save_json(folder / "stage1_ablation_rows.json", {"rows": drawn})  # the figure's caption
     # the table lists the rows as the figure draws them, then rows kept from earlier runs
     return {name: cache[name] for name, _ in cfg.stage1 if name in cache} | cache
@@ -145,10 +138,10 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
 
 def run_pairings(cfg: ReportConfig, test) -> dict:
     """Score each Stage II pairing under the protocol (cached); draw their series side by side."""
-    from .evaluation import Judge, evaluate_series
-    from .models.loading import bundled
-    from .pipelines.serial import SerialGenPipeline
-    from .pipelines.standardize import StandardizePipeline
+    from ..models.loading import bundled
+    from ..pipelines.serial import TWO_STAGE_PAIRINGS, SerialGenPipeline, adapter_pairing
+    from ..pipelines.standardize import StandardizePipeline
+    from . import Judge, evaluate_series
 
     folder = cfg.scores_dir()
     cache = _load_json(folder / "pairings.json")
@@ -170,25 +163,24 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
                 changed = True
                 _save_json(folder / "pairings.json", cache)
             continue
-        two_stage = info.get("pairing", "standardized") == "standardized"
+        two_stage = adapter_pairing(path) in TWO_STAGE_PAIRINGS
         key = _fingerprint(path, settings | standardizer if two_stage else settings)
         entry = cache.get(name)
         if entry is not None and entry.get("fingerprint") == key and not cfg.force and _sheet_file(folder, name).exists():
             continue
         if judge is None:
-            from .face import face_embedder
+            from ..face import face_embedder
 
             judge, face = Judge.from_pretrained(cfg.judge), face_embedder(cfg.face_model)
-        serial = SerialGenPipeline.from_pretrained(adapter=path, base=cfg.base, image_encoder=cfg.image_encoder,
-                                                   one_stage=True)
         if two_stage:
             standardize = standardize or StandardizePipeline.from_pretrained(cfg.standardizer)
-            serial.standardize = standardize
+        serial = SerialGenPipeline.from_pretrained(standardizer=standardize, adapter=path, base=cfg.base,
+                                                   image_encoder=cfg.image_encoder, one_stage=not two_stage)
         serial.progress = False
         print(f"report: {name}: {cfg.protocol.characters} characters x {cfg.protocol.prompts} prompts x "
               f"{cfg.protocol.seeds} seeds")
         scores = evaluate_series(serial, judge, test, cfg.protocol, two_stage, face=face)
-        _save_png(_sheet_file(folder, name), sheet_rows(scores.pop("sheets")))
+        save_image(_sheet_file(folder, name), sheet_rows(scores.pop("sheets")))
         changed = True
         gap = loss_gap(serial, test, cfg.gap_characters, two_stage, cfg.protocol.seed)
         if gap:  # needs two held-out characters
@@ -202,7 +194,7 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
     files = [_sheet_file(folder, name) for name, path in adapters if Path(path).exists() and name in cache]
     if files and all(f.exists() for f in files) and (changed or not (folder / "pairings.png").exists()):
         height = test.images["image"].shape[1]
-        _save_png(folder / "pairings.png", pairings_figure([np.asarray(Image.open(f).convert("RGB")) for f in files],
+        save_image(folder / "pairings.png", pairings_figure([np.asarray(Image.open(f).convert("RGB")) for f in files],
                                                            height))
     return cache
 
@@ -217,21 +209,20 @@ def loss_gap_rows(test, characters: int) -> tuple[np.ndarray, np.ndarray]:
 
 def standardized_rows(standardize, test, rows: np.ndarray, seed: int = 0) -> np.ndarray:
     """Stage I's image of each of `test`'s `rows`, uint8 (N, H, W, 3), each seeded by `seed`."""
-    import torch
     from tqdm import tqdm
 
-    from .preprocess import Reference
+    from ..preprocess import Reference
 
     prepared = [Reference.from_world(test.images["image"][r], test.images["foreground"][r], test.meta[r]["keypoints"])
                 for r in rows]
-    return np.stack([np.asarray(standardize(r, generator=torch.Generator().manual_seed(seed)).images[0])
+    return np.stack([np.asarray(standardize(r, seed=seed).images[0])
                      for r in tqdm(prepared, desc="loss gap: Stage I", leave=False)])
 
 
 def loss_gap(serial, test, characters: int, two_stage: bool, seed: int = 0) -> dict:
     """`adapter_loss_gap` on held-out characters (`loss_gap_rows`): the reference standardized by
     `serial`'s Stage I for the two-stage model."""
-    from .evaluation import adapter_loss_gap
+    from . import adapter_loss_gap
 
     firsts, targets = loss_gap_rows(test, characters)
     if len(firsts) < 2:
@@ -247,7 +238,7 @@ def _sheet_file(folder: Path, name: str) -> Path:
 def sheet_rows(sheets: list[tuple], characters: int = 3, images: int = 6) -> np.ndarray:
     """One adapter's sheet: for each of the first characters a row of reference, what the adapter
     saw (standardized image, or the reference itself), then the first prompts' images (seed 0)."""
-    from .train.common import grid
+    from ..sheet import grid
 
     rows = []
     for ref, std, ims, _ in sheets[:characters]:
@@ -447,7 +438,7 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
 
 
 def make_report(cfg: ReportConfig, command: str = "serialgen report") -> Path:
-    from .data.memory import WorldArrays
+    from ..data.memory import WorldArrays
 
     folder = cfg.scores_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -457,7 +448,5 @@ def make_report(cfg: ReportConfig, command: str = "serialgen report") -> Path:
     pairings = run_pairings(cfg, test)
     text = write_markdown(cfg, stage1, pairings, command)
     out = Path(cfg.out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
+    write_text(out, text)
     return out
