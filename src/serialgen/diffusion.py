@@ -2,6 +2,7 @@
 (Ho et al. 2020 with SD's scaled-linear betas), epsilon prediction, and the DDIM sampler
 (Song et al. 2021) it is sampled with. Models only map (x_t, t, cond) to a prediction;
 this module owns the schedule, so training targets and sampling cannot drift apart.
+See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations

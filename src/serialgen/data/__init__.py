@@ -1,4 +1,4 @@
-"""Datasets: character-world shards (writing and reading)."""
+"""Datasets: character-world shards (writing and reading). See docs/ARCHITECTURE.md."""
 
 from .reader import WorldDataset, collate, iterate_records, recomposite
 from .shards import SynthSpec, synthesize

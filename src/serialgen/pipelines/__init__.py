@@ -1,5 +1,5 @@
 """Inference pipelines, one task each: standardize (Stage I), personalize (Stage II), and the
-serial pipeline that composes them."""
+serial pipeline that composes them. See docs/ARCHITECTURE.md."""
 
 from .personalize import PersonalizeOutput, PersonalizePipeline
 from .serial import SerialGenOutput, SerialGenPipeline

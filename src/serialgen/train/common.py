@@ -1,5 +1,6 @@
 """What every training script shares: typed configs overridden by TOML files, the output
-folder (log, sample sheets, final model with the command that made it), and timing."""
+folder (log, sample sheets, final model with the command that made it), and timing.
+See docs/ARCHITECTURE.md."""
 
 from __future__ import annotations
 
