@@ -39,7 +39,7 @@ def vae_sheet() -> None:
     from serialgen.data.memory import to_float, to_uint8
     from serialgen.metrics import psnr
     from serialgen.models.loading import load_vae
-    from serialgen.train.common import grid
+    from serialgen.sheet import grid
 
     vae = load_vae().float().eval()
     images = np.stack([s["image"] for s in held_out(8)] + [s["standard_image"] for s in held_out(4)])
@@ -51,7 +51,7 @@ def vae_sheet() -> None:
 
 def t2i_sheet() -> None:
     from serialgen.models.loading import load_base
-    from serialgen.train.common import grid
+    from serialgen.sheet import grid
 
     base = load_base()
     samples = held_out(8)
@@ -67,19 +67,19 @@ def stage1_sheets() -> None:
     from serialgen.metrics import psnr, ssim
     from serialgen.pipelines import StandardizePipeline
     from serialgen.preprocess import Reference
-    from serialgen.train.common import grid
+    from serialgen.sheet import grid
 
     pipe = StandardizePipeline.from_pretrained()
     pipe.progress = False
     samples = held_out(8)
     refs = [Reference.from_world(s["image"], s["foreground"], s["keypoints"]) for s in samples]
-    out = pipe(refs, generator=torch.Generator().manual_seed(0)).images
+    out = pipe(refs, seed=0).images
     truth = np.stack([s["standard_image"] for s in samples])
     print(f"held-out: PSNR {psnr(out, truth).mean():.2f} dB, SSIM {ssim(out, truth).mean():.3f}")
     save(grid([[r.image for r in refs], [np.asarray(o) for o in out], list(truth)]), "stage1_heldout.png")
     rows = []
     for path in sorted(REAL.glob("*.png")):
-        result = pipe(str(path), generator=torch.Generator().manual_seed(0))
+        result = pipe(str(path), seed=0)
         ref = result.references[0]
         rows.append([ref.image, np.asarray(result.images[0])])
         print(f"{path.name}: {'; '.join(ref.notes) or 'ok'}")

@@ -18,9 +18,10 @@ from serialgen.models.standard_pose import StandardPoseEstimator, normalized
 from serialgen.models.standardizer import Standardizer, StandardizerConfig
 from serialgen.preprocess import Reference
 from serialgen.train import stage1
+from serialgen.train.config import load_config
 
 from .test_train_stage1 import _args, config, encoders  # noqa: F401  (fixtures)
-from .tiny import TINY_UNET
+from .tiny import TINY_UNET, train_with
 
 # the mini world's A-pose (the bundled standardizer's template), as (x / W, y / H, visible)
 TEMPLATE = tuple(tuple(r) for r in json.loads(
@@ -251,18 +252,15 @@ def test_fourth_phase_options_train_and_record_adapter_norms(dataset, tmp_path, 
              "solid_backgrounds = 0.5\nrecomposite = 1.0\nstandard_pose = true\nstandard_pose_steps = 50\n")
     phase = tmp_path / "phase4.toml"
     phase.write_text(config.read_text() + extra)
-    assert stage1.main(_args(dataset, tmp_path / "p4", phase)) == 0
+    assert train_with(stage1, _args(dataset, tmp_path / "p4", phase)) == 0
     info = json.loads((tmp_path / "p4" / "model" / "training.json").read_text())
     assert set(info["adapter_rms"]) == {"fbdm_v_f", "fbdm_v_b", "rpim_conv"}
     assert info["adapter_rms"]["fbdm_v_f"] > 0 and info["adapter_rms"]["rpim_conv"] > 0  # they left zero
     model = Standardizer.from_pretrained(tmp_path / "p4" / "model")
     assert model.standard_pose is not None
     assert all(b.startswith("CrossAttn") for b in model.denoiser.config.down_block_types)
-    # a later phase from it keeps every weight (the architecture comes from init_from)
-    later = tmp_path / "p5.toml"
-    later.write_text("\n".join(line for line in phase.read_text().splitlines() if not line.startswith("steps"))
-                     + f'\ninit_from = "{tmp_path / "p4" / "model"}"\nsteps = 0\n')
-    assert stage1.main(_args(dataset, tmp_path / "p5", later)) == 0
+    # a later phase from it starts with every weight (the architecture comes from init_from)
+    later = load_config(stage1.Stage1TrainConfig, stage1.PRESETS, "mini", phase, init_from=str(tmp_path / "p4" / "model"))
     a = Standardizer.from_pretrained(tmp_path / "p4" / "model").state_dict()
-    b = Standardizer.from_pretrained(tmp_path / "p5" / "model").state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if "standard_pose" not in k)
+    b = stage1.initial_model(later, model.config).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k].float(), b[k].float()) for k in a if "standard_pose" not in k)

@@ -110,3 +110,22 @@ def tiny_serial_models(root, dataset):
             p.add_(0.2 * torch.randn_like(p))
     adapter.save(root / "adapter" / "ip-adapter.safetensors")
     return root
+
+
+def train_with(module, args) -> int:
+    """What `serialgen train NAME` does with these parsed arguments (data, out, config, resume and
+    the optional no_fbdm, no_rpim, pairing), errors raised rather than printed. -> 0"""
+    from serialgen.train import trainer
+    from serialgen.train.config import load_config
+
+    chosen = trainer(module.__name__.rsplit(".", 1)[1])
+    overrides = {"fbdm": False if getattr(args, "no_fbdm", False) else None,
+                 "rpim": False if getattr(args, "no_rpim", False) else None, "pairing": getattr(args, "pairing", None)}
+    cfg = load_config(chosen.config, chosen.presets, "mini", args.config, **overrides)
+    chosen.train(cfg, args.data, args.out, args.resume)
+    return 0
+
+
+def saved_adapter(folders):
+    """The perturbed tiny adapter file of `folders` (conftest.folders)."""
+    return folders / "adapter" / "ip-adapter.safetensors"

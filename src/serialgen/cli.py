@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from .atomic import save_image, write_json
+from .train import TRAINERS
+from .train.config import PAIRINGS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -197,12 +199,8 @@ def _demo(args) -> int:
         shutil.copyfile(assets / name, out / name)
     caption = json.loads((assets / "reference.json").read_text())["caption"]
     print(f"reference: {caption} -> {out / 'reference.png'}")
-    generate = argparse.Namespace(reference=str(out / "reference.png"), prompt=[], out=str(out),
-                                  prompts_file=str(assets / "prompts.txt"), seed=args.seed, steps=args.steps,
-                                  guidance=5.0, scale=1.0, batch_size=8, standardized=None, one_stage=False,
-                                  no_pose=False, standardizer=None, adapter=None, base=None, image_encoder=None,
-                                  allow_pickle=False)
-    return _generate(generate)
+    return main(["generate", "--reference", str(out / "reference.png"), "--prompts-file", str(assets / "prompts.txt"),
+                 "--out", str(out), "--seed", str(args.seed), "--steps", str(args.steps)])
 
 
 def _serve(args) -> int:
@@ -329,18 +327,9 @@ def _eval(args) -> int:
     return 0
 
 
-TRAINERS = {
-    "vae": ("serialgen.train.vae", "the VAE (diffusers AutoencoderKL) on renders"),
-    "clip": ("serialgen.train.clip", "CLIP (transformers CLIPModel) on (render, caption) pairs, with its tokenizer"),
-    "t2i": ("serialgen.train.t2i", "the text-to-image base UNet on VAE latents and CLIP text states"),
-    "judge": ("serialgen.train.judge", "the evaluator: a second CLIP on a disjoint world, with attribute probes"),
-    "stage1": ("serialgen.train.stage1", "the Stage I standardizer (ReferenceNet + denoising UNet, FBDM, RPIM)"),
-    "stage2": ("serialgen.train.stage2", "the Stage II image adapter (IP-Adapter, all CLIP tokens) under --pairing"),
-}
-
-
 def _train(args) -> int:
-    import importlib
+    from .train import trainer
+    from .train.config import load_config
 
     prog = f"serialgen train {args.model}"
     if (args.no_fbdm or args.no_rpim) and args.model != "stage1":
@@ -352,7 +341,13 @@ def _train(args) -> int:
         return _fail(prog, f"--data {data} has no train/ shards; make them with `serialgen synth --out {data} ...`")
     try:
         _writable_dir(Path(args.out))
-        return importlib.import_module(TRAINERS[args.model][0]).main(args)
+        chosen = trainer(args.model)
+        overrides = {"fbdm": False if args.no_fbdm else None, "rpim": False if args.no_rpim else None,
+                     "pairing": args.pairing}
+        cfg = load_config(chosen.config, chosen.presets, args.preset, args.config,
+                          **{k: v for k, v in overrides.items() if v is not None})
+        chosen.train(cfg, data, Path(args.out), args.resume)
+        return 0
     except (ValueError, FileNotFoundError) as error:
         return _fail(prog, str(error))
 
@@ -404,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train", help="train a model on a synthesized dataset",
-        description="Train one model: " + "; ".join(f"{name}: {what}" for name, (_, what) in TRAINERS.items()) + ". Runs on "
+        description="Train one model: " + "; ".join(f"{name}: {what}" for name, what in TRAINERS.items()) + ". Runs on "
                     "accelerate (`accelerate launch -m serialgen.cli train ...` spreads it over GPUs). Checkpoints "
                     "go to OUT/checkpoint every few hundred steps (atomically); --resume continues exactly. The "
                     "final EMA weights are saved to OUT/model with training.json (command, config, data, scores).",
@@ -412,11 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", choices=sorted(TRAINERS), help="what to train")
     p.add_argument("--data", required=True, help="dataset directory made by `serialgen synth`")
     p.add_argument("--out", required=True, help="run directory: checkpoint/, samples/, log.jsonl, model/")
-    p.add_argument("--config", help="TOML file overriding the training config's defaults")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--preset", choices=("mini", "paper"), default="mini",
+                   help="the config to start from: mini (the recipe of the bundled weights, default) or paper (the "
+                        "paper's recipe; stage1 and stage2 only, the paper trains no other model)")
+    p.add_argument("--config", help="TOML file overriding the preset's values (unknown keys and wrong types are refused)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint (made with the same config)")
     p.add_argument("--no-fbdm", action="store_true", help="stage1 only: without foreground-background distinction (ablation)")
     p.add_argument("--no-rpim", action="store_true", help="stage1 only: without reference pose injection (ablation)")
-    p.add_argument("--pairing", choices=("standardized", "paired", "unpaired", "standard"),
+    p.add_argument("--pairing", choices=PAIRINGS,
                    help="stage2 only: reference of each training image: its standardized form (SerialGen, default), "
                         "another image of the same character (paired one-stage), itself cropped and flipped "
                         "(unpaired one-stage), or the world's true standard render of its character (standard: "

@@ -66,7 +66,7 @@ def save_checkpoint(out: Path, *, step: int, model: torch.nn.Module, optimizer: 
         "python_rng": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
         "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
     }
-    (tmp / "state.json").write_text(json.dumps(state))
+    (tmp / "state.json").write_text(json.dumps(state, default=str))
     old = out / f"{CHECKPOINT}.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
@@ -77,7 +77,9 @@ def save_checkpoint(out: Path, *, step: int, model: torch.nn.Module, optimizer: 
 
 
 def has_checkpoint(out: Path) -> bool:
-    return (Path(out) / CHECKPOINT / "state.json").exists()
+    """A checkpoint, or the previous one when a save was killed between its two renames."""
+    out = Path(out)
+    return (out / CHECKPOINT / "state.json").exists() or (out / f"{CHECKPOINT}.old" / "state.json").exists()
 
 
 def load_checkpoint(out: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

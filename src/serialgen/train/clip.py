@@ -16,43 +16,38 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..data.memory import WorldArrays, batch_indices, to_float
 from ..models.backbones import CLIP_PRESETS, preset
 from ..models.clip import preprocess
 from ..models.loading import load_clip
 from ..models.tokenizer import build_tokenizer, save_tokenizer
-from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
-from .common import RunDir, load_config, optimizer_step, set_lr, write_json
+from . import loop
+from .common import RunDir, write_json
+from .config import LoopConfig, Precision, Weights, folder
 
 
 @dataclass(frozen=True)
-class CLIPTrainConfig:
-    preset: str = "mini"
-    init_from: str = ""  # continue from this CLIPModel folder and its tokenizer ("bundled" = the shipped mini CLIP)
-    steps: int = 3000
-    batch_size: int = 128
-    lr: float = 1e-3
-    schedule: str = "cosine"  # or "constant", to extend a run by raising steps
-    warmup: int = 200
+class CLIPTrainConfig(LoopConfig):
+    architecture: str = "mini"  # models.backbones.CLIP_PRESETS
+    init_from: Weights = None  # continue from this CLIPModel folder and its tokenizer (or the bundled one)
     weight_decay: float = 0.1
     vocab_size: int = 1024
     ema_decay: float = 0.998
-    mixed_precision: str = "bf16"
-    checkpoint_every: int = 250
-    sample_every: int = 500
     eval_samples: int = 512
     zeroshot_samples: int = 128  # per attribute; each costs one text batch per sample
     hard_negatives: bool = False  # add one single-attribute-swapped caption per image to its row
-    limit: int = 0
-    seed: int = 0
+
+
+# The paper trains no CLIP (it uses OpenCLIP ViT-H/14 and SD's text encoder); the mini CLIP's recipe
+PRESETS = {"mini": CLIPTrainConfig(steps=3000, batch_size=128, lr=1e-3, warmup=200, mixed_precision=Precision.BF16,
+                                   sample_every=500), "paper": None}
 
 
 def tokenize(tokenizer, captions: list[str], max_length: int) -> torch.Tensor:
@@ -84,10 +79,10 @@ def embed_texts(model, tokenizer, captions: list[str], max_length: int, batch: i
     return torch.cat(out)
 
 
-def main(args) -> int:
-    cfg = load_config(CLIPTrainConfig, args.config)
-    train_clip(cfg, args.data, RunDir(args.out, cfg, args.resume), args.resume)
-    return 0
+def train(cfg: CLIPTrainConfig, data, out, resume: bool = False) -> Path:
+    """Train and export to OUT/model. -> that folder."""
+    train_clip(cfg, data, RunDir(out, cfg, resume), resume)
+    return Path(out) / "model"
 
 
 def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
@@ -96,7 +91,7 @@ def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
 
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     torch.manual_seed(cfg.seed)
-    arch = preset(CLIP_PRESETS, cfg.preset)
+    arch = preset(CLIP_PRESETS, cfg.architecture)
 
     # 1. Data and tokenizer: every non-standard render and each character's standard image
     train = WorldArrays.load(data, "train", keys=("image", "standard_image"), limit=cfg.limit or None,
@@ -107,8 +102,8 @@ def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
     captions += [train.meta[k]["standard_caption"] for k in first_of_character]
     tokenizer_dir = run.path / "model" / "tokenizer"
     source = None
-    if cfg.init_from:
-        source, tokenizer = load_clip(None if cfg.init_from == "bundled" else cfg.init_from)
+    if cfg.init_from is not None:
+        source, tokenizer = load_clip(folder(cfg.init_from))
         save_tokenizer(tokenizer, tokenizer_dir)
     elif resume and tokenizer_dir.exists():
         from transformers import CLIPTokenizer
@@ -131,46 +126,39 @@ def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
         (no_decay if p.ndim < 2 or "embedding" in name or "logit_scale" in name else decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    start, elapsed = 0, 0.0
-    if resume and has_checkpoint(run.path):
-        state = load_checkpoint(run.path, model=model, optimizer=optimizer, ema=ema)
-        start, elapsed = state["step"], state["extra"].get("elapsed_s", 0.0)
-        accelerator.print(f"resumed from step {start}")
+    start, elapsed = loop.resume(run, cfg, model=model, optimizer=optimizer, ema=ema, requested=resume)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
 
     # 3. Training loop
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="clip", disable=not accelerator.is_main_process)
-    t0 = time.time()
-    for step in bar:
-        set_lr(optimizer, cfg, step)
-        idx = batch_indices(len(images), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
+    def step(k: int, report: bool) -> loop.StepResult:
+        idx = batch_indices(len(images), cfg.batch_size, k, cfg.seed, accelerator.process_index, accelerator.num_processes)
         x = to_float(images[idx])
-        flip = torch.from_numpy(np.random.default_rng([cfg.seed, step, 7]).random(len(idx)) < 0.5)
+        flip = torch.from_numpy(np.random.default_rng([cfg.seed, k, 7]).random(len(idx)) < 0.5)
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)  # captions never say left or right
         pixels = preprocess(x, arch.image_size).to(accelerator.device)
         ids = token_ids[idx]
         if cfg.hard_negatives:
-            rng = np.random.default_rng([cfg.seed, step, 11])
-            ids = torch.cat([ids, tokenize(tokenizer, [hard_negative(train.meta, k, captions, rng) for k in idx],
+            rng = np.random.default_rng([cfg.seed, k, 11])
+            ids = torch.cat([ids, tokenize(tokenizer, [hard_negative(train.meta, i, captions, rng) for i in idx],
                                            arch.max_text_length)])
         with accelerator.autocast():
             out = wrapped(input_ids=ids.to(accelerator.device), pixel_values=pixels)
         loss = contrastive_loss(out.logits_per_image)
-        optimizer_step(accelerator, wrapped, optimizer, loss)
+        return loop.StepResult(loss, postfix={"loss": f"{loss.item():.3f}",
+                                              "scale": f"{model.logit_scale.exp().item():.1f}"} if report else None)
+
+    def clamp_scale() -> None:
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        ema_update(ema, model, cfg.ema_decay if step > cfg.warmup else 0.0)
-        if step % 25 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
-            run.log(step, loss=loss.item(), lr=optimizer.param_groups[0]["lr"])
-        done = step + 1
-        if accelerator.is_main_process and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            save_checkpoint(run.path, step=done, model=model, optimizer=optimizer, ema=ema,
-                            extra={"elapsed_s": elapsed + time.time() - t0})
-        if accelerator.is_main_process and (done % cfg.sample_every == 0 or done == cfg.steps):
-            scores = evaluate_clip(ema.eval(), tokenizer, test, arch, cfg.zeroshot_samples)
-            run.log(done, **scores)
-            bar.write(f"step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+
+    def sample(done: int, bar) -> None:
+        scores = evaluate_clip(ema.eval(), tokenizer, test, arch, cfg.zeroshot_samples)
+        run.log(done, **scores)
+        bar.write(f"step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+
+    elapsed = loop.run(cfg, run, accelerator, step=step, wrapped=wrapped, optimizer=optimizer, model=model,
+                       start=start, elapsed=elapsed, desc="clip", ema=ema, ema_decay=cfg.ema_decay,
+                       after_update=clamp_scale, sample=sample)
 
     # 4. Export EMA weights with tokenizer, image size and provenance
     if accelerator.is_main_process:
@@ -178,7 +166,7 @@ def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
         ema.save_pretrained(run.path / "model", safe_serialization=True)
         save_tokenizer(tokenizer, run.path / "model" / "tokenizer")
         write_json(run.path / "model" / "training.json", run.provenance(
-            data=str(data), steps=cfg.steps, heldout=scores, wall_time_s=round(elapsed + time.time() - t0, 1)))
+            data=str(data), steps=cfg.steps, heldout=scores, wall_time_s=round(elapsed, 1)))
         print(f"saved {run.path / 'model'}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
         return ema, tokenizer, (images, train), scores
     return None

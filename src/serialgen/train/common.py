@@ -1,40 +1,21 @@
-"""What every training script shares: typed configs overridden by TOML files, the output
-folder (log, sample sheets, final model with the command that made it), and timing.
+"""What every training script shares: the output folder (log, sample sheets, final model with
+the command and config that made it), timing, and the learning-rate schedule (configs: config.py;
+the loop: loop.py).
 See docs/ARCHITECTURE.md."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shlex
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import save_image, write_json  # noqa: F401  (write_json: the trainers' record writer)
-
-
-def load_config(cls, path: str | Path | None, **overrides):
-    """A `cls` dataclass from its defaults, then the TOML file at `path`, then `overrides`."""
-    values = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"--config {path} does not exist")
-        values = tomllib.loads(path.read_text())
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"Unknown config keys {', '.join(unknown)} for {cls.__name__}; known: {', '.join(sorted(names))}")
-    for f in dataclasses.fields(cls):  # TOML arrays arrive as lists
-        if f.name in values and isinstance(values[f.name], list):
-            values[f.name] = tuple(values[f.name])
-    return cls(**values)
+from ..atomic import save_image, write_json, write_text  # noqa: F401  (write_json: the trainers' record writer)
+from .config import config_dict
 
 
 class RunDir:
@@ -56,6 +37,17 @@ class RunDir:
         with open(self.log_file, "a") as f:
             f.write(json.dumps(row) + "\n")
 
+    def truncate_log(self, step: int) -> None:
+        """Drop the log rows an interrupted run wrote after its last checkpoint (at `step`), so a
+        resumed run does not repeat them; evaluation rows made at the checkpoint stay."""
+        if not self.log_file.exists():
+            return
+        rows = [line for line in self.log_file.read_text().splitlines() if line.strip()]
+        keep = [line for line in rows if (row := json.loads(line))["step"] < step
+                or (row["step"] == step and "loss" not in row)]
+        if len(keep) != len(rows):
+            write_text(self.log_file, "".join(line + "\n" for line in keep))
+
     def save_image(self, name: str, image: np.ndarray) -> Path:
         return save_image(self.path / "samples" / name, image)
 
@@ -68,7 +60,7 @@ class RunDir:
         return {
             "command": " ".join(shlex.quote(a) for a in ["serialgen", *sys.argv[1:]]) if sys.argv[0].endswith("serialgen")
             else " ".join(shlex.quote(a) for a in sys.argv),
-            "config": dataclasses.asdict(self.config),
+            "config": config_dict(self.config),
             **extra,
         }
 
@@ -90,11 +82,3 @@ def set_lr(optimizer, cfg, step: int) -> None:
     factor = lr_factor(step, cfg.warmup, cfg.steps, cfg.schedule)
     for group in optimizer.param_groups:
         group["lr"] = cfg.lr * group.get("lr_scale", 1.0) * factor
-
-
-def optimizer_step(accelerator, model, optimizer, loss, max_grad_norm: float = 1.0) -> None:
-    """Backward, clip the gradient norm, step, clear gradients."""
-    accelerator.backward(loss)
-    accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,8 +34,10 @@ import torch.nn.functional as F
 from ..data.memory import WorldArrays
 from ..models.judge import AttributeClassifier
 from ..world.attributes import PROBE_ATTRIBUTES, probe_value
+from . import loop
 from .clip import CLIPTrainConfig, train_clip
-from .common import RunDir, load_config, write_json
+from .common import RunDir, write_json
+from .config import Precision, Source, Weights
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,12 @@ class JudgeTrainConfig(CLIPTrainConfig):
     classifier_widths: tuple = (32, 64, 128, 256)
     classifier_depths: tuple = (1, 1, 2, 1)
     classifier_size: tuple = ()  # (H, W) the classifier reads images at; () = as given
-    clip_from: str = ""  # a judge folder (or "bundled") whose CLIP is kept; "" = train one
+    clip_from: Weights = None  # a judge folder (or the bundled judge) whose CLIP is kept; None = train one
+
+
+# The judge is this library's own instrument (the paper grades with published CLIPs); its recipe
+PRESETS = {"mini": JudgeTrainConfig(steps=3000, batch_size=128, lr=1e-3, warmup=200, mixed_precision=Precision.BF16,
+                                    sample_every=500), "paper": None}
 
 
 def soften(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -86,45 +94,43 @@ def _labels(meta: list[dict], attribute: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array(idx, dtype=int), np.array(labels, dtype=int)
 
 
-def main(args) -> int:
-    cfg = load_config(JudgeTrainConfig, args.config)
-    run = RunDir(args.out, cfg, args.resume)
+def train(cfg: JudgeTrainConfig, data, out, resume: bool = False) -> Path:
+    """Train (or keep) the judge's CLIP, then its attribute classifier; export to OUT/model."""
+    run = RunDir(out, cfg, resume)
     t0 = time.time()
-    if cfg.clip_from:
+    if cfg.clip_from is not None:
         from accelerate import PartialState
 
         if not PartialState().is_main_process:  # the classifier trains in one process, as after train_clip
-            return 0
+            return run.path / "model"
         clip_scores = keep_clip(cfg.clip_from, run.path / "model")
-        train = WorldArrays.load(args.data, "train", keys=("image",))
+        train = WorldArrays.load(data, "train", keys=("image",))
     else:
         clip_cfg = CLIPTrainConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(CLIPTrainConfig)})
-        result = train_clip(clip_cfg, args.data, run, args.resume)
+        result = train_clip(clip_cfg, data, run, resume)
         if result is None:  # not the main process
-            return 0
+            return run.path / "model"
         _, _, (_, train), clip_scores = result
 
     # the attribute classifier, trained on the judge world's training split, scored on its test split
-    test = WorldArrays.load(args.data, "test", keys=("image",), progress=False)
+    test = WorldArrays.load(data, "test", keys=("image",), progress=False)
     classifier, accuracy, chance = train_classifier(cfg, train, test, run)
     classifier.save_pretrained(run.path / "model" / "classifier")
     write_json(run.path / "model" / "training.json", run.provenance(
-        data=str(args.data), steps=cfg.steps, heldout=clip_scores, classifier_accuracy=accuracy,
+        data=str(data), steps=cfg.steps, heldout=clip_scores, classifier_accuracy=accuracy,
         classifier_majority_baseline=chance, wall_time_s=round(time.time() - t0, 1)))
     print("judge classifier (held-out accuracy / majority baseline): " +
           ", ".join(f"{a} {accuracy[a]:.2f}/{chance[a]:.2f}" for a in PROBE_ATTRIBUTES if accuracy[a] is not None))
-    return 0
+    return run.path / "model"
 
 
-def keep_clip(source: str, out) -> dict:
-    """Copy the CLIP (weights and tokenizer) of the judge at `source` ("bundled": the shipped one)
-    to `out` -> its recorded held-out scores, and where they come from."""
-    from pathlib import Path
-
+def keep_clip(source: Source | Path, out) -> dict:
+    """Copy the CLIP (weights and tokenizer) of the judge at `source` (Source.BUNDLED: the shipped
+    one) to `out` -> its recorded held-out scores, and where they come from."""
     from ..models.loading import bundled, load_clip
     from ..models.tokenizer import save_tokenizer
 
-    folder = bundled("judge") if source == "bundled" else Path(source)
+    folder = bundled("judge") if source is Source.BUNDLED else Path(source)
     model, tokenizer = load_clip(folder)
     model.save_pretrained(out, safe_serialization=True)
     save_tokenizer(tokenizer, Path(out) / "tokenizer")
@@ -148,37 +154,33 @@ def _targets(meta: list[dict]) -> dict[str, np.ndarray]:
 def train_classifier(cfg: JudgeTrainConfig, train: WorldArrays, test: WorldArrays, run: RunDir):
     """-> (classifier, held-out accuracy per attribute, majority-class baseline per attribute).
     Checkpoints under run.path/classifier and resumes from there."""
-    from tqdm import tqdm
-
     from ..data.memory import batch_indices, to_float
-    from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
     from .common import lr_factor
 
     torch.manual_seed(cfg.seed)
     model = AttributeClassifier.build(cfg.classifier_widths, cfg.classifier_depths, tuple(cfg.classifier_size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.classifier_lr, weight_decay=1e-4)
-    folder, start = run.path / "classifier", 0
-    if has_checkpoint(folder):
-        start = load_checkpoint(folder, model=model, optimizer=optimizer)["step"]
+    folder = run.path / "classifier"
+    start, elapsed = loop.resume(run, cfg, model=model, optimizer=optimizer, folder=folder, truncate_log=False)
     images, targets = train.images["image"], {a: torch.from_numpy(t) for a, t in _targets(train.meta).items()}
     model.train()
-    bar = tqdm(range(start, cfg.classifier_steps), initial=start, total=cfg.classifier_steps, desc="judge classifier")
-    for step in bar:
+
+    def set_lr(k: int) -> None:
         for group in optimizer.param_groups:
-            group["lr"] = cfg.classifier_lr * lr_factor(step, 100, cfg.classifier_steps)
-        idx = batch_indices(len(images), cfg.classifier_batch, step, cfg.seed)
-        x = soften(to_float(images[idx]), np.random.default_rng([cfg.seed, step, 13]))
+            group["lr"] = cfg.classifier_lr * lr_factor(k, 100, cfg.classifier_steps)
+
+    def step(k: int, report: bool) -> loop.StepResult:
+        idx = batch_indices(len(images), cfg.classifier_batch, k, cfg.seed)
+        x = soften(to_float(images[idx]), np.random.default_rng([cfg.seed, k, 13]))
         logits = model(x)
         loss = sum(F.cross_entropy(logits[a], targets[a][idx], ignore_index=-1) for a in logits
                    if (targets[a][idx] >= 0).any())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step % 25 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            run.log(step, classifier_loss=loss.item())
-        if (step + 1) % 250 == 0 or step + 1 == cfg.classifier_steps:
-            save_checkpoint(folder, step=step + 1, model=model, optimizer=optimizer)
+        return loop.StepResult(loss, {"classifier_loss": loss.item()}, {"loss": f"{loss.item():.3f}"}) if report \
+            else loop.StepResult(loss)
+
+    loop.run(cfg, run, None, step=step, wrapped=model, optimizer=optimizer, model=model, start=start,
+             elapsed=elapsed, desc="judge classifier", max_grad_norm=None, folder=folder, steps=cfg.classifier_steps,
+             lr_of=set_lr)
     model.eval()
     accuracy, chance = {}, {}
     with torch.no_grad():

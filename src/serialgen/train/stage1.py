@@ -16,9 +16,8 @@ template.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,16 +36,17 @@ from ..preprocess import Reference
 from ..sheet import grid
 from ..world.backgrounds import SCENES, render_background
 from ..world.generator import CharacterWorld
-from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
-from .common import RunDir, load_config, lr_factor, optimizer_step, set_lr, write_json
+from . import loop
+from .common import RunDir, lr_factor, write_json
+from .config import LoopConfig, Precision, Source, Weights, describe, folder
 
 
 @dataclass(frozen=True)
-class Stage1TrainConfig:
-    unet: str = "bundled"  # both UNets start here: "bundled" (mini t2i UNet), a UNet/SD folder, or "scratch"
-    preset: str = "mini"  # UNet preset for unet = "scratch"
-    vae: str = ""  # AutoencoderKL folder; "" = bundled mini VAE
-    clip: str = ""  # CLIP image encoder folder; "" = bundled mini CLIP
+class Stage1TrainConfig(LoopConfig):
+    unet: Weights = Source.BUNDLED  # both UNets start here: a UNet/SD folder, the bundled mini t2i UNet, or scratch
+    architecture: str = "mini"  # models.backbones.UNET_PRESETS, for unet = scratch
+    vae: Weights = Source.BUNDLED  # an AutoencoderKL folder
+    clip: Weights = Source.BUNDLED  # a CLIP image encoder folder
     fbdm: bool = True
     # FBDM's v_f, v_b start at zero and are single vectors: at the UNet's rate they barely move in a
     # short run (|v| <= 0.003 after 500 steps at 1e-4), so they may get a rate of their own
@@ -61,12 +61,7 @@ class Stage1TrainConfig:
     # a standard render is about nine-tenths white canvas
     figure_weight: float = 0.0
     pose_channels: tuple[int, ...] = (16, 32, 96, 256)
-    steps: int = 4000
-    batch_size: int = 32
-    lr: float = 2e-4
-    schedule: str = "cosine"
-    warmup: int = 200
-    init_from: str = ""  # start the whole standardizer from this Stage I folder ("bundled": the shipped one); overrides unet
+    init_from: Weights = None  # start the whole standardizer from this Stage I folder (or the bundled one); overrides unet
     offset_noise: float = 0.0  # per (sample, channel) noise offset (diffusion.training_noise); 0.1 is usual
     reference_dropout: float = 0.1  # reference bank and CLIP embedding dropped together
     template_pose: float = 0.5  # share of steps whose target pose is the template A-pose
@@ -80,14 +75,20 @@ class Stage1TrainConfig:
     solid_backgrounds: float = 0.0
     backgrounds: int = 512  # size of the pre-rendered background pool
     ema_decay: float = 0.999
-    mixed_precision: str = "no"
-    checkpoint_every: int = 250
-    sample_every: int = 1000
     sample_steps: int = 20
     guidance_scale: float = 2.5
     eval_samples: int = 64  # held-out characters scored (PSNR/SSIM) at the end
-    limit: int = 0
-    seed: int = 0
+
+
+PRESETS = {
+    # the first mini phase's recipe (later phases override it in configs/mini/stage1_phase*.toml)
+    "mini": Stage1TrainConfig(steps=4000, batch_size=32, lr=2e-4, warmup=200),
+    # SerialGen §4.1: both UNets from SD1.5, the VAE and CLIP image encoder frozen; AdamW at 1e-5,
+    # batch 4 on each of 8 GPUs (batch_size is per process), 512x768 images (the data's size), 50k
+    # steps; bf16 on GPUs. The model folders are given by a TOML file (configs/paper/stage1.toml)
+    "paper": Stage1TrainConfig(steps=50_000, batch_size=4, lr=1e-5, warmup=500, mixed_precision=Precision.BF16,
+                               checkpoint_every=1000, sample_every=5000, pose_channels=(16, 32, 96, 256)),
+}
 
 
 class Stage1Objective(torch.nn.Module):
@@ -125,11 +126,11 @@ def solid_background(rng: np.random.Generator, width: int, height: int) -> np.nd
 
 
 def load_unet(cfg: Stage1TrainConfig):
-    if cfg.unet == "scratch":
-        return preset(UNET_PRESETS, cfg.preset).build()
+    if cfg.unet is Source.SCRATCH:
+        return preset(UNET_PRESETS, cfg.architecture).build()
     from ..models.loading import load_unet as load
 
-    return load(None if cfg.unet == "bundled" else cfg.unet)
+    return load(folder(cfg.unet))
 
 
 def parameter_groups(model: torch.nn.Module, fbdm_lr_scale: float, rpim_lr_scale: float = 1.0) -> list[dict]:
@@ -195,10 +196,10 @@ def initial_model(cfg: Stage1TrainConfig, config: StandardizerConfig) -> Standar
     from ..models.backbones import attention_at_every_level
 
     source = None
-    if cfg.init_from:
+    if cfg.init_from is not None:
         from ..models.loading import bundled
 
-        source = Standardizer.from_pretrained(bundled("stage1") if cfg.init_from == "bundled" else cfg.init_from).float()
+        source = Standardizer.from_pretrained(folder(cfg.init_from) or bundled("stage1")).float()
         unet = source.denoiser  # from_unet copies it
     else:
         unet = load_unet(cfg).float()
@@ -218,15 +219,14 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
 
 
-def main(args) -> int:
+def train(cfg: Stage1TrainConfig, data, out, resume: bool = False) -> Path:
+    """Train, score on held-out characters and export the EMA standardizer to OUT/model. -> that folder."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     from ..models.loading import load_image_encoder, load_vae
     from ..pipelines.standardize import StandardizePipeline, encode_images
 
-    overrides = {k: False for k, flag in (("fbdm", "no_fbdm"), ("rpim", "no_rpim")) if getattr(args, flag, False)}
-    cfg = load_config(Stage1TrainConfig, args.config, **overrides)
-    run = RunDir(args.out, cfg, args.resume)
+    run = RunDir(out, cfg, resume)
     # the ReferenceNet's output layers never reach the loss: DDP must allow unused parameters
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
@@ -236,9 +236,9 @@ def main(args) -> int:
 
     # 1. Data: renders and foregrounds per sample, standard image and pose once per character
     per_character = ("standard_image", "standard_pose_map") + (("standard_mask",) if cfg.figure_weight else ())
-    train = WorldArrays.load(args.data, "train", keys=("image", "foreground"), limit=cfg.limit or None,
+    train = WorldArrays.load(data, "train", keys=("image", "foreground"), limit=cfg.limit or None,
                              per_character=per_character, progress=main_process)
-    test = WorldArrays.load(args.data, "test", keys=("image", "foreground"), limit=cfg.eval_samples * 16,
+    test = WorldArrays.load(data, "test", keys=("image", "foreground"), limit=cfg.eval_samples * 16,
                             per_character=("standard_image",), progress=False)
     h, w = train.images["image"].shape[1:3]
     keypoints = np.array([m["keypoints"] for m in train.meta], np.float32)  # (N, 18, 3)
@@ -251,8 +251,8 @@ def main(args) -> int:
                             for _ in range(cfg.backgrounds)])
 
     # 2. Frozen encoders; the standard images' latents once
-    vae = load_vae(cfg.vae or None).to(device).eval().requires_grad_(False)
-    image_encoder = load_image_encoder(cfg.clip or None).float().to(device).eval().requires_grad_(False)
+    vae = load_vae(folder(cfg.vae)).to(device).eval().requires_grad_(False)
+    image_encoder = load_image_encoder(folder(cfg.clip)).float().to(device).eval().requires_grad_(False)
     vae.float()
     standard_latents = encode_latents(vae, train.characters["standard_image"], device=device,
                                       progress=False).to(device)  # (C, 4, h/8, w/8)
@@ -274,20 +274,13 @@ def main(args) -> int:
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.fbdm_lr_scale, cfg.rpim_lr_scale), lr=cfg.lr,
                                   weight_decay=0.01)
-    start, elapsed = 0, 0.0
-    if args.resume and has_checkpoint(run.path):
-        state = load_checkpoint(run.path, model=model, optimizer=optimizer, ema=ema)
-        start, elapsed = state["step"], state["extra"].get("elapsed_s", 0.0)
-        accelerator.print(f"resumed from step {start}")
+    start, elapsed = loop.resume(run, cfg, model=model, optimizer=optimizer, ema=ema, requested=resume)
     objective, optimizer = accelerator.prepare(Stage1Objective(model, cfg.offset_noise), optimizer)
     noise_scheduler = training_scheduler()
     sample_refs, sample_truth = held_out_references(test, 8)
 
     # 4. Training loop: batch, backgrounds, dropout, poses and noise all follow (seed, step)
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="stage1", disable=not main_process)
-    t0 = time.time()
-    for step in bar:
-        set_lr(optimizer, cfg, step)
+    def training_step(step: int, report: bool) -> loop.StepResult:
         idx = batch_indices(len(train), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
         rng = np.random.default_rng([cfg.seed, step, 11])
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
@@ -311,18 +304,14 @@ def main(args) -> int:
                              to_tensor(target_pose).to(device), keep, standard_latents[chars].to(device),
                              noise_scheduler, g,
                              region_weights(figure_share[chars], cfg.figure_weight).to(device) if cfg.figure_weight else None)
-        optimizer_step(accelerator, objective, optimizer, loss)
-        ema_update(ema, model, cfg.ema_decay if step > cfg.warmup else 0.0)
-        if step % 25 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            run.log(step, loss=loss.item(), lr=optimizer.param_groups[0]["lr"])
-        done = step + 1
-        if main_process and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            save_checkpoint(run.path, step=done, model=model, optimizer=optimizer, ema=ema,
-                            extra={"elapsed_s": elapsed + time.time() - t0})
-        if main_process and (done % cfg.sample_every == 0 or done == cfg.steps):
-            pipe = StandardizePipeline(vae, image_encoder, ema.eval(), sampling_scheduler())
-            run.save_image(f"samples_{done:06d}.png", sample_sheet(pipe, sample_refs, sample_truth, cfg))
+        return loop.StepResult(loss)
+
+    def sample(done: int, bar) -> None:
+        pipe = StandardizePipeline(vae, image_encoder, ema.eval(), sampling_scheduler())
+        run.save_image(f"samples_{done:06d}.png", sample_sheet(pipe, sample_refs, sample_truth, cfg))
+
+    elapsed = loop.run(cfg, run, accelerator, step=training_step, wrapped=objective, optimizer=optimizer, model=model,
+                       start=start, elapsed=elapsed, desc="stage1", ema=ema, ema_decay=cfg.ema_decay, sample=sample)
 
     # 5. Held-out PSNR/SSIM of the EMA model, then export
     if main_process:
@@ -331,12 +320,12 @@ def main(args) -> int:
         scores = evaluate(pipe, refs, truth, cfg)
         ema.save_pretrained(run.path / "model")
         write_json(run.path / "model" / "training.json", run.provenance(
-            data=str(args.data), steps=cfg.steps, vae=cfg.vae or "bundled mini", clip=cfg.clip or "bundled mini",
-            unet=cfg.unet, heldout=scores, adapter_rms=adapter_norms(ema), wall_time_s=round(elapsed + time.time() - t0, 1),
-            config=dataclasses.asdict(cfg)))
+            data=str(data), steps=cfg.steps, vae=describe(cfg.vae), clip=describe(cfg.clip),
+            unet=describe(cfg.unet) if cfg.unet is not Source.SCRATCH else "scratch", heldout=scores, adapter_rms=adapter_norms(ema), wall_time_s=round(elapsed, 1),
+))
         print(f"saved {run.path / 'model'}: held-out PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f} "
               f"({scores['count']} characters)")
-    return 0
+    return run.path / "model"
 
 
 def standardize_all(pipe, refs: list[Reference], cfg: Stage1TrainConfig) -> list:

@@ -23,9 +23,7 @@ waving, side view, ...") and not the look, which must then come through the adap
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,43 +45,44 @@ from ..models.personalizer import Personalizer
 from ..preprocess import Reference
 from ..sheet import grid
 from ..world.attributes import scene_caption
-from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from .common import RunDir, load_config, optimizer_step, set_lr, write_json
-
-PAIRINGS = ("standardized", "paired", "unpaired", "standard")
+from . import loop
+from .common import RunDir, write_json
+from .config import PAIRINGS, LoopConfig, Pairing, Precision, Source, Weights, describe, folder  # noqa: F401
 
 
 @dataclass(frozen=True)
-class Stage2TrainConfig:
-    pairing: str = "standardized"
-    base: str = ""  # SD1.5/SDXL pipeline folder; "" = the bundled mini text-to-image model
-    image_encoder: str = ""  # CLIP vision folder; "" = the bundled mini CLIP
-    standardizer: str = ""  # Stage I folder for pairing = standardized; "" = the bundled one
+class Stage2TrainConfig(LoopConfig):
+    pairing: Pairing = Pairing.STANDARDIZED
+    base: Weights = Source.BUNDLED  # SD1.5/SDXL pipeline folder, or the bundled mini text-to-image model
+    image_encoder: Weights = Source.BUNDLED  # CLIP vision folder
+    standardizer: Weights = Source.BUNDLED  # Stage I folder for pairing = standardized
     standardized_per_character: int = 4  # images standardized per character; 0 = all
     # SerialGen eq. 5: each target's reference is its own standardization phi(x), and the targets are
-    # the standardized images (all of them with standardized_per_character = 0). False: a random
-    # standardized image of the target's character
+    # the images that were standardized (all of them with standardized_per_character = 0). False: a
+    # random standardized image of the target's character
     own_reference: bool = False
     standardize_steps: int = 20
     standardize_guidance: float = 2.5
     scene_captions: float = 0.5  # share of captions without the character's look
     crop_scale: float = 0.7  # unpaired: smallest crop side, as a fraction of the image
-    steps: int = 1500
-    batch_size: int = 32
-    lr: float = 1e-4
-    schedule: str = "cosine"
-    warmup: int = 100
     offset_noise: float = 0.0  # per (sample, channel) noise offset (diffusion.training_noise); 0.1 is usual
     drop_image: float = 0.05
     drop_text: float = 0.05
     drop_both: float = 0.05
-    mixed_precision: str = "no"
-    checkpoint_every: int = 250
-    sample_every: int = 500
     sample_steps: int = 20
     guidance_scale: float = 5.0
-    limit: int = 0
-    seed: int = 0
+
+
+PRESETS = {
+    "mini": Stage2TrainConfig(steps=1500, batch_size=32, lr=1e-4, warmup=100, sample_every=500),
+    # IP-Adapter's recipe (Ye et al. 2023, §4.1; SerialGen §4.1 trains Stage II as IP-Adapter on
+    # SDXL): AdamW at 1e-4 (weight decay 0.01), batch 8 on each of 8 GPUs (batch_size is per
+    # process), 1M steps, image, text and both dropped 5% each; fp16 on GPUs; every training image
+    # standardized. The base and encoder folders come from a TOML file (configs/paper/stage2.toml)
+    "paper": Stage2TrainConfig(steps=1_000_000, batch_size=8, lr=1e-4, warmup=500, mixed_precision=Precision.FP16,
+                               checkpoint_every=5000, sample_every=20_000, standardized_per_character=0,
+                               scene_captions=0.0),
+}
 
 
 @torch.no_grad()
@@ -169,7 +168,8 @@ def load_standardized(folder: Path, sources: np.ndarray) -> np.ndarray:
     return np.concatenate(images)
 
 
-def main(args) -> int:
+def train(cfg: Stage2TrainConfig, data, out, resume: bool = False) -> Path:
+    """Train the adapter under cfg.pairing and export it in IP-Adapter's layout to OUT/model. -> that folder."""
     from accelerate import Accelerator
 
     from ..models.loading import load_base, load_image_encoder
@@ -177,39 +177,38 @@ def main(args) -> int:
     from ..pipelines.serial import SerialGenPipeline
     from ..pipelines.standardize import StandardizePipeline
 
-    cfg = load_config(Stage2TrainConfig, args.config, pairing=getattr(args, "pairing", None))
-    if cfg.pairing not in PAIRINGS:
-        raise ValueError(f"pairing must be one of {', '.join(PAIRINGS)}, got {cfg.pairing!r}")
-    if cfg.own_reference and cfg.pairing != "standardized":
-        raise ValueError(f"own_reference needs pairing = standardized (the target's own standardization), got {cfg.pairing!r}")
-    run = RunDir(args.out, cfg, args.resume)
+    if cfg.own_reference and cfg.pairing is not Pairing.STANDARDIZED:
+        raise ValueError(f"own_reference needs pairing = standardized (the target's own standardization), got "
+                         f"{cfg.pairing.value!r}")
+    run = RunDir(out, cfg, resume)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     torch.manual_seed(cfg.seed)
     main_process = accelerator.is_main_process
     device = accelerator.device
 
     # 1. Frozen models: the base pipeline (UNet, VAE, text encoders) and the CLIP image encoder
-    base = load_base(cfg.base or None)
+    base = load_base(folder(cfg.base))
     base.to(device)
     for module in (base.unet, base.vae, base.text_encoder, getattr(base, "text_encoder_2", None)):
         if module is not None:
             module.float().eval().requires_grad_(False)
-    image_encoder = load_image_encoder(cfg.image_encoder or None).float().to(device).eval().requires_grad_(False)
+    image_encoder = load_image_encoder(folder(cfg.image_encoder)).float().to(device).eval().requires_grad_(False)
     sdxl = getattr(base, "text_encoder_2", None) is not None
 
     # 2. Data: targets (latents and captions, cached in OUT) and the references of the pairing
     keys = {"standardized": ("image", "foreground"), "standard": ("image", "standard_image")}.get(cfg.pairing, ("image",))
-    train = WorldArrays.load(args.data, "train", keys=keys, limit=cfg.limit or None, progress=main_process)
+    train = WorldArrays.load(data, "train", keys=keys, limit=cfg.limit or None, progress=main_process)
     h, w = train.images["image"].shape[1:3]
     cache = run.path / "cache.safetensors"
-    made_by = json.dumps({"data": str(Path(args.data).resolve()), "limit": cfg.limit, "seed": cfg.seed,
-                          "scene_captions": cfg.scene_captions, "base": cfg.base}, sort_keys=True)
+    made_by = json.dumps({"data": str(Path(data).resolve()), "limit": cfg.limit, "seed": cfg.seed,
+                          "scene_captions": cfg.scene_captions,
+                          "base": "" if cfg.base is Source.BUNDLED else str(cfg.base)}, sort_keys=True)
     if cache.exists() and _metadata(cache).get("made_by") == made_by:
         cached = load_file(str(cache))
     else:  # none yet, or made for other data, captions or base model
         rng = np.random.default_rng([cfg.seed, 31])
         captions = [scene_caption(m) if rng.random() < cfg.scene_captions else m["caption"] for m in train.meta]
-        latents = cached_latents(base.vae, train.images["image"], args.data, "train", run.path, device=device,
+        latents = cached_latents(base.vae, train.images["image"], data, "train", run.path, device=device,
                                  progress=main_process, write=main_process)
         text, pooled = encode_text(base, captions, progress=main_process)
         empty, empty_pooled = empty_text(base)
@@ -230,18 +229,18 @@ def main(args) -> int:
     samples_of = [np.flatnonzero(train.character_row == c) for c in range(int(train.character_row.max()) + 1)]
     stage1 = None
     if cfg.pairing == "standardized":
-        stage1 = StandardizePipeline.from_pretrained(cfg.standardizer or None).to(device)
+        stage1 = StandardizePipeline.from_pretrained(folder(cfg.standardizer)).to(device)
         sources = standardized_sources(train, cfg.standardized_per_character, cfg.seed)
-        folder = run.path / "standardized"
+        shards = run.path / "standardized"
         # the weights as loaded: the standardizer and the VAE and CLIP it runs with, wherever they came from
         shard_origin = json.dumps({"weights": [weights_digest(m) for m in (stage1.standardizer, stage1.vae,
                                                                              stage1.image_encoder)],
                                    "sampler": StandardizePipeline.SAMPLER_REVISION, "steps": cfg.standardize_steps,
                                    "guidance": cfg.standardize_guidance, "seed": cfg.seed}, sort_keys=True)
-        precompute_standardized(train, sources, folder, stage1, cfg, accelerator.process_index,
+        precompute_standardized(train, sources, shards, stage1, cfg, accelerator.process_index,
                                 accelerator.num_processes, progress=main_process, made_by=shard_origin)
         accelerator.wait_for_everyone()
-        standardized = load_standardized(folder, sources)
+        standardized = load_standardized(shards, sources)
         standardized_of = [np.flatnonzero(train.character_row[sources] == c) for c in range(len(samples_of))]
     with torch.no_grad():
         size = image_encoder.config.image_size  # CLIP of an all-zero *normalised* image, as sampling does
@@ -271,26 +270,19 @@ def main(args) -> int:
     # 3. The adapter, its optimizer; the UNet gets the decoupled processors
     adapter = IPAdapter.for_unet(base.unet, image_encoder.config.hidden_size)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=0.01)
-    start, elapsed = 0, 0.0
-    if args.resume and has_checkpoint(run.path):
-        state = load_checkpoint(run.path, model=adapter, optimizer=optimizer)
-        start, elapsed = state["step"], state["extra"].get("elapsed_s", 0.0)
-        accelerator.print(f"resumed from step {start}")
+    start, elapsed = loop.resume(run, cfg, model=adapter, optimizer=optimizer, requested=resume)
     model = Personalizer(base.unet, adapter)
     objective, optimizer = accelerator.prepare(model, optimizer)
     noise_scheduler = training_scheduler()
     test_keys = ("image", "foreground") + (("standard_image",) if cfg.pairing == "standard" else ())  # sample sheets
-    test = WorldArrays.load(args.data, "test", keys=test_keys, limit=64, progress=False)
+    test = WorldArrays.load(data, "test", keys=test_keys, limit=64, progress=False)
     personalize = PersonalizePipeline(base, image_encoder, adapter)
-    sampler = SerialGenPipeline(stage1, personalize)
+    sampler = SerialGenPipeline(stage1, personalize, cfg.pairing.value)
 
     # 4. Training loop: batch, references, dropout and noise all follow (seed, step)
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"stage2 {cfg.pairing}",
-               disable=not main_process)
-    t0 = time.time()
-    for step in bar:
-        set_lr(optimizer, cfg, step)
-        idx = batch_indices(len(targets), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
+    def training_step(step: int, report: bool) -> loop.StepResult:
+        idx = batch_indices(len(targets), cfg.batch_size, step, cfg.seed, accelerator.process_index,
+                            accelerator.num_processes)
         idx = targets[idx]
         rng = np.random.default_rng([cfg.seed, step, 12])
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
@@ -309,30 +301,27 @@ def main(args) -> int:
             loss = epsilon_loss(objective, latents[idx].float().to(device),
                                 {"text": cond.to(device), "hidden": hidden, "added": added}, noise_scheduler, g,
                                 cfg.offset_noise)
-        optimizer_step(accelerator, objective, optimizer, loss)
-        if step % 25 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            run.log(step, loss=loss.item(), lr=optimizer.param_groups[0]["lr"])
-        done = step + 1
-        if main_process and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            save_checkpoint(run.path, step=done, model=adapter, optimizer=optimizer,
-                            extra={"elapsed_s": elapsed + time.time() - t0})
-        if main_process and (done % cfg.sample_every == 0 or done == cfg.steps):
-            run.save_image(f"samples_{done:06d}.png", sample_sheet(sampler, test, cfg))
+        return loop.StepResult(loss)
+
+    def sample(done: int, bar) -> None:
+        run.save_image(f"samples_{done:06d}.png", sample_sheet(sampler, test, cfg))
+
+    elapsed = loop.run(cfg, run, accelerator, step=training_step, wrapped=objective, optimizer=optimizer, model=adapter,
+                       start=start, elapsed=elapsed, desc=f"stage2 {cfg.pairing.value}", sample=sample)
 
     # 5. Export the adapter in IP-Adapter's layout, with what made it
     if main_process:
         model = run.path / "model"
         adapter.save(model / ADAPTER_FILE)
         write_json(model / "training.json", run.provenance(
-            data=str(args.data), steps=cfg.steps, pairing=cfg.pairing, base=cfg.base or "bundled mini",
-            base_made_by=record_digest(cfg.base or None, "t2i"),
-            image_encoder=cfg.image_encoder or "bundled mini", standardizer=cfg.standardizer or "bundled mini",
-            wall_time_s=round(elapsed + time.time() - t0, 1), config=dataclasses.asdict(cfg)))
-        (model / "README.md").write_text(f"IP-Adapter (all CLIP tokens) trained with `{cfg.pairing}` pairing; "
+            data=str(data), steps=cfg.steps, pairing=cfg.pairing.value, base=describe(cfg.base),
+            base_made_by=record_digest(folder(cfg.base), "t2i"),
+            image_encoder=describe(cfg.image_encoder), standardizer=describe(cfg.standardizer),
+            wall_time_s=round(elapsed, 1)))
+        (model / "README.md").write_text(f"IP-Adapter (all CLIP tokens) trained with `{cfg.pairing.value}` pairing; "
                                          f"load with `PersonalizePipeline.from_pretrained('{model}')`.\n")
         print(f"saved {model / ADAPTER_FILE}")
-    return 0
+    return run.path / "model"
 
 
 @torch.no_grad()

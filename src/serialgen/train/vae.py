@@ -18,42 +18,37 @@ manifold, not on it, and a decoder trained on exact latents turns that gap into 
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..data.memory import WorldArrays, batch_indices, to_float, to_uint8
 from ..models.backbones import VAE_PRESETS, preset
 from ..sheet import grid
-from .checkpoint import ema_update, has_checkpoint, load_checkpoint, save_checkpoint
-from .common import RunDir, load_config, optimizer_step, set_lr, write_json
+from . import loop
+from .common import RunDir, write_json
+from .config import LoopConfig, Precision, Weights, folder
 
 
 @dataclass(frozen=True)
-class VAETrainConfig:
-    preset: str = "mini"
-    init_from: str = ""  # start from this AutoencoderKL folder ("bundled" = the shipped mini VAE), e.g. a second phase
-    steps: int = 3000
-    batch_size: int = 32
+class VAETrainConfig(LoopConfig):
+    architecture: str = "mini"  # models.backbones.VAE_PRESETS
+    init_from: Weights = None  # start from this AutoencoderKL folder (or the bundled one), e.g. a second phase
     crop: tuple[int, int] = (96, 64)  # (H, W) random crops, multiples of 8: the VAE is convolutional
-    lr: float = 5e-4
-    schedule: str = "cosine"  # or "constant", to extend a run by raising steps
-    warmup: int = 200
     kl_weight: float = 1e-6
     mse_weight: float = 1.0
     ema_decay: float = 0.999
-    mixed_precision: str = "bf16"  # autocast dtype on CPU/GPU; "no" for fp32
-    checkpoint_every: int = 250
-    sample_every: int = 1000
     eval_images: int = 256
-    limit: int = 0  # use only the first N training samples (0 = all)
-    seed: int = 0
     decoder_only: bool = False  # freeze the encoder (latents unchanged), train the decoder
     latent_noise: float = 0.0  # per image, noise of std U(0, latent_noise) in scaled-latent units
+
+
+# The paper trains no VAE (it uses Stable Diffusion 1.5's); the mini VAE's recipe
+PRESETS = {"mini": VAETrainConfig(steps=3000, batch_size=32, lr=5e-4, warmup=200, mixed_precision=Precision.BF16,
+                                  sample_every=1000), "paper": None}
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -103,35 +98,35 @@ class Autoencode(torch.nn.Module):
         return self.vae.decode(z).sample, kl
 
 
-def main(args) -> int:
+def train(cfg: VAETrainConfig, data, out, resume: bool = False) -> Path:
+    """Train and export to OUT/model. -> that folder."""
     from accelerate import Accelerator
 
-    cfg = load_config(VAETrainConfig, args.config)
-    run = RunDir(args.out, cfg, args.resume)
+    run = RunDir(out, cfg, resume)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     torch.manual_seed(cfg.seed)
 
     # 1. Data: non-standard and standard images of the training split, a held-out sample
-    train = WorldArrays.load(args.data, "train", keys=("image", "standard_image"), limit=cfg.limit or None,
+    train = WorldArrays.load(data, "train", keys=("image", "standard_image"), limit=cfg.limit or None,
                              progress=accelerator.is_main_process)
     pool = np.concatenate([train.images["image"], train.images["standard_image"][train.first_of_each_character()]])
     del train
     # held-out: half renders, half standard images (one per character, so load enough characters)
-    test = WorldArrays.load(args.data, "test", keys=("image", "standard_image"), limit=cfg.eval_images * 16, progress=False)
+    test = WorldArrays.load(data, "test", keys=("image", "standard_image"), limit=cfg.eval_images * 16, progress=False)
     renders = test.images["image"][:cfg.eval_images // 2]
     standards = test.images["standard_image"][test.first_of_each_character()][:cfg.eval_images - len(renders)]
     eval_images = to_float(np.concatenate([renders, standards]))
     half = len(renders)
 
     # 2. Model, EMA, optimizer
-    vae = preset(VAE_PRESETS, cfg.preset).build()
-    if cfg.init_from:
+    vae = preset(VAE_PRESETS, cfg.architecture).build()
+    if cfg.init_from is not None:
         from ..models.loading import load_vae
 
-        source = load_vae(None if cfg.init_from == "bundled" else cfg.init_from)
+        source = load_vae(folder(cfg.init_from))
         vae.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
     if cfg.decoder_only:
-        if not cfg.init_from:
+        if cfg.init_from is None:
             raise ValueError("decoder_only fine-tunes a trained VAE: set init_from")
         vae.register_to_config(scaling_factor=source.config.scaling_factor)
         for module in (vae.encoder, vae.quant_conv):
@@ -139,23 +134,16 @@ def main(args) -> int:
     ema = copy.deepcopy(vae).requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0,
                                   betas=(0.9, 0.99))
-    start, elapsed = 0, 0.0
-    if args.resume and has_checkpoint(run.path):
-        state = load_checkpoint(run.path, model=vae, optimizer=optimizer, ema=ema)
-        start, elapsed = state["step"], state["extra"].get("elapsed_s", 0.0)
-        accelerator.print(f"resumed from step {start}")
+    start, elapsed = loop.resume(run, cfg, model=vae, optimizer=optimizer, ema=ema, requested=resume)
     model, optimizer = accelerator.prepare(Autoencode(vae, cfg.decoder_only), optimizer)
 
     # 3. Training loop: batch = f(seed, step), so resume is exact
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="vae", disable=not accelerator.is_main_process)
-    t0 = time.time()
-    for step in bar:
-        set_lr(optimizer, cfg, step)
-        idx = batch_indices(len(pool), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
-        x = to_float(random_crops(pool, idx, cfg.crop, np.random.default_rng([cfg.seed, step, 3]))).to(accelerator.device)
+    def step(k: int, report: bool) -> loop.StepResult:
+        idx = batch_indices(len(pool), cfg.batch_size, k, cfg.seed, accelerator.process_index, accelerator.num_processes)
+        x = to_float(random_crops(pool, idx, cfg.crop, np.random.default_rng([cfg.seed, k, 3]))).to(accelerator.device)
         noise = None
         if cfg.latent_noise > 0:
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + k)
             shape = (len(x), vae.config.latent_channels, x.shape[2] // 8, x.shape[3] // 8)
             sigma = torch.rand(len(x), 1, 1, 1, generator=g) * cfg.latent_noise / vae.config.scaling_factor
             noise = (sigma * torch.randn(shape, generator=g)).to(accelerator.device)
@@ -166,26 +154,25 @@ def main(args) -> int:
         mse = F.mse_loss(recon, x)
         kl = kl.float().mean() / x[0].numel()
         loss = l1 + cfg.mse_weight * mse + cfg.kl_weight * kl
-        optimizer_step(accelerator, model, optimizer, loss)
-        ema_update(ema, vae, cfg.ema_decay if step > cfg.warmup else 0.0)
-        if step % 25 == 0:
-            bar.set_postfix(l1=f"{l1.item():.4f}", psnr=f"{psnr(recon, x).mean().item():.1f}")
-            run.log(step, loss=loss.item(), l1=l1.item(), mse=mse.item(), kl=kl.item(), lr=optimizer.param_groups[0]["lr"])
-        done = step + 1
-        if accelerator.is_main_process and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            save_checkpoint(run.path, step=done, model=vae, optimizer=optimizer, ema=ema,
-                            extra={"elapsed_s": elapsed + time.time() - t0})
-        if accelerator.is_main_process and (done % cfg.sample_every == 0 or done == cfg.steps):
-            ema.eval()
-            rec = reconstruct(ema, eval_images)
-            value = psnr(rec, eval_images).mean().item()
-            run.log(done, eval_psnr=value)
-            bar.write(f"step {done}: held-out PSNR {value:.2f} dB")
-            k = min(8, half, len(eval_images) - half)
-            rows = [slice(0, k), slice(half, half + k)]  # renders, then standard images
-            show = [to_uint8(eval_images[r]) for r in rows]
-            recs = [to_uint8(rec[r]) for r in rows]
-            run.save_image(f"recon_{done:06d}.png", grid([list(a) for pair in zip(show, recs) for a in pair]))
+        if not report:
+            return loop.StepResult(loss)
+        return loop.StepResult(loss, {"loss": loss.item(), "l1": l1.item(), "mse": mse.item(), "kl": kl.item()},
+                               {"l1": f"{l1.item():.4f}", "psnr": f"{psnr(recon, x).mean().item():.1f}"})
+
+    def sample(done: int, bar) -> None:
+        ema.eval()
+        rec = reconstruct(ema, eval_images)
+        value = psnr(rec, eval_images).mean().item()
+        run.log(done, eval_psnr=value)
+        bar.write(f"step {done}: held-out PSNR {value:.2f} dB")
+        k = min(8, half, len(eval_images) - half)
+        rows = [slice(0, k), slice(half, half + k)]  # renders, then standard images
+        show = [to_uint8(eval_images[r]) for r in rows]
+        recs = [to_uint8(rec[r]) for r in rows]
+        run.save_image(f"recon_{done:06d}.png", grid([list(a) for pair in zip(show, recs) for a in pair]))
+
+    elapsed = loop.run(cfg, run, accelerator, step=step, wrapped=model, optimizer=optimizer, model=vae, start=start,
+                       elapsed=elapsed, desc="vae", ema=ema, ema_decay=cfg.ema_decay, sample=sample)
 
     # 4. Export the EMA weights with their measured latent scaling factor
     if accelerator.is_main_process:
@@ -201,8 +188,8 @@ def main(args) -> int:
         value = psnr(rec, eval_images).mean().item()
         ema.save_pretrained(run.path / "model", safe_serialization=True)
         write_json(run.path / "model" / "training.json", run.provenance(
-            data=str(args.data), steps=cfg.steps, scaling_factor=scaling,
-            heldout_psnr_db=round(value, 3), wall_time_s=round(elapsed + time.time() - t0, 1)))
+            data=str(data), steps=cfg.steps, scaling_factor=scaling,
+            heldout_psnr_db=round(value, 3), wall_time_s=round(elapsed, 1)))
         print(f"saved {run.path / 'model'}: held-out PSNR {value:.2f} dB, scaling factor {scaling:.4f}")
-    return 0
+    return run.path / "model"
 

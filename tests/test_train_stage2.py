@@ -1,0 +1,192 @@
+"""Stage II training under each pairing (the paper's Table 2 rows and the standard-render bound),
+eq. 5's own reference, exact resume, caches and SDXL, on tiny models saved in the published layouts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from serialgen.data.memory import WorldArrays
+from serialgen.models.ip_adapter import IPAdapter
+from serialgen.models.loading import load_base
+from serialgen.pipelines.personalize import PersonalizePipeline
+from serialgen.pipelines.standardize import StandardizePipeline
+from serialgen.train import loop, stage2
+from serialgen.train.config import load_config
+
+from .tiny import tiny_sdxl_pipeline, tiny_tokenizer, train_with
+
+
+def _config(folders, path, **extra):
+    values = dict(base=str(folders / "sd15"), image_encoder=str(folders / "image_encoder"),
+                  standardizer=str(folders / "stage1"), steps=3, batch_size=2, warmup=1, lr=1e-3, checkpoint_every=2,
+                  sample_every=3, sample_steps=2, standardize_steps=2, standardized_per_character=1) | extra
+    path.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items()) + "\n")
+    return path
+
+def _args(data, out, config, pairing, resume=False):
+    return argparse.Namespace(data=str(data), out=str(out), config=str(config), resume=resume, pairing=pairing)
+
+@pytest.mark.parametrize("pairing", ["standardized", "paired", "unpaired", "standard"])
+def test_each_pairing_trains_only_the_adapter_and_exports_the_official_layout(pairing, dataset, folders, tmp_path):
+    config = _config(folders, tmp_path / "c.toml")
+    run = tmp_path / pairing
+    assert train_with(stage2, _args(dataset, run, config, pairing)) == 0
+    adapter_file = run / "model" / "ip-adapter.safetensors"
+    keys = set(load_file(str(adapter_file)))
+    assert keys and all(k.startswith(("image_proj.", "ip_adapter.")) for k in keys)
+    info = json.loads((run / "model" / "training.json").read_text())
+    assert info["pairing"] == pairing and info["steps"] == 3
+    assert info["base_made_by"] is None  # the tiny SD folder has no training record
+    assert (run / "samples" / "samples_000003.png").exists()
+
+    pipe = PersonalizePipeline.from_pretrained(run / "model", base=folders / "sd15", image_encoder=folders / "image_encoder")
+    base = load_base(folders / "sd15")
+    fresh = IPAdapter.for_unet(base.unet, 24)  # training moved the adapter, and nothing else
+    moved = [not torch.equal(a, b) for a, b in zip(pipe.adapter.official_state_dict().values(),
+                                                    fresh.official_state_dict().values())]
+    assert any(moved)
+    assert all(torch.equal(a, b) for a, b in zip(pipe.unet.state_dict().values(), base.unet.state_dict().values()))
+    if pairing == "standardized":
+        shards = sorted((run / "standardized").glob("*.safetensors"))
+        train = WorldArrays.load(dataset, "train", progress=False)
+        stored = load_file(str(shards[0]))
+        assert len(np.unique(train.character_row)) == sum(len(load_file(str(s))["sources"]) for s in shards)
+        assert stored["images"].shape[1:] == (192, 128, 3) and stored["images"].dtype == torch.uint8
+
+def _spy_on_references(monkeypatch) -> list[torch.Tensor]:
+    """Record the reference pixels the trainer hands the CLIP image encoder, one batch per step."""
+    seen = []
+    real = stage2.clip_hidden_states
+
+    def spy(encoder, pixels):
+        seen.append(pixels.detach().clone())
+        return real(encoder, pixels)
+
+    monkeypatch.setattr(stage2, "clip_hidden_states", spy)
+    return seen
+
+def test_standard_pairing_feeds_the_true_standard_render_of_each_targets_character(dataset, folders, tmp_path,
+                                                                                   monkeypatch):
+    from serialgen.data.memory import batch_indices, to_float
+
+    config = _config(folders, tmp_path / "c.toml")
+    seen = _spy_on_references(monkeypatch)
+    assert train_with(stage2, _args(dataset, tmp_path / "run", config, "standard")) == 0
+    train = WorldArrays.load(dataset, "train", keys=("image", "standard_image"), progress=False)
+    cfg = load_config(stage2.Stage2TrainConfig, stage2.PRESETS, "mini", str(config), pairing="standard")
+    for step in range(cfg.steps):
+        idx = batch_indices(len(train), cfg.batch_size, step, cfg.seed, 0, 1)
+        expected = to_float(train.images["standard_image"][idx])
+        assert torch.equal(seen[step].cpu(), expected)
+        assert not torch.equal(expected, to_float(train.images["image"][idx]))
+
+def test_own_reference_feeds_each_target_its_own_standardization(dataset, folders, tmp_path, monkeypatch):
+    """SerialGen eq. 5: the reference of target x is phi(x), the standardization of x itself, and
+    the targets are the standardized images."""
+    from serialgen.data.memory import batch_indices, to_float
+
+    config = _config(folders, tmp_path / "c.toml", own_reference=True, standardized_per_character=2)
+    seen = _spy_on_references(monkeypatch)
+    run = tmp_path / "run"
+    assert train_with(stage2, _args(dataset, run, config, "standardized")) == 0
+    train = WorldArrays.load(dataset, "train", progress=False)
+    cfg = load_config(stage2.Stage2TrainConfig, stage2.PRESETS, "mini", str(config), pairing="standardized")
+    sources = stage2.standardized_sources(train, cfg.standardized_per_character, cfg.seed)
+    assert len(sources) == 2 * len(np.unique(train.character_row)) < len(train)
+    standardized = stage2.load_standardized(run / "standardized", sources)
+    for step in range(cfg.steps):
+        idx = sources[batch_indices(len(sources), cfg.batch_size, step, cfg.seed, 0, 1)]
+        assert torch.equal(seen[step].cpu(), to_float(standardized[np.searchsorted(sources, idx)]))
+    with pytest.raises(ValueError, match="own_reference needs pairing = standardized"):
+        train_with(stage2, _args(dataset, tmp_path / "bad", config, "paired"))
+
+def test_stage2_resumes_exactly(dataset, folders, tmp_path, monkeypatch):
+    config = _config(folders, tmp_path / "c.toml", steps=4, sample_every=100)
+    assert train_with(stage2, _args(dataset, tmp_path / "straight", config, "unpaired")) == 0
+    real_save = loop.save_checkpoint
+
+    def save_then_die(out, *, step, **kw):
+        real_save(out, step=step, **kw)
+        if step == 2:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_with(stage2, _args(dataset, tmp_path / "split", config, "unpaired"))
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    assert train_with(stage2, _args(dataset, tmp_path / "split", config, "unpaired", resume=True)) == 0
+    a = load_file(str(tmp_path / "straight" / "checkpoint" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "checkpoint" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+def test_the_target_cache_is_rebuilt_for_other_captions(dataset, folders, tmp_path):
+    run = tmp_path / "run"
+    look = _config(folders, tmp_path / "a.toml", steps=1, sample_every=100, scene_captions=0.0)
+    assert train_with(stage2, _args(dataset, run, look, "unpaired")) == 0
+    first = load_file(str(run / "cache.safetensors"))
+    shutil.rmtree(run / "checkpoint")  # a new run in the same folder, captions naming the scene only
+    scene = _config(folders, tmp_path / "b.toml", steps=1, sample_every=100, scene_captions=1.0)
+    assert train_with(stage2, _args(dataset, run, scene, "unpaired")) == 0
+    second = load_file(str(run / "cache.safetensors"))
+    assert torch.equal(first["latents"], second["latents"]) and not torch.equal(first["text"], second["text"])
+
+def test_standardized_shards_resume_and_are_checked(dataset, folders, tmp_path):
+    cfg = stage2.Stage2TrainConfig(standardize_steps=1)
+    train = WorldArrays.load(dataset, "train", keys=("image", "foreground"), progress=False)
+    sources = stage2.standardized_sources(train, 2, seed=0)
+    assert len(sources) == 2 * len(np.unique(train.character_row))
+    pipe = StandardizePipeline.from_pretrained(folders / "stage1")
+    calls = []
+    real = pipe.__call__
+
+    class Counting:
+        progress = False
+
+        def __call__(self, refs, **kw):
+            calls.append(len(refs))
+            return real(refs, **kw)
+
+    stage2.precompute_standardized(train, sources, tmp_path, Counting(), cfg, shard_size=4, progress=False)
+    shards = sorted(tmp_path.glob("*.safetensors"))
+    assert len(shards) == -(-len(sources) // 4) and sum(calls) == len(sources)
+    shards[1].unlink()  # as if killed before the second shard was written
+    calls.clear()
+    stage2.precompute_standardized(train, sources, tmp_path, Counting(), cfg, shard_size=4, progress=False)
+    assert calls == [4]
+    calls.clear()  # shards made by another standardizer or sampler are made again
+    stage2.precompute_standardized(train, sources, tmp_path, Counting(), cfg, shard_size=4, progress=False,
+                                   made_by="another standardizer")
+    assert sum(calls) == len(sources)
+    calls.clear()
+    stage2.precompute_standardized(train, sources, tmp_path, Counting(), cfg, shard_size=4, progress=False,
+                                   made_by="another standardizer")
+    assert calls == []
+    assert stage2.load_standardized(tmp_path, sources).shape == (len(sources), 192, 128, 3)
+    with pytest.raises(ValueError, match="does not hold"):
+        stage2.load_standardized(tmp_path, sources[:-1])
+
+def test_unpaired_augmentation_crops_and_flips():
+    images = np.zeros((64, 24, 16, 3), np.uint8)
+    images[:, :, :8] = 255  # left half white
+    out = stage2.augment(images, np.random.default_rng(0), smallest=0.7)
+    assert out.shape == (64, 3, 24, 16) and out.min() >= -1 and out.max() <= 1
+    left = out[:, 0, :, :4].mean((1, 2))
+    assert (left > 0.5).any() and (left < -0.5).any()  # some flipped, some not
+
+def test_sdxl_base_trains_with_pooled_text_and_time_ids(dataset, folders, tmp_path):
+    tiny_sdxl_pipeline(tiny_tokenizer(tmp_path / "tok")).save_pretrained(tmp_path / "sdxl")
+    config = _config(folders, tmp_path / "c.toml", base=str(tmp_path / "sdxl"), steps=2, sample_every=100)
+    assert train_with(stage2, _args(dataset, tmp_path / "run", config, "paired")) == 0
+    pipe = PersonalizePipeline.from_pretrained(tmp_path / "run" / "model", base=tmp_path / "sdxl",
+                                               image_encoder=folders / "image_encoder")
+    assert pipe.is_sdxl
+    pipe.progress = False
+    images = pipe(np.full((96, 64, 3), 200, np.uint8), ["a character, waving"], num_inference_steps=2).images
+    assert images[0].size == (128, 192)
