@@ -25,6 +25,23 @@ def _fail(prog: str, message: str) -> int:
     return 2
 
 
+def _model_error(error: Exception) -> str | None:
+    """A one-line message for a weights file that cannot be read (truncated, corrupt, not
+    safetensors), or None for other errors."""
+    kind = type(error).__name__
+    if kind == "SafetensorError" or ("safetensors" in str(error).lower() and isinstance(error, (OSError, RuntimeError))):
+        return f"a weights file is truncated or corrupt ({str(error).splitlines()[0]}): re-download or re-train it"
+    if isinstance(error, (OSError, RuntimeError)) and ("Error(s) in loading state_dict" in str(error)
+                                                       or "Unable to load weights" in str(error)):
+        return f"weights that do not fit this model or cannot be read: {str(error).splitlines()[0]}"
+    return None
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    a, b = Path(a), Path(b)
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
+
+
 def _writable_dir(path: Path) -> None:
     """Create `path` if needed and prove we can write there, before any work starts."""
     if path.exists() and not path.is_dir():
@@ -93,8 +110,10 @@ def _standardize(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         return _fail(prog, f"--out {out} must end in .png, .jpg or .webp")
-    if args.steps < 1:
-        return _fail(prog, f"--steps must be at least 1, got {args.steps}")
+    if out.is_dir():
+        return _fail(prog, f"--out {out} is a directory: give the path of the image to write, e.g. {out / 'standardized.png'}")
+    if _same_file(out, args.image):
+        return _fail(prog, f"--out {out} is the input image: choose another path, the input is never replaced")
     try:
         _writable_dir(out.parent if str(out.parent) else Path("."))
         from .pipelines.standardize import StandardizePipeline
@@ -107,6 +126,10 @@ def _standardize(args) -> int:
                       start=args.start)
     except (ValueError, FileNotFoundError, ImportError) as error:
         return _fail(prog, str(error))
+    except Exception as error:  # noqa: BLE001  (anything else is re-raised)
+        if (message := _model_error(error)) is None:
+            raise
+        return _fail(prog, message)
     for note in result.references[0].notes:
         print(f"note: {note}")
     save_image(out, result.images[0])
@@ -120,8 +143,11 @@ def _read_prompts(args) -> list[str]:
         path = Path(args.prompts_file)
         if not path.is_file():
             raise ValueError(f"--prompts-file {path} does not exist")
-        prompts += [line.strip() for line in path.read_text().splitlines()
-                    if line.strip() and not line.lstrip().startswith("#")]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"--prompts-file {path} is not UTF-8 text: save it as UTF-8") from None
+        prompts += [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if any(not p for p in prompts):
         raise ValueError("a --prompt is empty: give each scene some words")
     if not prompts:
@@ -129,10 +155,18 @@ def _read_prompts(args) -> list[str]:
     return prompts
 
 
-def _generate(args) -> int:
+SERIES_FILES = ("standardized.png", "sheet.png", "series.json")  # besides the numbered images
 
+
+def _series_names(count: int) -> list[str]:
+    digits = max(2, len(str(count)))
+    return [f"{k + 1:0{digits}d}.png" for k in range(count)]
+
+
+def _generate(args) -> int:
     prog = "serialgen generate"
     out = Path(args.out)
+    created = not out.exists()
     try:
         if args.reference is None and args.standardized is None:
             raise ValueError("give --reference IMAGE (or --standardized IMAGE, a reference standardized earlier)")
@@ -142,12 +176,17 @@ def _generate(args) -> int:
         if args.steps < 1 or args.batch_size < 1:
             raise ValueError("--steps and --batch-size must be at least 1")
         prompts = _read_prompts(args)
-        _writable_dir(out)
+        writes = [out / name for name in _series_names(len(prompts)) + list(SERIES_FILES)]
+        for flag, image in (("--reference", args.reference), ("--standardized", args.standardized)):
+            if image is not None and any(_same_file(image, w) for w in writes):
+                raise ValueError(f"{flag} {image} would be overwritten by the series written to --out {out}: choose "
+                                 "another --out, inputs are never replaced")
         from .preprocess import load_image
 
         for image in (args.reference, args.standardized):
             if image is not None:
                 load_image(image)  # fail on a bad file before loading any model
+        _writable_dir(out)
         from .pipelines.serial import SerialGenPipeline
         from .sheet import series_sheet
 
@@ -158,16 +197,33 @@ def _generate(args) -> int:
         result = pipe(args.reference, prompts, standardized=args.standardized,
                       num_inference_steps=args.steps, guidance_scale=args.guidance, scale=args.scale, seed=args.seed,
                       batch_size=args.batch_size, use_pose=not args.no_pose)
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        return _fail(prog, str(error))
+    except Exception as error:  # noqa: BLE001  (anything else is re-raised)
+        message = str(error) if isinstance(error, (ValueError, FileNotFoundError, ImportError)) else _model_error(error)
+        if message is None:
+            raise
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed run leaves no empty folder behind
+        return _fail(prog, message)
     for note in result.notes:
         print(f"note: {note}")
+
+    # a series written before into this folder: its files that this one does not replace go
+    previous = out / "series.json"
+    if previous.exists():
+        try:
+            old = json.loads(previous.read_text()).get("files", [])
+        except (ValueError, AttributeError):
+            old = []
+        for name in set(old) - set(_series_names(len(prompts))):
+            if Path(name).name == name and (out / name).is_file():  # only the files that series listed
+                (out / name).unlink()
+        if result.standardized is None and (out / "standardized.png").is_file():
+            (out / "standardized.png").unlink()
 
     def save(image, name: str) -> Path:
         return save_image(out / name, image)
 
-    digits = max(2, len(str(len(prompts))))
-    files = [save(im, f"{k + 1:0{digits}d}.png").name for k, im in enumerate(result.images)]
+    files = [save(im, name).name for im, name in zip(result.images, _series_names(len(prompts)), strict=True)]
     if result.standardized is not None:
         save(result.standardized, "standardized.png")
     from PIL import Image
@@ -211,6 +267,14 @@ def _serve(args) -> int:
         import gradio  # noqa: F401
     except ImportError:
         return _fail(prog, "the web app needs Gradio: pip install 'serialgen[serve]'")
+    import socket
+
+    try:  # the address first: a busy port or a bad host is said before 15 s of model loading
+        with socket.create_server((args.host, args.port)):
+            pass
+    except OSError as error:
+        return _fail(prog, f"cannot serve on {args.host}:{args.port} ({error.strerror or error}): choose another --port "
+                           "or --host")
     try:
         from .pipelines.serial import SerialGenPipeline
         from .serve import ServeLimits, serve
@@ -262,6 +326,23 @@ def _report(args) -> int:
         return _fail(prog, str(error))
     print(f"wrote {out}")
     return 0
+
+
+def _bounded(low: int, high: int, what: str):
+    """argparse type: an integer in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be {low}-{high}, got {text}")
+        return value
+    return parse
+
+
+_seed = _bounded(0, 2**31 - 1, "a seed")
+_steps = _bounded(1, 1000, "DDIM steps")  # the training schedule has 1000 timesteps
 
 
 def _scale(text: str) -> float:
@@ -394,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output image (.png or .jpg)")
     p.add_argument("--characters", type=int, default=6, help="rows (default 6)")
     p.add_argument("--poses", type=int, default=3, help="samples per row (default 3)")
-    p.add_argument("--tile-height", type=int, default=192, help="pixel height of each tile (default 192)")
+    p.add_argument("--tile-height", type=_bounded(16, 1024, "the tile height"), default=192, help="pixel height of each tile (default 192)")
     p.set_defaults(run=_sheet)
 
     p = sub.add_parser(
@@ -430,9 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("image", help="reference image (any format Pillow opens)")
     p.add_argument("--out", required=True, help="output image (.png or .jpg)")
-    p.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
+    p.add_argument("--steps", type=_steps, default=20, help="DDIM steps (default 20)")
     p.add_argument("--guidance", type=_scale, default=2.5, help="classifier-free guidance scale (default 2.5; 1 = off)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="noise seed (default 0)")
     p.add_argument("--weights", help="saved standardizer folder (default: the bundled mini one)")
     p.add_argument("--no-pose", action="store_true", help="skip person detection: no mask or pose guidance")
     p.add_argument("--start", choices=("canvas", "noise"), default="canvas",
@@ -452,8 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", action="append", default=[], help="a scene to draw; repeat for a series")
     p.add_argument("--prompts-file", help="text file with one prompt per line (blank lines and # comments skipped)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--seed", type=int, default=0, help="seed; image i uses noise from (seed, i) (default 0)")
-    p.add_argument("--steps", type=int, default=20, help="DDIM steps per image (default 20)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed; image i uses noise from (seed, i) (default 0)")
+    p.add_argument("--steps", type=_steps, default=20, help="DDIM steps per image (default 20)")
     p.add_argument("--guidance", type=_scale, default=5.0, help="classifier-free guidance scale (default 5)")
     p.add_argument("--scale", type=_scale, default=1.0, help="image adapter scale: 0 = text only (default 1)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
@@ -472,8 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUT/standardized.png, OUT/01.png ..., OUT/sheet.png and OUT/series.json.",
     )
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    p.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
-    p.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
+    p.add_argument("--seed", type=_seed, default=0, help="generation seed (default 0)")
+    p.add_argument("--steps", type=_steps, default=20, help="DDIM steps (default 20)")
     p.set_defaults(run=_demo)
 
     p = sub.add_parser(
@@ -486,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--max-upload-mb", type=int, default=10, help="largest upload accepted (default 10)")
     p.add_argument("--max-prompts", type=int, default=16, help="most scenes per job (default 16)")
-    p.add_argument("--steps", type=int, default=20, help="default DDIM steps shown in the app (default 20)")
+    p.add_argument("--steps", type=_steps, default=20, help="default DDIM steps shown in the app (default 20)")
     _model_options(p)
     p.set_defaults(run=_serve)
 
@@ -505,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--characters", type=int, default=8, help="held-out characters for Table 2 (default 8)")
     p.add_argument("--prompts", type=int, default=20, help="scene prompts per character (default 20)")
     p.add_argument("--seeds", type=int, default=4, help="images per prompt (default 4)")
-    p.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
+    p.add_argument("--steps", type=_steps, default=20, help="DDIM steps (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--stage1-samples", type=int, default=64, help="held-out characters for Table 3 (default 64)")
     p.add_argument("--gap-characters", type=int, default=48,
@@ -549,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--face-model", help="stage2: an ArcFace .onnx model for face similarity (default: dlib's descriptor)")
     p.add_argument("--no-face", action="store_true", help="stage2: skip face similarity")
     p.add_argument("--bootstrap", type=int, default=1000, help="stage2: bootstrap resamples for the intervals (default 1000)")
-    p.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
+    p.add_argument("--steps", type=_steps, default=20, help="DDIM steps (default 20)")
     p.add_argument("--guidance", type=_scale, help="guidance scale (default 2.5 for stage1, 5 otherwise)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--leak", action="store_true",

@@ -21,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .pose import draw_pose_map
 
 MIN_SIDE = 64  # px on the shorter side: below this no detector finds a body
+MAX_PIXELS = 64 * 10**6  # decoded size; larger files (decompression bombs among them) are refused
 # BlazePose's 33 landmarks -> COCO-18 (neck = mean of the shoulders)
 BLAZEPOSE_TO_COCO18 = {
     "nose": 0, "r_shoulder": 12, "r_elbow": 14, "r_wrist": 16, "l_shoulder": 11, "l_elbow": 13, "l_wrist": 15,
@@ -70,7 +71,13 @@ def load_image(source) -> Image.Image:
             raise InputError(f"{path} does not exist or is not a file: give the path of an image")
         try:
             image = Image.open(path)
+            if image.width * image.height > MAX_PIXELS:
+                raise InputError(f"{path} is {image.width}x{image.height} pixels: give one under "
+                                 f"{MAX_PIXELS // 10**6} megapixels")
             image.load()
+        except Image.DecompressionBombError as e:
+            raise InputError(f"{path} is too large to decode safely ({e}): give one under "
+                             f"{MAX_PIXELS // 10**6} megapixels") from None
         except UnidentifiedImageError:
             raise InputError(f"{path} is not an image Pillow can read: give a PNG, JPEG, WebP or similar") from None
         except (OSError, SyntaxError) as e:

@@ -62,6 +62,9 @@ def check_upload(path: str | None, limits: ServeLimits) -> Image.Image:
     try:
         with Image.open(path) as probe:  # reads the header only
             width, height = probe.size
+    except Image.DecompressionBombError:
+        raise ValueError(f"{name} is too large to decode safely: upload one under "
+                         f"{limits.max_pixels // 10**6} megapixels") from None
     except Exception:  # not an image, or a broken one: load_image below says which
         width = height = 0
     if width * height > limits.max_pixels:

@@ -158,7 +158,7 @@ class IPAdapter(nn.Module):
             flat = {f"{part}.{k}": v for part, sub in nested.items() for k, v in sub.items()}
         else:
             raise ValueError(f"{path} is a pickle file, which can run code when loaded; convert it to safetensors, or "
-                             "pass allow_pickle=True if you trust the source")
+                             "pass allow_pickle=True (--allow-pickle) if you trust the source")
         proj = {k[len("image_proj."):]: v for k, v in flat.items() if k.startswith("image_proj.")}
         if "proj.3.weight" not in proj:
             raise ValueError(f"{path} is not a full-token IP-Adapter (image_proj lacks proj.3, the LayerNorm of the "

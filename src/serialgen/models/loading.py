@@ -4,7 +4,7 @@ A folder may be the component itself (config.json + weights) or a whole Stable D
 pipeline folder, whose components sit in vae/, unet/, text_encoder/, tokenizer/,
 scheduler/. With no folder, the bundled mini weights load. Weights must be safetensors:
 pickle files (.bin, .ckpt) can run code when loaded, so they are refused unless the caller
-opts in with ``allow_pickle=True``. Nothing is ever downloaded.
+opts in with ``allow_pickle=True`` (``--allow-pickle`` on the command line). Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _safetensors_or_refuse(folder: Path, allow_pickle: bool) -> bool | None:
     if pickles and not allow_pickle:
         raise ValueError(
             f"{folder} holds only pickle weights ({', '.join(pickles)}), which can run code when loaded; convert them "
-            "to safetensors, or pass allow_pickle=True if you trust the source"
+            "to safetensors, or pass allow_pickle=True (--allow-pickle) if you trust the source"
         )
     return None if allow_pickle else True
 

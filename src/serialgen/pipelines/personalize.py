@@ -66,7 +66,9 @@ class PersonalizePipeline:
 
         path = Path(adapter) if adapter is not None else bundled("stage2")
         if path.is_dir():
-            path = path / ADAPTER_FILE
+            found = path / ADAPTER_FILE
+            pickled = path / "ip-adapter.bin"
+            path = pickled if not found.exists() and pickled.exists() else found  # refused below unless allowed
         if not path.exists():
             raise FileNotFoundError(f"No image adapter at {path}: train one with `serialgen train stage2` or give an "
                                     "IP-Adapter .safetensors file")

@@ -52,7 +52,8 @@ def save_checkpoint(out: Path, *, step: int, model: torch.nn.Module, optimizer: 
     out = Path(out)
     final = out / CHECKPOINT
     tmp = out / f"{CHECKPOINT}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in out.glob(f"{CHECKPOINT}.tmp-*"):  # this save's, and those of saves killed halfway
+        shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(_state_dict(model), str(tmp / "model.safetensors"))
     if ema is not None:
