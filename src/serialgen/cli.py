@@ -421,12 +421,12 @@ def _train(args) -> int:
     if not (data / "train").is_dir():
         return _fail(prog, f"--data {data} has no train/ shards; make them with `serialgen synth --out {data} ...`")
     try:
-        _writable_dir(Path(args.out))
         chosen = trainer(args.model)
         overrides = {"fbdm": False if args.no_fbdm else None, "rpim": False if args.no_rpim else None,
                      "pairing": args.pairing}
         cfg = load_config(chosen.config, chosen.presets, args.preset, args.config,
                           **{k: v for k, v in overrides.items() if v is not None})
+        _writable_dir(Path(args.out))  # after the config: a refused config leaves no folder behind
         chosen.train(cfg, data, Path(args.out), args.resume)
         return 0
     except (ValueError, FileNotFoundError) as error:
