@@ -155,14 +155,6 @@ def _read_prompts(args) -> list[str]:
     return prompts
 
 
-SERIES_FILES = ("standardized.png", "sheet.png", "series.json")  # besides the numbered images
-
-
-def _series_names(count: int) -> list[str]:
-    digits = max(2, len(str(count)))
-    return [f"{k + 1:0{digits}d}.png" for k in range(count)]
-
-
 def _generate(args) -> int:
     prog = "serialgen generate"
     out = Path(args.out)
@@ -176,7 +168,9 @@ def _generate(args) -> int:
         if args.steps < 1 or args.batch_size < 1:
             raise ValueError("--steps and --batch-size must be at least 1")
         prompts = _read_prompts(args)
-        writes = [out / name for name in _series_names(len(prompts)) + list(SERIES_FILES)]
+        from .pipelines.serial import SERIES_FILES, series_names
+
+        writes = [out / name for name in series_names(len(prompts)) + list(SERIES_FILES)]
         for flag, image in (("--reference", args.reference), ("--standardized", args.standardized)):
             if image is not None and any(_same_file(image, w) for w in writes):
                 raise ValueError(f"{flag} {image} would be overwritten by the series written to --out {out}: choose "
@@ -188,7 +182,6 @@ def _generate(args) -> int:
                 load_image(image)  # fail on a bad file before loading any model
         _writable_dir(out)
         from .pipelines.serial import SerialGenPipeline
-        from .sheet import series_sheet
 
         pipe = SerialGenPipeline.from_pretrained(standardizer=args.standardizer, adapter=args.adapter, base=args.base,
                                                  image_encoder=args.image_encoder,
@@ -207,33 +200,10 @@ def _generate(args) -> int:
     for note in result.notes:
         print(f"note: {note}")
 
-    # a series written before into this folder: its files that this one does not replace go
-    previous = out / "series.json"
-    if previous.exists():
-        try:
-            old = json.loads(previous.read_text()).get("files", [])
-        except (ValueError, AttributeError):
-            old = []
-        for name in set(old) - set(_series_names(len(prompts))):
-            if Path(name).name == name and (out / name).is_file():  # only the files that series listed
-                (out / name).unlink()
-        if result.standardized is None and (out / "standardized.png").is_file():
-            (out / "standardized.png").unlink()
-
-    def save(image, name: str) -> Path:
-        return save_image(out / name, image)
-
-    files = [save(im, name).name for im, name in zip(result.images, _series_names(len(prompts)), strict=True)]
-    if result.standardized is not None:
-        save(result.standardized, "standardized.png")
-    from PIL import Image
-
-    shown = Image.fromarray(result.reference.image) if result.reference is not None else load_image(args.standardized)
-    save(series_sheet(shown, result.standardized, result.images, prompts), "sheet.png")
-    record = {"reference": args.reference, "standardized": args.standardized, "one_stage": args.one_stage,
-              "prompts": prompts, "files": files, "seed": args.seed, "steps": args.steps, "guidance": args.guidance,
-              "scale": args.scale, "notes": result.notes}
-    write_json(out / "series.json", record, indent=1)
+    shown = None if result.reference is not None else load_image(args.standardized)
+    files = result.save(out, prompts, {"reference": args.reference, "standardized": args.standardized,
+                                       "one_stage": args.one_stage, "seed": args.seed, "steps": args.steps,
+                                       "guidance": args.guidance, "scale": args.scale}, shown=shown)
     print(f"wrote {len(files)} images, sheet.png and series.json to {out}")
     return 0
 

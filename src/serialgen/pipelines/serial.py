@@ -47,6 +47,53 @@ class SerialGenOutput:
     reference: Reference | None  # the prepared input (canvas, mask, pose map), when one was given
     notes: list[str] = field(default_factory=list)
 
+    def save(self, folder: str | Path, prompts: list[str], record: dict | None = None,
+             shown: Image.Image | None = None) -> list[str]:
+        """Write the series into `folder`: NN.png per image, standardized.png, sheet.png (`shown`, the
+        reference as given, default the prepared one, then the series) and series.json (`record`
+        plus prompts, files and notes), each atomically. A series written there before loses the files
+        its series.json listed that this one does not replace; no other file is touched.
+        -> the image files' names."""
+        import json
+
+        from ..atomic import save_image, write_json
+        from ..sheet import series_sheet
+
+        folder = Path(folder)
+        names = series_names(len(self.images))
+        previous = folder / "series.json"
+        if previous.exists():
+            try:
+                old = json.loads(previous.read_text()).get("files", [])
+            except (ValueError, AttributeError):
+                old = []
+            for name in set(old) - set(names):
+                if Path(name).name == name and (folder / name).is_file():
+                    (folder / name).unlink()
+            if self.standardized is None and (folder / "standardized.png").is_file():
+                (folder / "standardized.png").unlink()
+        for image, name in zip(self.images, names, strict=True):
+            save_image(folder / name, image)
+        if self.standardized is not None:
+            save_image(folder / "standardized.png", self.standardized)
+        if shown is None and self.reference is not None:
+            shown = Image.fromarray(self.reference.image)
+        if shown is not None:
+            save_image(folder / "sheet.png", series_sheet(shown, self.standardized, self.images, prompts))
+        write_json(folder / "series.json", (record or {}) | {"prompts": prompts, "files": names, "notes": self.notes},
+                   indent=1)
+        return names
+
+
+# what SerialGenOutput.save writes besides the numbered images
+SERIES_FILES = ("standardized.png", "sheet.png", "series.json")
+
+
+def series_names(count: int) -> list[str]:
+    """The image files of a series of `count`: 01.png, 02.png, ... (wider for 100 or more)."""
+    digits = max(2, len(str(count)))
+    return [f"{k + 1:0{digits}d}.png" for k in range(count)]
+
 
 class SerialGenPipeline:
     """Components: standardize (`StandardizePipeline`, None for one-stage use) and personalize
