@@ -115,3 +115,45 @@ def test_app_in_a_browser(pipe, reference, tmp_path):
             browser.close()
     finally:
         app.close()
+
+
+def test_a_full_queue_turns_jobs_away_with_a_message(pipe, reference):
+    import threading
+    import time
+
+    gradio_client = pytest.importorskip("gradio_client")
+    from serialgen.serve import serve
+
+    release = threading.Event()
+
+    class Held:  # the real pipeline, held until every job is in
+        def __getattr__(self, name):
+            return getattr(pipe, name)
+
+        def __call__(self, *args, **kwargs):
+            release.wait(60)
+            return pipe(*args, **kwargs)
+
+    port = _free_port()
+    app = serve(Held(), port=port, limits=ServeLimits(queue_size=1), default_steps=1, block=False)
+    try:
+        client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        jobs = [client.submit(gradio_client.handle_file(str(reference)), "a character, waving", 0, 1, 1.0, False, False,
+                              api_name="/generate") for _ in range(4)]
+        deadline = time.time() + 60  # every job answered: running, waiting, or turned away
+        while sum(j.status().code.name in ("PROCESSING", "IN_QUEUE", "FINISHED") or j.done() for j in jobs) < 4 \
+                and time.time() < deadline:
+            time.sleep(0.2)
+        release.set()
+        outcomes = []
+        for job in jobs:
+            try:
+                job.result(timeout=120)
+                outcomes.append("done")
+            except Exception as error:  # noqa: BLE001  (the client raises what the server said)
+                outcomes.append(str(error))
+    finally:
+        release.set()
+        app.close()
+    assert outcomes.count("done") == 2  # one running, one waiting: the queue's bound
+    assert all("queue is full" in o.lower() for o in outcomes if o != "done"), outcomes

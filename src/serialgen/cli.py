@@ -253,6 +253,10 @@ def _serve(args) -> int:
                                                  image_encoder=args.image_encoder, allow_pickle=args.allow_pickle)
     except (ValueError, FileNotFoundError, ImportError) as error:
         return _fail(prog, str(error))
+    except Exception as error:  # noqa: BLE001  (anything else is re-raised)
+        if (message := _model_error(error)) is None:
+            raise
+        return _fail(prog, message)
     limits = ServeLimits(max_upload_mb=args.max_upload_mb, max_prompts=args.max_prompts)
     print(f"serving on http://{args.host}:{args.port} (Ctrl+C stops)")
     serve(pipe, host=args.host, port=args.port, limits=limits, default_steps=args.steps)
@@ -294,6 +298,10 @@ def _report(args) -> int:
         out = make_report(cfg, "serialgen " + " ".join(shlex.quote(a) for a in args.argv))
     except (ValueError, FileNotFoundError, ImportError) as error:
         return _fail(prog, str(error))
+    except Exception as error:  # noqa: BLE001  (anything else is re-raised)
+        if (message := _model_error(error)) is None:
+            raise
+        return _fail(prog, message)
     print(f"wrote {out}")
     return 0
 
@@ -369,6 +377,10 @@ def _eval(args) -> int:
         rows, sheet = scored.rows, scored.sheet
     except (ValueError, FileNotFoundError, ImportError) as error:
         return _fail(prog, str(error))
+    except Exception as error:  # noqa: BLE001  (anything else is re-raised)
+        if (message := _model_error(error)) is None:
+            raise
+        return _fail(prog, message)
     if args.out:
         write_json(args.out, {name: scores for name, scores in rows}, indent=1)
         print(f"wrote {args.out}")
