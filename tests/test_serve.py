@@ -56,6 +56,10 @@ def test_bad_uploads_are_named_as_the_user_knows_them(tmp_path, reference):
         check_upload(str(reference), ServeLimits(max_pixels=10_000))
     with pytest.raises(ValueError, match="Upload a reference image"):
         check_upload(None, ServeLimits())
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)  # a few kB, 400 megapixels decoded: Pillow's bomb error
+    with pytest.raises(ValueError, match=r"^bomb.png is too large to decode safely: upload one under 16 megapixels"):
+        check_upload(str(bomb), ServeLimits())
 
 
 def test_the_job_draws_every_prompt_from_one_standardized_reference(pipe, reference):
