@@ -426,6 +426,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="serialgen", description="SerialGen: one character, drawn consistently in any number of scenes.")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show what the libraries underneath log (MediaPipe's TensorFlow Lite lines, model load "
+                             "reports and progress bars); also SERIALGEN_VERBOSE=1")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -627,6 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(argv) if argv is not None else sys.argv[1:]
     args = build_parser().parse_args(argv)
     args.argv = argv
+    if args.verbose:
+        os.environ["SERIALGEN_VERBOSE"] = "1"
     return args.run(args)
 
 

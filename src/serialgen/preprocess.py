@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .pose import draw_pose_map
+from .quiet import native_stderr
 
 MIN_SIDE = 64  # px on the shorter side: below this no detector finds a body
 MAX_PIXELS = 64 * 10**6  # decoded size; larger files (decompression bombs among them) are refused
@@ -115,9 +116,10 @@ class PersonDetector:
             import mediapipe as mp
         except ImportError as e:
             raise ImportError(f"Real-image preprocessing needs mediapipe 0.10.14 ({e}); run `make setup`") from None
-        self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True,
-                                            min_detection_confidence=0.5)
-        self._faces = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+        with native_stderr():  # TensorFlow Lite and absl lines on every graph start
+            self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True,
+                                                min_detection_confidence=0.5)
+            self._faces = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
         self._segmenter = None
 
     def close(self):
@@ -133,13 +135,15 @@ class PersonDetector:
         if self._segmenter is None:
             import mediapipe as mp
 
-            self._segmenter = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+            with native_stderr():
+                self._segmenter = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
         h, w = rgb.shape[:2]
         scaled = rgb
         if w < min_width:
             size = (min_width, round(h * min_width / w))
             scaled = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BICUBIC))
-        mask = self._segmenter.process(np.ascontiguousarray(scaled)).segmentation_mask
+        with native_stderr():
+            mask = self._segmenter.process(np.ascontiguousarray(scaled)).segmentation_mask
         if mask is None:
             return np.zeros((h, w), np.float32)
         mask = np.asarray(Image.fromarray(mask.astype(np.float32), "F").resize((w, h), Image.Resampling.BILINEAR))
@@ -148,7 +152,8 @@ class PersonDetector:
     def faces(self, rgb: np.ndarray) -> list[np.ndarray]:
         """Face boxes (x0, y0, x1, y1) in pixels, largest first."""
         h, w = rgb.shape[:2]
-        found = self._faces.process(rgb).detections or []
+        with native_stderr():
+            found = self._faces.process(rgb).detections or []
         boxes = []
         for d in found:
             b = d.location_data.relative_bounding_box
@@ -157,7 +162,8 @@ class PersonDetector:
 
     def person(self, rgb: np.ndarray) -> Detection | None:
         h, w = rgb.shape[:2]
-        result = self._pose.process(rgb)
+        with native_stderr():
+            result = self._pose.process(rgb)
         if result.pose_landmarks is None:
             return None
         marks = result.pose_landmarks.landmark

@@ -10,34 +10,18 @@ opts in with ``allow_pickle=True`` (``--allow-pickle`` on the command line). Not
 from __future__ import annotations
 
 import hashlib
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from ..quiet import library_logs
+
 BUNDLED = "mini"
 # transformers 5 loads a model in the dtype its file was saved in; shipped weights are fp16,
 # which CPUs run slowly and which mismatches float32 neighbours, so CLIP towers load as float32.
 FLOAT32 = torch.float32
-
-
-@contextmanager
-def _quiet_transformers():
-    """Silence transformers' load report and progress bar where the report is expected noise
-    (the text half of a whole CLIPModel folder lists every vision weight as unexpected)."""
-    from transformers.utils import logging
-
-    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(verbosity)
-        if bars:
-            logging.enable_progress_bar()
 
 
 def bundled(name: str) -> Path:
@@ -83,14 +67,16 @@ def load_vae(path: str | Path | None = None, *, allow_pickle: bool = False):
     from diffusers import AutoencoderKL
 
     folder = _component(path, "vae", "vae")
-    return AutoencoderKL.from_pretrained(folder, use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
+    with library_logs():
+        return AutoencoderKL.from_pretrained(folder, use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
 
 
 def load_unet(path: str | Path | None = None, *, allow_pickle: bool = False):
     from diffusers import UNet2DConditionModel
 
     folder = _component(path, "t2i", "unet")
-    return UNet2DConditionModel.from_pretrained(folder, use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
+    with library_logs():
+        return UNet2DConditionModel.from_pretrained(folder, use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
 
 
 def load_tokenizer(path: str | Path | None = None, default: str = "clip"):
@@ -105,8 +91,9 @@ def load_clip(path: str | Path | None = None, *, allow_pickle: bool = False):
     from transformers import CLIPModel
 
     folder = _component(path, "clip", ".")
-    model = CLIPModel.from_pretrained(folder, dtype=FLOAT32,
-        use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
+    with library_logs():
+        model = CLIPModel.from_pretrained(folder, dtype=FLOAT32,
+                                          use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
     return model, load_tokenizer(folder)
 
 
@@ -117,7 +104,7 @@ def load_clip_text(path: str | Path | None = None, *, allow_pickle: bool = False
 
     folder = _component(path, "clip", "text_encoder")
     use_safetensors = _safetensors_or_refuse(folder, allow_pickle)
-    with _quiet_transformers():
+    with library_logs():
         model = CLIPTextModel.from_pretrained(folder, dtype=FLOAT32, use_safetensors=use_safetensors)
     root = folder.parent if folder.name == "text_encoder" else folder
     return model, load_tokenizer(root)
@@ -135,8 +122,9 @@ def load_image_encoder(path: str | Path | None = None, *, allow_pickle: bool = F
     folder = _component(path, "clip", "image_encoder")
     config = json.loads((folder / "config.json").read_text())
     if config.get("model_type") != "clip":
-        return CLIPVisionModelWithProjection.from_pretrained(folder, dtype=FLOAT32,
-            use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
+        with library_logs():
+            return CLIPVisionModelWithProjection.from_pretrained(
+                folder, dtype=FLOAT32, use_safetensors=_safetensors_or_refuse(folder, allow_pickle))
     # a whole CLIPModel: the vision config lacks projection_dim, which sits at the top level
     _safetensors_or_refuse(folder, allow_pickle)
     fields = {k: v for k, v in config["vision_config"].items() if k not in ("model_type", "transformers_version")}
@@ -198,7 +186,8 @@ def load_base(path: str | Path | None = None, *, allow_pickle: bool = False):
                          "or StableDiffusionXLPipeline")
     _safetensors_or_refuse(root / "unet", allow_pickle)
     extra = dict(safety_checker=None, requires_safety_checker=False) if name == "StableDiffusionPipeline" else {}
-    pipe = classes[name].from_pretrained(root, use_safetensors=None if allow_pickle else True, **extra)
+    with library_logs():
+        pipe = classes[name].from_pretrained(root, use_safetensors=None if allow_pickle else True, **extra)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -193,6 +193,7 @@ class Standardizer(nn.Module):
         from diffusers import UNet2DConditionModel
         from safetensors.torch import load_file
 
+        from ..quiet import library_logs
         from .loading import _safetensors_or_refuse
 
         folder = Path(folder)
@@ -200,8 +201,10 @@ class Standardizer(nn.Module):
             raise FileNotFoundError(f"{folder} is not a saved standardizer: it lacks {CONFIG_NAME} (expected reference_net/, "
                                     f"denoiser/, {WEIGHTS_NAME}, {CONFIG_NAME})")
         config = StandardizerConfig.from_json((folder / CONFIG_NAME).read_text())
-        unets = [UNet2DConditionModel.from_pretrained(folder / name, use_safetensors=_safetensors_or_refuse(folder / name, allow_pickle))
-                 for name in ("reference_net", "denoiser")]
+        with library_logs():
+            unets = [UNet2DConditionModel.from_pretrained(folder / name,
+                                                          use_safetensors=_safetensors_or_refuse(folder / name, allow_pickle))
+                     for name in ("reference_net", "denoiser")]
         model = cls(*unets, config)
         state = load_file(str(folder / WEIGHTS_NAME))
         dtype = unets[1].dtype

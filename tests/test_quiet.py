@@ -1,0 +1,34 @@
+"""Quiet logs: a command on a real photo prints its own lines only; MediaPipe's TensorFlow Lite
+and absl lines, protobuf's deprecation warning and the model loaders' reports and progress bars
+come back with --verbose."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PHOTO = Path(__file__).parent / "assets" / "images" / "fullbody-photo-1.png"
+NOISE = ("TensorFlow Lite", "absl::InitializeLog", "inference_feedback_manager", "GetPrototype", "Loading weights",
+         "Loading pipeline components")
+
+
+def _standardize(tmp_path, *flags) -> str:
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    env.pop("SERIALGEN_VERBOSE", None)
+    done = subprocess.run([sys.executable, "-m", "serialgen.cli", *flags, "standardize", str(PHOTO), "--out",
+                           str(tmp_path / "s.png"), "--steps", "1"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+@pytest.mark.skipif(not PHOTO.exists(), reason="the real test photos are not in tests/assets/images")
+def test_a_command_prints_no_library_noise_unless_verbose(tmp_path):
+    quiet = _standardize(tmp_path)
+    assert not [n for n in NOISE if n in quiet], quiet
+    loud = _standardize(tmp_path, "--verbose")
+    assert "TensorFlow Lite" in loud and "GetPrototype" in loud
