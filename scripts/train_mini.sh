@@ -62,6 +62,11 @@ run stage2-paired stage2 --data data/world128 --config configs/mini/stage2.toml 
 ship stage2-paired runs/stage2-paired/model
 run stage2-unpaired stage2 --data data/world128 --config configs/mini/stage2.toml --pairing unpaired
 ship stage2-unpaired runs/stage2-unpaired/model
+# Stage II the paper's way (eq. 5) on the fourth-phase standardizer, and its comparison on the same
+# cache of 3200 standardized images (a random standardized sibling as reference); not shipped yet
+run stage2-eq5 stage2 --data data/world128 --config configs/mini/stage2_eq5.toml --pairing standardized
+mkdir -p runs/stage2-sibling && { [ -d runs/stage2-sibling/standardized ] || cp -r runs/stage2-eq5/standardized runs/stage2-sibling/; }
+run stage2-sibling stage2 --data data/world128 --config configs/mini/stage2_sibling.toml --pairing standardized
 
 # Stage I ablation at equal budget (paper Table 3), each row from the same base UNet
 run stage1-full stage1 --data data/world128 --config configs/mini/stage1_ablation.toml
