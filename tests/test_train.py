@@ -13,11 +13,10 @@ import torch
 from serialgen.data.memory import batch_indices
 from serialgen.models.loading import load_clip, load_clip_text, load_tokenizer, load_unet, load_vae
 from serialgen.models.tokenizer import build_tokenizer, save_tokenizer
-from serialgen.train import loop
 from serialgen.train.checkpoint import load_checkpoint, save_checkpoint
 from serialgen.world.character import Character
 
-from .tiny import TINY_CLIP, TINY_UNET, TINY_VAE, train_with
+from .tiny import TINY_CLIP, TINY_UNET, TINY_VAE, train_killed_after_checkpoint, train_with
 
 
 def _captions(n=60):
@@ -109,17 +108,7 @@ def test_vae_training_resumes_exactly_and_lowers_the_loss(dataset, tmp_path, mon
     assert train_with(train_vae, _args(dataset, straight, _toml(tmp_path / "a.toml", steps=6, **common))) == 0
     # a run killed right after its step-3 checkpoint, then resumed with the same config
     split = tmp_path / "split"
-    real_save = loop.save_checkpoint
-
-    def save_then_die(out, *, step, **kw):
-        real_save(out, step=step, **kw)
-        if step == 3:
-            raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_with(train_vae, _args(dataset, split, tmp_path / "a.toml"))
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    train_killed_after_checkpoint(monkeypatch, train_vae, _args(dataset, split, tmp_path / "a.toml"), step=3)
     assert not (split / "model").exists()
     assert train_with(train_vae, _args(dataset, split, tmp_path / "a.toml", resume=True)) == 0
     a = load_file(str(straight / "checkpoint" / "model.safetensors"))

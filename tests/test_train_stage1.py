@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 from serialgen.models import backbones
 from serialgen.models.standardizer import Standardizer
 from serialgen.pipelines import StandardizePipeline
-from serialgen.train import loop, stage1
+from serialgen.train import stage1
 
-from .tiny import TINY_CLIP, TINY_UNET, TINY_VAE, train_with
+from .tiny import TINY_CLIP, TINY_UNET, TINY_VAE, train_killed_after_checkpoint, train_with
 
 
 def _args(data, out, config, resume=False, no_fbdm=False, no_rpim=False):
@@ -48,17 +48,7 @@ def test_stage1_resumes_exactly_and_exports_a_loadable_standardizer(dataset, tmp
     straight = tmp_path / "straight"
     assert train_with(stage1, _args(dataset, straight, config)) == 0
     split = tmp_path / "split"
-    real_save = loop.save_checkpoint
-
-    def save_then_die(out, *, step, **kw):
-        real_save(out, step=step, **kw)
-        if step == 2:
-            raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_with(stage1, _args(dataset, split, config))
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    train_killed_after_checkpoint(monkeypatch, stage1, _args(dataset, split, config), step=2)
     assert train_with(stage1, _args(dataset, split, config, resume=True)) == 0
     a = load_file(str(straight / "checkpoint" / "model.safetensors"))
     b = load_file(str(split / "checkpoint" / "model.safetensors"))
@@ -125,8 +115,8 @@ def test_second_phase_starts_from_a_trained_standardizer_with_offset_noise(datas
     first = Standardizer.from_pretrained(tmp_path / "first" / "model").state_dict()
     extra = f'init_from = "{tmp_path / "first" / "model"}"\noffset_noise = 0.1\nsteps = 1\nlr = 1e-30\n'
     phase2 = tmp_path / "phase2.toml"
-    phase2.write_text("\n".join(line for line in config.read_text().splitlines() if not line.startswith(("steps", "lr")))
-                      + "\n" + extra)
+    kept = (line for line in config.read_text().splitlines() if not line.startswith(("steps", "lr")))
+    phase2.write_text("\n".join(kept) + "\n" + extra)
     assert train_with(stage1, _args(dataset, tmp_path / "second", phase2)) == 0
     second = Standardizer.from_pretrained(tmp_path / "second" / "model").state_dict()
     # one step at a negligible rate: the second phase exports what it started from

@@ -17,10 +17,10 @@ from serialgen.models.ip_adapter import IPAdapter
 from serialgen.models.loading import load_base
 from serialgen.pipelines.personalize import PersonalizePipeline
 from serialgen.pipelines.standardize import StandardizePipeline
-from serialgen.train import loop, stage2
+from serialgen.train import stage2
 from serialgen.train.config import load_config
 
-from .tiny import tiny_sdxl_pipeline, tiny_tokenizer, train_with
+from .tiny import tiny_sdxl_pipeline, tiny_tokenizer, train_killed_after_checkpoint, train_with
 
 
 def _config(folders, path, **extra):
@@ -110,17 +110,8 @@ def test_own_reference_feeds_each_target_its_own_standardization(dataset, folder
 def test_stage2_resumes_exactly(dataset, folders, tmp_path, monkeypatch):
     config = _config(folders, tmp_path / "c.toml", steps=4, sample_every=100)
     assert train_with(stage2, _args(dataset, tmp_path / "straight", config, "unpaired")) == 0
-    real_save = loop.save_checkpoint
-
-    def save_then_die(out, *, step, **kw):
-        real_save(out, step=step, **kw)
-        if step == 2:
-            raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_with(stage2, _args(dataset, tmp_path / "split", config, "unpaired"))
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    train_killed_after_checkpoint(monkeypatch, stage2, _args(dataset, tmp_path / "split", config, "unpaired"),
+                                  step=2)
     assert train_with(stage2, _args(dataset, tmp_path / "split", config, "unpaired", resume=True)) == 0
     a = load_file(str(tmp_path / "straight" / "checkpoint" / "model.safetensors"))
     b = load_file(str(tmp_path / "split" / "checkpoint" / "model.safetensors"))

@@ -129,3 +129,24 @@ def train_with(module, args) -> int:
 def saved_adapter(folders):
     """The perturbed tiny adapter file of `folders` (conftest.folders)."""
     return folders / "adapter" / "ip-adapter.safetensors"
+
+
+def train_killed_after_checkpoint(monkeypatch, module, args, step: int) -> None:
+    """Run `train_with(module, args)` as if killed right after its checkpoint at `step`
+    (KeyboardInterrupt out of the save); the caller then resumes it."""
+    import pytest
+
+    from serialgen.train import loop
+
+    real_save = loop.save_checkpoint
+
+    def save_then_die(out, *, step: int, **kw):
+        real_save(out, step=step, **kw)
+        if step == kill_at:
+            raise KeyboardInterrupt("killed")
+
+    kill_at = step
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "save_checkpoint", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            train_with(module, args)
