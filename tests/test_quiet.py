@@ -13,17 +13,20 @@ import pytest
 
 PHOTO = Path(__file__).parent / "assets" / "images" / "fullbody-photo-1.png"
 NOISE = ("TensorFlow Lite", "absl::InitializeLog", "inference_feedback_manager", "GetPrototype", "Loading weights",
-         "Loading pipeline components")
+         "Loading pipeline components", "requires torchvision")
 
 
-def _standardize(tmp_path, *flags) -> str:
+def _run(*argv) -> str:
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     env.pop("SERIALGEN_VERBOSE", None)
-    done = subprocess.run([sys.executable, "-m", "serialgen.cli", *flags, "standardize", str(PHOTO), "--out",
-                           str(tmp_path / "s.png"), "--steps", "1"], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "serialgen.cli", *argv], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
     return done.stderr
+
+
+def _standardize(tmp_path, *flags) -> str:
+    return _run(*flags, "standardize", str(PHOTO), "--out", str(tmp_path / "s.png"), "--steps", "1")
 
 
 @pytest.mark.skipif(not PHOTO.exists(), reason="the real test photos are not in tests/assets/images")
@@ -32,3 +35,8 @@ def test_a_command_prints_no_library_noise_unless_verbose(tmp_path):
     assert not [n for n in NOISE if n in quiet], quiet
     loud = _standardize(tmp_path, "--verbose")
     assert "TensorFlow Lite" in loud and "GetPrototype" in loud
+
+
+def test_the_demo_prints_no_library_noise(tmp_path):
+    quiet = _run("demo", "--out", str(tmp_path / "demo"), "--steps", "1")
+    assert not [n for n in NOISE if n in quiet], quiet

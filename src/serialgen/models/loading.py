@@ -143,7 +143,8 @@ def load_image_encoder(path: str | Path | None = None, *, allow_pickle: bool = F
 
 def sd_pipeline(unet, vae, text_encoder, tokenizer):
     """Components in diffusers' StableDiffusionPipeline with the DDIM sampler (20 steps by default)."""
-    from diffusers import StableDiffusionPipeline
+    with library_logs():  # diffusers' pipeline module imports transformers' image processors, which warn
+        from diffusers import StableDiffusionPipeline
 
     from ..diffusion import sampling_scheduler
 
@@ -172,7 +173,8 @@ def load_base(path: str | Path | None = None, *, allow_pickle: bool = False):
         text_encoder, tokenizer = load_clip_text(allow_pickle=allow_pickle)
         return sd_pipeline(load_unet(allow_pickle=allow_pickle).eval(), load_vae(allow_pickle=allow_pickle).eval(),
                            text_encoder.eval(), tokenizer)
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+    with library_logs():  # diffusers' pipeline modules import transformers' image processors, which warn
+        from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     root = Path(path)
     index = root / "model_index.json"
