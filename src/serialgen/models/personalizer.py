@@ -1,7 +1,8 @@
 """The Stage II model (SerialGen §3.4, eq. 5): a frozen text-to-image UNet whose cross-attentions
 read image tokens through an `IPAdapter`, as one map (x_t, t, cond) -> epsilon, like Stage I's
 `Standardizer`. Training (train/stage2.py), sampling (pipelines/personalize.py) and the held-out
-loss gap (evaluation/series.py) all call this one model; its loss is `diffusion.epsilon_loss`.
+loss gap (evaluation/series.py) all call this one model; its training loss (eq. 5) is
+`diffusion.epsilon_loss(model, ...)`, taken by the trainer through accelerate's wrapper of it.
 
 cond: {"text": (N, L, D) text embeddings, "tokens": (N, T, cross_dim) image tokens, or
 "hidden": (N, T, d) CLIP hidden states that the adapter projects to tokens here (the training
@@ -14,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..diffusion import denoising_error, epsilon_loss
+from ..diffusion import denoising_error
 from .ip_adapter import IPAdapter
 
 
@@ -33,12 +34,6 @@ class Personalizer(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
         return self.unet(x_t, t, cond["text"], added_cond_kwargs=cond.get("added"),
                          cross_attention_kwargs={"ip_tokens": self.tokens(cond)}).sample
-
-    def loss(self, x0: torch.Tensor, cond: dict, scheduler, generator: torch.Generator | None = None,
-             offset_noise: float = 0.0) -> torch.Tensor:
-        """The training loss (eq. 5): epsilon MSE at uniform timesteps, `diffusion.epsilon_loss` of
-        this model (a trainer under accelerate passes its prepared wrapper of this module instead)."""
-        return epsilon_loss(self, x0, cond, scheduler, generator, offset_noise)
 
     @torch.no_grad()
     def errors(self, x0: torch.Tensor, cond: dict, scheduler, noise: torch.Tensor, t: int) -> torch.Tensor:

@@ -83,25 +83,9 @@ class LayerAdapter(nn.Module):
         return f
 
 
-class ReferenceWriteProcessor:
-    """A ReferenceNet self-attention: adapt f with FBDM/RPIM, store it in the bank, attend over it."""
-
-    def __init__(self, name: str, adapter: LayerAdapter | None = None):
-        self.name, self.adapter = name, adapter
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
-                 reference: ReferenceBank | None = None):
-        if attention_mask is not None:
-            raise ValueError("Reference attention takes no attention_mask")
-        if reference is None:
-            return attend(attn, hidden_states, hidden_states)
-        f = self.adapter(hidden_states, reference) if self.adapter is not None else hidden_states
-        reference.features[self.name] = f  # (Nr, T, C)
-        return attend(attn, f, f)
-
-
-class ReferenceReadProcessor:
-    """A denoising-UNet self-attention: attend over its own tokens and the bank's."""
+class _ReferenceProcessor:
+    """What both reference processors share: no attention mask, and without a bank (a UNet called
+    outside the standardizer) the stock self-attention. Subclasses say what a bank changes."""
 
     def __init__(self, name: str):
         self.name = name
@@ -112,6 +96,26 @@ class ReferenceReadProcessor:
             raise ValueError("Reference attention takes no attention_mask")
         if reference is None:
             return attend(attn, hidden_states, hidden_states)
+        return self.with_bank(attn, hidden_states, reference)
+
+
+class ReferenceWriteProcessor(_ReferenceProcessor):
+    """A ReferenceNet self-attention: adapt f with FBDM/RPIM, store it in the bank, attend over it."""
+
+    def __init__(self, name: str, adapter: LayerAdapter | None = None):
+        super().__init__(name)
+        self.adapter = adapter
+
+    def with_bank(self, attn, hidden_states: torch.Tensor, reference: ReferenceBank) -> torch.Tensor:
+        f = self.adapter(hidden_states, reference) if self.adapter is not None else hidden_states
+        reference.features[self.name] = f  # (Nr, T, C)
+        return attend(attn, f, f)
+
+
+class ReferenceReadProcessor(_ReferenceProcessor):
+    """A denoising-UNet self-attention: attend over its own tokens and the bank's."""
+
+    def with_bank(self, attn, hidden_states: torch.Tensor, reference: ReferenceBank) -> torch.Tensor:
         n, t, _ = hidden_states.shape
         bank = reference.for_batch(self.name, n).to(hidden_states.dtype)  # (N, T', C)
         context = torch.cat([hidden_states, bank], dim=1)  # (N, T + T', C)

@@ -23,13 +23,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic import write_json
 from ..data.memory import WorldArrays, batch_indices, to_float
 from ..models.backbones import CLIP_PRESETS, preset
 from ..models.clip import preprocess
 from ..models.loading import load_clip
 from ..models.tokenizer import build_tokenizer, save_tokenizer
 from . import loop
-from .common import RunDir, write_json
+from .common import RunDir
 from .config import LoopConfig, Precision, Weights, folder
 
 

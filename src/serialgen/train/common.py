@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import save_image, write_json, write_text  # noqa: F401  (write_json: the trainers' record writer)
+from ..atomic import save_image, write_text
 from .config import config_dict
 
 

@@ -31,12 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic import write_json
 from ..data.memory import WorldArrays
 from ..models.judge import AttributeClassifier
 from ..world.attributes import PROBE_ATTRIBUTES, probe_value
 from . import loop
 from .clip import CLIPTrainConfig, train_clip
-from .common import RunDir, write_json
+from .common import RunDir
 from .config import Precision, Source, Weights
 
 

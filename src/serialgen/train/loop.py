@@ -7,7 +7,6 @@ every trainer, so a resumed run continues the very same run. See docs/ARCHITECTU
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,7 +100,3 @@ def run(cfg, run_dir: RunDir, accelerator, *, step: Callable[[int, bool], StepRe
         if main and sample is not None and (done % cfg.sample_every == 0 or done == total):
             sample(done, bar)
     return elapsed + time.time() - t0
-
-
-def read_log(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

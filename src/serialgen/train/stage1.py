@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..atomic import write_json
 from ..data.heldout import held_out_references
 from ..data.latents import encode_latents
 from ..data.memory import WorldArrays, batch_indices
@@ -37,7 +38,7 @@ from ..sheet import grid
 from ..world.backgrounds import SCENES, render_background
 from ..world.generator import CharacterWorld
 from . import loop
-from .common import RunDir, lr_factor, write_json
+from .common import RunDir, lr_factor
 from .config import LoopConfig, Precision, Source, Weights, describe, folder
 
 

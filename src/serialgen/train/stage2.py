@@ -34,6 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from ..atomic import write_json
 from ..data.heldout import held_out_series
 from ..data.latents import cached_latents, weights_digest
 from ..data.memory import WorldArrays, batch_indices, to_float
@@ -46,8 +47,8 @@ from ..preprocess import Reference
 from ..sheet import grid
 from ..world.attributes import scene_caption
 from . import loop
-from .common import RunDir, write_json
-from .config import PAIRINGS, LoopConfig, Pairing, Precision, Source, Weights, describe, folder  # noqa: F401
+from .common import RunDir
+from .config import LoopConfig, Pairing, Precision, Source, Weights, describe, folder
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from ..atomic import write_json
 from ..data.latents import cached_latents
 from ..data.memory import WorldArrays, batch_indices
 from ..diffusion import epsilon_loss, latent_masks, region_weights, sampling_scheduler, training_scheduler
 from ..models.backbones import UNET_PRESETS, preset
 from ..sheet import grid
 from . import loop
-from .common import RunDir, write_json
+from .common import RunDir
 from .config import LoopConfig, Source, Weights, describe, folder
 
 

@@ -25,11 +25,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic import write_json
 from ..data.memory import WorldArrays, batch_indices, to_float, to_uint8
 from ..models.backbones import VAE_PRESETS, preset
 from ..sheet import grid
 from . import loop
-from .common import RunDir, write_json
+from .common import RunDir
 from .config import LoopConfig, Precision, Weights, folder
 
 
