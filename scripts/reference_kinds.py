@@ -27,13 +27,13 @@ from serialgen.pipelines import SerialGenPipeline
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="dataset directory (its test/ split)")
+    parser.add_argument("--data", required=True, help="dataset directory (its validation split is read)")
     parser.add_argument("--adapter", action="append", required=True, help="bundled name or adapter folder (repeat)")
     parser.add_argument("--characters", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    test = WorldArrays.load(args.data, "test", keys=("image", "foreground", "standard_image"), limit=args.characters * 16)
+    test = WorldArrays.load(args.data, "validation", keys=("image", "foreground", "standard_image"), limit=args.characters * 16)
     firsts, targets = loss_gap_rows(test, args.characters)  # the report's rows: the same numbers
     stage1 = standardized_rows(SerialGenPipeline.from_pretrained().standardize, test, firsts, args.seed)
     kinds = {"real": test.images["image"][firsts], "stage1": stage1, "true standard": test.images["standard_image"][firsts]}

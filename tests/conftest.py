@@ -11,7 +11,8 @@ import torch
 from serialgen.data.shards import SynthSpec, synthesize
 from serialgen.world.generator import CharacterWorld
 
-SMALL = SynthSpec(characters=6, poses_per_character=3, width=128, height=192, seed=3, samples_per_shard=4)
+# 10 characters: 8 train, held-out 4 (validation) and 9 (test) (data/splits.py)
+SMALL = SynthSpec(characters=10, poses_per_character=3, width=128, height=192, seed=3, samples_per_shard=4)
 
 
 @pytest.fixture(scope="session")

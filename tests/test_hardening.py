@@ -21,7 +21,7 @@ from .tiny import saved_adapter
 @pytest.fixture(scope="module")
 def reference(dataset, tmp_path_factory):
     path = tmp_path_factory.mktemp("ref") / "ref.png"
-    Image.fromarray(WorldArrays.load(dataset, "test", limit=1, progress=False).images["image"][0]).save(path)
+    Image.fromarray(WorldArrays.load(dataset, "validation", limit=1, progress=False).images["image"][0]).save(path)
     return path
 
 

@@ -62,7 +62,7 @@ def test_serial_pipeline_standardizes_once_and_batches_the_series(folders):
     assert one_stage.standardized is None and len(references) == 2
 
 def test_generate_writes_the_series_and_a_sheet(dataset, folders, tmp_path, capsys):
-    test = WorldArrays.load(dataset, "test", limit=1, progress=False)
+    test = WorldArrays.load(dataset, "validation", limit=1, progress=False)
     Image.fromarray(test.images["image"][0]).save(tmp_path / "ref.png")
     (tmp_path / "prompts.txt").write_text("# scenes\na character, running, side view\n\na character, sitting\n")
     models = ["--standardizer", str(folders / "stage1"), "--base", str(folders / "sd15"), "--image-encoder",

@@ -15,6 +15,7 @@ import torch
 
 from serialgen.data.reader import WorldDataset, collate, iterate_records, recomposite, shard_paths
 from serialgen.data.shards import IMAGE_KEYS, SynthSpec, plan_shards, synthesize
+from serialgen.data.splits import reading_test_split
 
 from .conftest import SMALL
 
@@ -33,19 +34,20 @@ def test_plan_covers_every_pair_once_and_splits_by_character():
 
 def test_dataset_layout(dataset):
     train, test = shard_paths(dataset, "train"), shard_paths(dataset, "test")
-    assert len(train) == 4 and len(test) == 1  # 5 train chars x 3 poses / 4 per shard; 1 test char
+    assert len(train) == 6 and len(test) == 2  # 8 train chars x 3 poses / 4 per shard; 2 held-out chars
     with tarfile.open(train[0]) as tar:
         names = tar.getnames()
         member = tar.getmembers()[0]
     assert member.mtime == 0 and member.uname == "serialgen"
     key = names[0].split(".")[0]
     assert {f"{key}.{ext}" for ext in [*IMAGE_KEYS.values(), "json"]} <= set(names)
-    ids = {"train": set(), "test": set()}
-    for split in ids:
-        for rec in iterate_records(dataset, split):
-            ids[split].add(rec["meta"]["character_id"])
-            assert rec["meta"]["split"] == split
-    assert ids == {"train": {0, 1, 2, 3, 5}, "test": {4}}
+    ids = {"train": set(), "validation": set(), "test": set()}
+    with reading_test_split():
+        for split in ids:
+            for rec in iterate_records(dataset, split):
+                ids[split].add(rec["meta"]["character_id"])
+                assert rec["meta"]["split"] == ("train" if split == "train" else "test")  # the shard folder
+    assert ids == {"train": {0, 1, 2, 3, 5, 6, 7, 8}, "validation": {4}, "test": {9}}
 
 
 def test_same_bytes_whatever_the_number_of_workers(dataset, tmp_path):
@@ -62,7 +64,7 @@ def test_fan_out_parts_make_the_same_dataset(dataset, tmp_path):
 def test_rerun_skips_finished_shards(dataset):
     before = {p: p.stat().st_mtime_ns for p in dataset.rglob("*.tar")}
     counts = synthesize(SMALL, dataset, show_progress=False)
-    assert counts["written"] == 0 and counts["skipped"] == counts["shards"] == 5
+    assert counts["written"] == 0 and counts["skipped"] == counts["shards"] == 8
     assert {p: p.stat().st_mtime_ns for p in dataset.rglob("*.tar")} == before
 
 
@@ -73,7 +75,7 @@ def test_other_arguments_into_the_same_directory_are_refused(dataset):
 
 def test_resume_after_a_killed_run(dataset, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "serialgen.cli", "synth", "--out", str(out), "--characters", "6",
+    cmd = [sys.executable, "-m", "serialgen.cli", "synth", "--out", str(out), "--characters", str(SMALL.characters),
            "--poses-per-character", "3", "--size", "128x192", "--seed", "3", "--samples-per-shard", "4", "--quiet"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -82,13 +84,13 @@ def test_resume_after_a_killed_run(dataset, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = list(out.glob("*/*.tar"))
-    assert 1 <= len(done) < 5, "the run should be killed after its first shard and before its last"
+    assert 1 <= len(done) < 8, "the run should be killed after its first shard and before its last"
     for path in done:  # every shard present is whole
         with tarfile.open(path) as tar:
             assert len(tar.getnames()) == 4 * (len(IMAGE_KEYS) + 1) or path.parent.name == "test"
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert f"({len(done)} of 5 shards were already complete)" in result.stdout
+    assert f"({len(done)} of 8 shards were already complete)" in result.stdout
     assert not list(out.rglob("*.tmp")), "temporaries of the killed run are cleaned up"
     assert _tar_bytes(out) == _tar_bytes(dataset)
 
@@ -96,7 +98,7 @@ def test_resume_after_a_killed_run(dataset, tmp_path):
 def test_world_dataset_yields_tensors(dataset):
     ds = WorldDataset(dataset, "train")
     samples = list(ds)
-    assert len(samples) == 15
+    assert len(samples) == 24  # 8 train characters x 3 poses
     s = samples[0]
     h, w = SMALL.height, SMALL.width
     assert s["image"].shape == (3, h, w) and s["image"].dtype == torch.float32

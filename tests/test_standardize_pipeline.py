@@ -3,6 +3,8 @@ guidance batching, saved-folder loading, input checks."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from serialgen.diffusion import sampling_scheduler
 from serialgen.models.standardizer import Standardizer, StandardizerConfig
 from serialgen.pipelines import StandardizePipeline
 from serialgen.preprocess import Reference
+from serialgen.silhouette import colour_silhouette
 
 from .tiny import TINY_UNET, TINY_VAE
 
@@ -124,3 +127,49 @@ def test_bad_inputs_are_refused(pipe):
         pipe(small)
     with pytest.raises(ValueError, match="target_pose"):
         pipe(_reference(0), target_pose=np.zeros((10, 10, 3), np.uint8))
+
+
+def test_the_silhouette_start_noises_the_references_colour_silhouette_part_way(pipe):
+    """start="silhouette": the reference's colour silhouette at its standard keypoints, VAE-encoded,
+    noised (mean-free noise) to the timestep `strength` of the way in; only those steps run."""
+    ref = _reference(0)
+    seen = []  # (first UNet input, its timestep) per call
+    hook = pipe.standardizer.register_forward_pre_hook(lambda m, args: seen.append((args[0][:1].clone(), int(args[1][0]))))
+    try:
+        pipe(ref, num_inference_steps=10, seed=4, start="silhouette", strength=0.4)
+    finally:
+        hook.remove()
+    pipe.scheduler.set_timesteps(10)
+    timesteps = pipe.scheduler.timesteps
+    assert [t for _, t in seen] == timesteps[6:].tolist()  # 4 of the 10 steps
+    keypoints = pipe.target_keypoints([ref])
+    silhouette = colour_silhouette(ref, keypoints[0], 128, 192, normalized=False)
+    # no keypoints: the template pose, every part in the median colour of the reference's mask
+    median = np.median(ref.image[ref.mask > 0.5], 0).round()
+    assert (np.abs(silhouette.reshape(-1, 3).astype(int) - median).sum(1) == 0).sum() > 200
+    assert set(map(tuple, silhouette.reshape(-1, 3))) <= {(255, 255, 255), tuple(median.astype(np.uint8))}
+    noise = torch.randn(1, 4, 24, 16, generator=torch.Generator().manual_seed(4))
+    noise = noise - noise.mean(dim=(2, 3), keepdim=True)
+    expected = pipe.scheduler.add_noise(pipe.silhouette_latents([ref], keypoints), noise, timesteps[6:7])
+    torch.testing.assert_close(seen[0][0], expected)
+
+
+def test_the_start_saved_with_the_weights_is_the_default(pipe, monkeypatch):
+    ref = _reference(2)
+    run = lambda **kw: np.asarray(pipe(ref, num_inference_steps=4, seed=1, **kw).images[0], np.int16)  # noqa: E731
+    canvas = run()  # the fixture's config: the canvas start
+    monkeypatch.setattr(pipe.standardizer, "config", dataclasses.replace(pipe.standardizer.config, start="silhouette",
+                                                                         strength=0.5))
+    chosen = run()
+    assert np.array_equal(chosen, run(start="silhouette", strength=0.5))
+    assert np.abs(chosen - canvas).max() > 0 and np.array_equal(canvas, run(start="canvas"))
+    # a given target pose has no keypoints to draw a silhouette at: the saved start gives way to the canvas
+    pose = pipe.template_pose()
+    assert np.array_equal(run(target_pose=pose), run(target_pose=pose, start="canvas"))
+    with pytest.raises(ValueError, match="target_pose"):
+        run(target_pose=pose, start="silhouette")
+    for strength in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="strength"):
+            run(start="silhouette", strength=strength)
+    with pytest.raises(ValueError, match="start must be one of"):
+        StandardizerConfig.from_json('{"start": "white"}')

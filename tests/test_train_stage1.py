@@ -106,7 +106,7 @@ def _world_reference(dataset):
     from serialgen.data.memory import WorldArrays
     from serialgen.preprocess import Reference
 
-    test = WorldArrays.load(dataset, "test", keys=("image", "foreground"), limit=1, progress=False)
+    test = WorldArrays.load(dataset, "validation", keys=("image", "foreground"), limit=1, progress=False)
     return Reference.from_world(test.images["image"][0], test.images["foreground"][0], test.meta[0]["keypoints"])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -123,7 +124,7 @@ def _standardize(args) -> int:
         pipe = StandardizePipeline.from_pretrained(args.weights, allow_pickle=args.allow_pickle)
         result = pipe(args.image, num_inference_steps=args.steps, guidance_scale=args.guidance,
                       seed=args.seed, use_pose=not args.no_pose,
-                      start=args.start)
+                      start=args.start, strength=args.strength)
     except (ValueError, FileNotFoundError, ImportError) as error:
         return _fail(prog, str(error))
     except Exception as error:  # noqa: BLE001  (anything else is re-raised)
@@ -337,6 +338,14 @@ def _scale(text: str) -> float:
     return value
 
 
+def _strength(text: str) -> float:
+    """argparse type: a share of the denoising steps, in (0, 1]."""
+    value = _scale(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def _eval(args) -> int:
     prog = f"serialgen eval {args.what}"
     data = Path(args.data)
@@ -354,8 +363,11 @@ def _eval(args) -> int:
         from .data.memory import WorldArrays
         from .evaluation import commands
 
-        test = WorldArrays.load(data, "test", keys=("image", "foreground"), per_character=("standard_image",),
-                                limit=args.samples * 16 if args.what != "t2i" else None)
+        from .data.splits import reading_test_split
+
+        with reading_test_split() if args.split == "test" else contextlib.nullcontext():
+            test = WorldArrays.load(data, args.split, keys=("image", "foreground"), per_character=("standard_image",),
+                                    limit=args.samples * 16 if args.what != "t2i" else None)
         judge = evaluation.Judge.from_pretrained(args.judge)
         if args.what == "stage1":
             scored = commands.score_stage1(test, args.weights or [None], judge, args.samples, args.steps,
@@ -501,8 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0, help="noise seed (default 0)")
     p.add_argument("--weights", help="saved standardizer folder (default: the bundled mini one)")
     p.add_argument("--no-pose", action="store_true", help="skip person detection: no mask or pose guidance")
-    p.add_argument("--start", choices=("canvas", "noise"), default="canvas",
-                   help="sampling start: the noised white canvas around the target figure (default), or pure noise")
+    p.add_argument("--start", choices=("canvas", "noise", "silhouette"),
+                   help="sampling start (default: the one saved with the weights, chosen on validation characters): "
+                        "the noised white canvas around the target figure, pure noise, or the reference's colour "
+                        "silhouette in its standard pose, noised part of the way (see --strength)")
+    p.add_argument("--strength", type=_strength,
+                   help="silhouette start: the share of the steps run from the noised silhouette, in (0, 1] "
+                        "(default: the one saved with the weights)")
     p.add_argument("--allow-pickle", action="store_true", help="load .bin/.ckpt weights (pickles can run code)")
     p.set_defaults(run=_standardize)
 
@@ -601,7 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "grades itself: it is trained on another world.",
     )
     p.add_argument("what", choices=("stage1", "t2i", "stage2"), help="what to score")
-    p.add_argument("--data", required=True, help="dataset directory (its test/ split is used)")
+    p.add_argument("--data", required=True, help="dataset directory (a world made by `serialgen synth`)")
+    p.add_argument("--split", choices=("validation", "test"), default="validation",
+                   help="the held-out characters scored: validation (default; every choice is made on it) or test "
+                        "(read once, for the final numbers)")
     p.add_argument("--weights", action="append", help="stage1: standardizer folder; repeat to compare (default bundled)")
     p.add_argument("--adapter", action="append", help="stage2: IP-Adapter file or folder; repeat (default bundled)")
     p.add_argument("--standardizer", help="stage2: Stage I folder for standardized adapters (default bundled)")

@@ -13,7 +13,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .data.reader import iterate_records
-from .data.shards import SPLITS
 
 
 def _font(size: int):
@@ -24,11 +23,11 @@ def _font(size: int):
 
 
 def collect(root: str | Path, characters: int, poses: int) -> list[tuple[int, str, list[dict]]]:
-    """The first `poses` samples of the first `characters` characters (train first, then test,
-    at least one held-out character when there is one)."""
+    """The first `poses` samples of the first `characters` characters (train first, then
+    validation, at least one validation character when there is one; never the test split)."""
     rows: OrderedDict[int, tuple[str, list[dict]]] = OrderedDict()
-    per_split = {"train": max(1, characters - 1), "test": 1}
-    for split in SPLITS:
+    per_split = {"train": max(1, characters - 1), "validation": 1}
+    for split in per_split:
         try:
             records = iterate_records(root, split)
             for rec in records:

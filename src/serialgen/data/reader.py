@@ -21,16 +21,18 @@ from PIL import Image
 
 from ..world.backgrounds import SCENES, render_background
 from ..world.generator import CharacterWorld
-from .shards import IMAGE_KEYS, SPLITS
+from .shards import FOLDERS, IMAGE_KEYS
+from .splits import check_test_access, folder_of, split_of, world_characters
 
 
-def shard_paths(root: str | Path, split: str) -> list[str]:
-    """Sorted shard files of one split; a clear error when there are none."""
-    if split not in SPLITS:
-        raise ValueError(f"Unknown split {split!r}; splits are {', '.join(SPLITS)}")
-    paths = sorted(str(p) for p in (Path(root) / split).glob(f"{split}-*.tar"))
+def shard_paths(root: str | Path, folder: str) -> list[str]:
+    """Sorted shard files of one shard folder (train or test, the held-out characters); a clear
+    error when there are none."""
+    if folder not in FOLDERS:
+        raise ValueError(f"Unknown shard folder {folder!r}; folders are {', '.join(FOLDERS)}")
+    paths = sorted(str(p) for p in (Path(root) / folder).glob(f"{folder}-*.tar"))
     if not paths:
-        raise FileNotFoundError(f"No {split} shards under {root}/{split}; make them with `serialgen synth --out {root} ...`")
+        raise FileNotFoundError(f"No {folder} shards under {root}/{folder}; make them with `serialgen synth --out {root} ...`")
     return paths
 
 
@@ -87,13 +89,20 @@ def recomposite(sample: dict, rng: np.random.Generator, scene: str | None = None
 
 
 def iterate_records(root: str | Path, split: str = "train", keys=tuple(IMAGE_KEYS)):
-    """Decoded samples of a split in shard order (no shuffling): for inspection, sheets and
-    in-memory training sets. Only `keys` among the images are decoded."""
+    """Decoded samples of a split (train, validation or test: `data.splits`) in shard order (no
+    shuffling): for inspection, sheets and in-memory training sets. Only `keys` among the images
+    are decoded. The test split only inside `reading_test_split()`."""
     import webdataset as wds
 
-    dataset = wds.WebDataset(shard_paths(root, split), shardshuffle=False, empty_check=False,
+    folder = folder_of(split)
+    if split == "test":
+        check_test_access()
+    characters = world_characters(root) if split != "train" else None
+    dataset = wds.WebDataset(shard_paths(root, folder), shardshuffle=False, empty_check=False,
                              nodesplitter=wds.single_node_only)
     for record in dataset:
+        if characters is not None and split_of(json.loads(record["json"])["character_id"], characters) != split:
+            continue
         yield decode_record(record, keys)
 
 
@@ -108,6 +117,8 @@ class WorldDataset(torch.utils.data.IterableDataset):
     def __init__(self, root: str | Path, split: str = "train", *, shuffle: int = 0, recomposite: bool = False,
                  seed: int = 0, repeat: bool = False):
         super().__init__()
+        if split != "train":
+            raise ValueError(f"WorldDataset streams the train split; read {split!r} with iterate_records or WorldArrays")
         self.paths = shard_paths(root, split)
         self.shuffle, self.recomposite, self.seed, self.repeat = shuffle, recomposite, seed, repeat
 

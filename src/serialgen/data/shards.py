@@ -27,7 +27,7 @@ from PIL import Image
 from ..world.generator import CharacterWorld, split_of
 
 FORMAT_VERSION = 1
-SPLITS = ("train", "test")
+FOLDERS = ("train", "test")  # shard folders: test/ holds every held-out character (validation and test splits)
 IMAGE_KEYS = {  # sample key -> tar member extension
     "image": "image.png", "foreground": "foreground.png", "mask": "mask.png", "pose_map": "pose.png",
     "standard_image": "standard.png", "standard_mask": "standard_mask.png", "standard_pose_map": "standard_pose.png",
@@ -86,7 +86,7 @@ class ShardPlan:
 def plan_shards(spec: SynthSpec) -> list[ShardPlan]:
     """All shards of a dataset, train then test, in a fixed order."""
     plans = []
-    for split in SPLITS:
+    for split in FOLDERS:
         ids = [c for c in range(spec.characters) if split_of(c) == split]
         samples = [(c, p) for c in ids for p in range(spec.poses_per_character)]
         for k in range(0, len(samples), spec.samples_per_shard):

@@ -21,13 +21,12 @@ from .series import CATEGORIES, Protocol, adapter_loss_gap, evaluate_series, on_
 from .stage1 import (
                      LEAK_BACKDROPS,
                      background_leak,
-                     colour_silhouette,
                      evaluate_stage1,
                      figure_box,
                      figure_height,
                      height_error,
-                     region_colours,
 )
+from ..silhouette import colour_silhouette, region_colours
 from .stats import bootstrap_ci
 from .t2i import evaluate_t2i
 

@@ -97,6 +97,16 @@ def attribute_accuracy(reads: dict[str, list[str]], metas: list[dict], attribute
     return out
 
 
+def per_character_accuracy(reads: dict[str, list[str]], metas: list[dict], attributes) -> np.ndarray:
+    """Each image's share of `attributes` read right (those its character has); NaN for none. For
+    paired differences between models scored on the same characters."""
+    out = []
+    for k, m in enumerate(metas):
+        hits = [reads[a][k] == probe_value(m, a) for a in attributes if probe_value(m, a) is not None]
+        out.append(float(np.mean(hits)) if hits else float("nan"))
+    return np.array(out)
+
+
 def accuracy_ci(reads: dict[str, list[str]], metas: list[dict], attributes, n: int = 1000, seed: int = 0,
                 level: float = 0.95) -> dict:
     """`attribute_accuracy`'s mean with a percentile bootstrap interval from resampling images

@@ -439,11 +439,13 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
 
 def make_report(cfg: ReportConfig, command: str = "serialgen report") -> Path:
     from ..data.memory import WorldArrays
+    from ..data.splits import reading_test_split
 
     folder = cfg.scores_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    test = WorldArrays.load(cfg.data, "test", keys=("image", "foreground"), per_character=("standard_image",),
-                            limit=max(cfg.stage1_samples, cfg.protocol.characters, cfg.gap_characters) * 16)
+    with reading_test_split():  # the report grades on the test split, which nothing else reads
+        test = WorldArrays.load(cfg.data, "test", keys=("image", "foreground"), per_character=("standard_image",),
+                                limit=max(cfg.stage1_samples, cfg.protocol.characters, cfg.gap_characters) * 16)
     stage1 = run_stage1(cfg, test) if cfg.stage1 else _load_json(folder / "stage1_ablation.json")
     pairings = run_pairings(cfg, test)
     text = write_markdown(cfg, stage1, pairings, command)

@@ -43,6 +43,9 @@ CONFIG_NAME = "standardizer.json"
 WEIGHTS_NAME = "adapters.safetensors"
 
 
+STARTS = ("canvas", "noise", "silhouette")  # StandardizePipeline's sampling starts
+
+
 @dataclass(frozen=True)
 class StandardizerConfig:
     """Defaults are the paper's: 512x768 canvas, pose encoder widths 16, 32, 96, 256, FBDM and RPIM on.
@@ -60,6 +63,11 @@ class StandardizerConfig:
     rpim: bool = True
     template_keypoints: tuple[tuple[float, float, float], ...] = ()
     standard_pose: bool = False  # a StandardPoseEstimator predicts each reference's standard keypoints
+    # where StandardizePipeline starts sampling unless told: "canvas", "noise" or "silhouette", and
+    # the silhouette start's strength (the share of the steps run), chosen on validation characters
+    # for the weights they are saved with
+    start: str = "canvas"
+    strength: float = 0.8
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -72,7 +80,11 @@ class StandardizerConfig:
             raise ValueError(f"Unknown standardizer config keys {sorted(unknown)}: was it saved by a newer serialgen?")
         data["pose_channels"] = tuple(data.get("pose_channels", cls.pose_channels))
         data["template_keypoints"] = tuple(tuple(row) for row in data.get("template_keypoints", ()))
-        return cls(**data)
+        config = cls(**data)
+        if config.start not in STARTS or not 0 < config.strength <= 1:
+            raise ValueError(f"standardizer config: start must be one of {', '.join(STARTS)} and 0 < strength <= 1, "
+                             f"got {config.start!r} and {config.strength}")
+        return config
 
 
 def _key(name: str) -> str:

@@ -20,9 +20,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..models.clip import preprocess as clip_preprocess
-from ..models.standardizer import Standardizer
+from ..models.standardizer import STARTS, Standardizer
 from ..pose import draw_pose_map
 from ..preprocess import Reference, prepare_reference
+from ..silhouette import colour_silhouette
 
 
 @dataclass
@@ -131,24 +132,44 @@ class StandardizePipeline:
         kp = np.array(rows, np.float64) * np.array([w, h, 1.0])
         return draw_pose_map(kp, w, h)
 
-    def target_poses(self, refs: list[Reference]) -> np.ndarray:
-        """The target pose of each reference (N, H, W, 3) uint8, or the template (H, W, 3) when the
-        standardizer has no StandardPoseEstimator. A reference without keypoints gets the template,
-        and a note saying so."""
-        if self.standardizer.standard_pose is None:
-            return self.template_pose()
+    def target_keypoints(self, refs: list[Reference]) -> np.ndarray:
+        """The standard keypoints of each reference (N, 18, 3) in canvas pixels: as the
+        standardizer's StandardPoseEstimator predicts them from the reference's keypoints (its body
+        proportions), or the config's template A-pose for a reference without keypoints (with a note
+        saying so) or a standardizer without an estimator."""
         w, h = self.size
-        template = self.template_pose()
+        rows = self.standardizer.config.template_keypoints
+        if len(rows) != 18:
+            raise ValueError("This standardizer has no template pose in its config: pass target_pose (a standard pose map)")
+        out = np.stack([np.array(rows, np.float64) * np.array([w, h, 1.0])] * len(refs)).astype(np.float32)
+        if self.standardizer.standard_pose is None:
+            return out
         known = [k for k, r in enumerate(refs) if r.keypoints is not None]
-        out = np.stack([template] * len(refs))
         if known:
             kp = torch.from_numpy(np.stack([refs[k].keypoints for k in known]).astype(np.float32))
-            for k, row in zip(known, self.standardizer.predict_standard_keypoints(kp).numpy(), strict=True):
-                out[k] = draw_pose_map(row, w, h)
-        for k, r in enumerate(refs):
+            out[known] = self.standardizer.predict_standard_keypoints(kp).numpy()
+        for r in refs:
             if r.keypoints is None:
                 r.notes.append("no keypoints: drawn in the template A-pose, with adult proportions")
         return out
+
+    def target_poses(self, refs: list[Reference], keypoints: np.ndarray | None = None) -> np.ndarray:
+        """The target pose map of each reference (N, H, W, 3) uint8 drawn from `target_keypoints`
+        (or the given ones), or the template's (H, W, 3) when the standardizer has no
+        StandardPoseEstimator."""
+        if self.standardizer.standard_pose is None:
+            return self.template_pose()
+        w, h = self.size
+        keypoints = self.target_keypoints(refs) if keypoints is None else keypoints
+        return np.stack([draw_pose_map(k, w, h) for k in keypoints])
+
+    def silhouette_latents(self, refs: list[Reference], keypoints: np.ndarray) -> torch.Tensor:
+        """The VAE latents (N, 4, h, w) of each reference's colour silhouette (`colour_silhouette`:
+        its own part colours, flat-shaded, at its standard keypoints)."""
+        w, h = self.size
+        pixels = to_tensor(np.stack([colour_silhouette(r, k, w, h, normalized=False) for r, k in zip(refs, keypoints, strict=True)]))
+        latents = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist.mode()
+        return (latents * self.vae.config.scaling_factor).to(self.dtype)
 
     def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         latents, embeds = encode_images(self.vae, self.image_encoder, pixels.to(self.device))
@@ -179,15 +200,23 @@ class StandardizePipeline:
     @torch.no_grad()
     def __call__(self, reference, *, num_inference_steps: int = 20, guidance_scale: float = 2.5, seed: int = 0,
                  batch_size: int = 16, target_pose: np.ndarray | None = None, use_pose: bool = True, detector=None,
-                 start: str = "canvas") -> StandardizeOutput:
+                 start: str | None = None, strength: float | None = None) -> StandardizeOutput:
         """reference: a `Reference` (already prepared), an image path or PIL image, or a list of them.
         target_pose: (H, W, 3) uint8 standard pose map for every reference. Default: each
         reference's standard pose as the standardizer's StandardPoseEstimator predicts it from the
         reference's keypoints (its body proportions), or the config's template A-pose for a
         standardizer without one or a reference without keypoints (noted in its `notes`).
-        start: "canvas" (default) starts from what every standardized image shares, the white
+        start (default: the standardizer config's `start`, chosen on validation characters for its
+        weights): "canvas" starts from what every standardized image shares, the white
         canvas around the target figure, noised to the first timestep (`start_latents`); "noise"
-        from pure Gaussian noise, which the few-step sampler's first timestep only approximates.
+        from pure Gaussian noise, which the few-step sampler's first timestep only approximates;
+        "silhouette" from the reference's colour silhouette in its standard pose (its own median
+        top, bottom, shoe, skin and hair colours, flat-shaded; `colour_silhouette`), noised to the
+        timestep `strength` of the way into the schedule and denoised from there (SDEdit's start,
+        as diffusers' img2img `strength`): the model refines a figure that already has the
+        reference's colours and body proportions instead of recalling them from attention alone.
+        Not in the paper. strength: the share of the steps run for the silhouette start (0 < s <= 1;
+        default: the config's `strength`).
         seed: the starting noise of the whole call comes from one generator seeded with it, drawn
         reference after reference (the same noise for any batch_size); batch_size references are
         denoised together."""
@@ -200,8 +229,17 @@ class StandardizePipeline:
                              f"and {batch_size}")
         if not (math.isfinite(guidance_scale) and guidance_scale >= 0):
             raise ValueError(f"guidance_scale must be a finite number >= 0 (1 or less: no guidance), got {guidance_scale}")
-        if start not in ("canvas", "noise"):
-            raise ValueError(f"start must be 'canvas' or 'noise', got {start!r}")
+        config = self.standardizer.config
+        if start is None:  # the model's own start; a given target pose has no keypoints to draw a silhouette at
+            start = "canvas" if config.start == "silhouette" and target_pose is not None else config.start
+        strength = config.strength if strength is None else strength
+        if start not in STARTS:
+            raise ValueError(f"start must be one of {', '.join(STARTS)}, got {start!r}")
+        if not (math.isfinite(strength) and 0 < strength <= 1):
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        if start == "silhouette" and target_pose is not None:
+            raise ValueError("start='silhouette' draws each reference's silhouette at its predicted standard pose: "
+                             "with a given target_pose use start='canvas'")
         w, h = self.size
         refs = [r if isinstance(r, Reference) else prepare_reference(r, (w, h), use_pose=use_pose, detector=detector)
                 for r in items]
@@ -212,7 +250,6 @@ class StandardizePipeline:
             raise ValueError(f"target_pose must be a ({h}, {w}, 3) pose map, got {target_pose.shape}")
         # a reference without a figure mask (or pose) is standardized without FBDM (or RPIM), and says so;
         # the others keep them: batches are runs of references with the same inputs
-        config = self.standardizer.config
         kinds = [(r.mask is not None, r.pose_map is not None) for r in refs]
         for r, (mask, pose) in zip(refs, kinds, strict=True):
             if config.fbdm and not mask:
@@ -225,12 +262,14 @@ class StandardizePipeline:
             end = k + 1
             while end < len(refs) and end - k < batch_size and kinds[end] == kinds[k]:
                 end += 1
-            images += self._standardize(refs[k:end], num_inference_steps, guidance_scale, generator, target_pose, start)
+            images += self._standardize(refs[k:end], num_inference_steps, guidance_scale, generator, target_pose, start,
+                                        strength)
             k = end
         return StandardizeOutput(images, refs)
 
     def _standardize(self, refs: list[Reference], num_inference_steps: int, guidance_scale: float,
-                     generator: torch.Generator, target_pose: np.ndarray | None, start: str) -> list[Image.Image]:
+                     generator: torch.Generator, target_pose: np.ndarray | None, start: str,
+                     strength: float = 1.0) -> list[Image.Image]:
         """One batch of prepared references -> their standardized images."""
         w, h = self.size
         n = len(refs)
@@ -254,20 +293,29 @@ class StandardizePipeline:
             embeds = torch.cat([torch.zeros_like(embeds), embeds])  # (2N, 1, D)
 
         # 4. Target pose features, once
-        pose = target_pose if target_pose is not None else self.target_poses(refs)  # (H, W, 3) or (N, H, W, 3)
+        keypoints = self.target_keypoints(refs) if target_pose is None and start == "silhouette" else None
+        pose = target_pose if target_pose is not None else self.target_poses(refs, keypoints)  # (H, W, 3) or (N, H, W, 3)
         pose_features = self.standardizer.pose_features(to_tensor(pose if pose.ndim == 4 else pose[None]).to(device, dtype))
         pose_features = pose_features.expand(n, -1, -1, -1)  # (N, C0, h, w)
         if cfg:
             pose_features = torch.cat([pose_features, pose_features])
 
-        # 5. Timesteps and initial noise
+        # 5. Timesteps and initial latents
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
         noise = torch.randn(ref_latents.shape, generator=generator, dtype=torch.float32).to(device, dtype)
-        latents = self.start_latents(noise, pose) if start == "canvas" else noise * self.scheduler.init_noise_sigma
+        if start == "canvas":
+            latents = self.start_latents(noise, pose)
+        elif start == "silhouette":
+            timesteps = timesteps[num_inference_steps - max(1, round(strength * num_inference_steps)):]
+            noise = noise - noise.mean(dim=(-2, -1), keepdim=True)  # as start_latents: no offset read as colour
+            latents = self.scheduler.add_noise(self.silhouette_latents(refs, keypoints), noise, timesteps[:1])
+        else:
+            latents = noise * self.scheduler.init_noise_sigma
         cond = {"reference": bank, "pose": pose_features, "image": embeds}
 
         # 6. Denoising loop: one UNet call per step, guidance halves batched
-        for t in tqdm(self.scheduler.timesteps, desc="standardize", disable=not self.progress, leave=False):
+        for t in tqdm(timesteps, desc="standardize", disable=not self.progress, leave=False):
             x = torch.cat([latents, latents]) if cfg else latents
             x = self.scheduler.scale_model_input(x, t)
             eps = self.standardizer(x, t.expand(len(x)), cond)

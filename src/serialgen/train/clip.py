@@ -114,7 +114,7 @@ def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
         tokenizer = build_tokenizer(captions, cfg.vocab_size, arch.max_text_length)
         save_tokenizer(tokenizer, tokenizer_dir)
     token_ids = tokenize(tokenizer, captions, arch.max_text_length)  # (N, L)
-    test = WorldArrays.load(data, "test", keys=("image",), limit=cfg.eval_samples, progress=False)
+    test = WorldArrays.load(data, "validation", keys=("image",), limit=cfg.eval_samples, progress=False)
 
     # 2. Model, EMA, optimizer (no weight decay on norms, biases, embeddings, temperature)
     model = arch.build(tokenizer)

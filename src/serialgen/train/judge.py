@@ -113,8 +113,8 @@ def train(cfg: JudgeTrainConfig, data, out, resume: bool = False) -> Path:
             return run.path / "model"
         _, _, (_, train), clip_scores = result
 
-    # the attribute classifier, trained on the judge world's training split, scored on its test split
-    test = WorldArrays.load(data, "test", keys=("image",), progress=False)
+    # the attribute classifier, trained on the judge world's training split, scored on its validation split
+    test = WorldArrays.load(data, "validation", keys=("image",), progress=False)
     classifier, accuracy, chance = train_classifier(cfg, train, test, run)
     classifier.save_pretrained(run.path / "model" / "classifier")
     write_json(run.path / "model" / "training.json", run.provenance(

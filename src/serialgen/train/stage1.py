@@ -239,7 +239,7 @@ def train(cfg: Stage1TrainConfig, data, out, resume: bool = False) -> Path:
     per_character = ("standard_image", "standard_pose_map") + (("standard_mask",) if cfg.figure_weight else ())
     train = WorldArrays.load(data, "train", keys=("image", "foreground"), limit=cfg.limit or None,
                              per_character=per_character, progress=main_process)
-    test = WorldArrays.load(data, "test", keys=("image", "foreground"), limit=cfg.eval_samples * 16,
+    test = WorldArrays.load(data, "validation", keys=("image", "foreground"), limit=cfg.eval_samples * 16,
                             per_character=("standard_image",), progress=False)
     h, w = train.images["image"].shape[1:3]
     keypoints = np.array([m["keypoints"] for m in train.meta], np.float32)  # (N, 18, 3)

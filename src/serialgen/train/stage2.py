@@ -276,7 +276,7 @@ def train(cfg: Stage2TrainConfig, data, out, resume: bool = False) -> Path:
     objective, optimizer = accelerator.prepare(model, optimizer)
     noise_scheduler = training_scheduler()
     test_keys = ("image", "foreground") + (("standard_image",) if cfg.pairing == "standard" else ())  # sample sheets
-    test = WorldArrays.load(data, "test", keys=test_keys, limit=64, progress=False)
+    test = WorldArrays.load(data, "validation", keys=test_keys, limit=64, progress=False)
     personalize = PersonalizePipeline(base, image_encoder, adapter)
     sampler = SerialGenPipeline(stage1, personalize, cfg.pairing.value)
 

@@ -106,7 +106,7 @@ def train(cfg: T2ITrainConfig, data, out, resume: bool = False) -> Path:
             tmp.replace(cache)
         del train
     masks = figure_masks(data, run.path, cfg, latents.shape[-2:], main_process) if cfg.figure_weight else None
-    test = WorldArrays.load(data, "test", keys=("image",), limit=8, progress=False)
+    test = WorldArrays.load(data, "validation", keys=("image",), limit=8, progress=False)
     prompts = [m["caption"] for m in test.meta[:8]]
 
     # 2. UNet, EMA, optimizer, noise schedule

@@ -113,7 +113,7 @@ def train(cfg: VAETrainConfig, data, out, resume: bool = False) -> Path:
     pool = np.concatenate([train.images["image"], train.images["standard_image"][train.first_of_each_character()]])
     del train
     # held-out: half renders, half standard images (one per character, so load enough characters)
-    test = WorldArrays.load(data, "test", keys=("image", "standard_image"), limit=cfg.eval_images * 16, progress=False)
+    test = WorldArrays.load(data, "validation", keys=("image", "standard_image"), limit=cfg.eval_images * 16, progress=False)
     renders = test.images["image"][:cfg.eval_images // 2]
     standards = test.images["standard_image"][test.first_of_each_character()][:cfg.eval_images - len(renders)]
     eval_images = to_float(np.concatenate([renders, standards]))

@@ -57,7 +57,8 @@ def scene_phrase(subject: str, action: str, view: str, expression: str, backgrou
 
 
 def split_of(character_id: int) -> str:
-    """Train/test split by character id, 80/20: every fifth character is held out."""
+    """The shard folder of a character, 80/20 by id: every fifth character is held out, under
+    test/ (which `data.splits` divides into the validation and test splits)."""
     return "test" if character_id % 5 == 4 else "train"
 
 
