@@ -43,6 +43,7 @@ from ..models.clip import preprocess as clip_preprocess
 from ..models.ip_adapter import IPAdapter
 from ..models.loading import add_time_ids, empty_text, encode_text, record_digest
 from ..models.personalizer import Personalizer
+from ..models.standardizer import STARTS
 from ..preprocess import Reference
 from ..sheet import grid
 from ..world.attributes import scene_caption
@@ -64,6 +65,10 @@ class Stage2TrainConfig(LoopConfig):
     own_reference: bool = False
     standardize_steps: int = 20
     standardize_guidance: float = 2.5
+    # the standardizer's sampling start for the references ("" = the one saved with its weights) and
+    # the silhouette start's strength (0 = the saved one)
+    standardize_start: str = ""
+    standardize_strength: float = 0.0
     scene_captions: float = 0.5  # share of captions without the character's look
     crop_scale: float = 0.7  # unpaired: smallest crop side, as a fraction of the image
     offset_noise: float = 0.0  # per (sample, channel) noise offset (diffusion.training_noise); 0.1 is usual
@@ -72,6 +77,15 @@ class Stage2TrainConfig(LoopConfig):
     drop_both: float = 0.05
     sample_steps: int = 20
     guidance_scale: float = 5.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.standardize_start not in ("", *STARTS):
+            raise ValueError(f"standardize_start must be one of {', '.join(STARTS)} (or empty: the standardizer's own), "
+                             f"got {self.standardize_start!r}")
+        if not 0 <= self.standardize_strength <= 1:
+            raise ValueError(f"standardize_strength must be in (0, 1] (or 0: the standardizer's own), "
+                             f"got {self.standardize_strength}")
 
 
 PRESETS = {
@@ -149,7 +163,8 @@ def precompute_standardized(train: WorldArrays, sources: np.ndarray, folder: Pat
         refs = [Reference.from_world(train.images["image"][i], train.images["foreground"][i], train.meta[i]["keypoints"])
                 for i in rows]
         images = pipe(refs, num_inference_steps=cfg.standardize_steps, guidance_scale=cfg.standardize_guidance,
-                      seed=cfg.seed * 7919 + s, batch_size=len(rows)).images
+                      seed=cfg.seed * 7919 + s, batch_size=len(rows), start=cfg.standardize_start or None,
+                      strength=cfg.standardize_strength or None).images
         tensors = {"images": torch.from_numpy(np.stack([np.asarray(im) for im in images])),
                    "sources": torch.from_numpy(np.asarray(rows, np.int64))}
         tmp = path.with_name(path.name + ".tmp")
@@ -233,11 +248,15 @@ def train(cfg: Stage2TrainConfig, data, out, resume: bool = False) -> Path:
         stage1 = StandardizePipeline.from_pretrained(folder(cfg.standardizer)).to(device)
         sources = standardized_sources(train, cfg.standardized_per_character, cfg.seed)
         shards = run.path / "standardized"
-        # the weights as loaded: the standardizer and the VAE and CLIP it runs with, wherever they came from
+        # the weights as loaded: the standardizer and the VAE and CLIP it runs with, wherever they came from;
+        # the sampling start where it is not the canvas (before the silhouette start, the only one)
+        start = {"start": cfg.standardize_start or stage1.standardizer.config.start,
+                 "strength": cfg.standardize_strength or stage1.standardizer.config.strength}
+        start = {} if start["start"] == "canvas" else start
         shard_origin = json.dumps({"weights": [weights_digest(m) for m in (stage1.standardizer, stage1.vae,
                                                                              stage1.image_encoder)],
                                    "sampler": StandardizePipeline.SAMPLER_REVISION, "steps": cfg.standardize_steps,
-                                   "guidance": cfg.standardize_guidance, "seed": cfg.seed}, sort_keys=True)
+                                   "guidance": cfg.standardize_guidance, "seed": cfg.seed} | start, sort_keys=True)
         precompute_standardized(train, sources, shards, stage1, cfg, accelerator.process_index,
                                 accelerator.num_processes, progress=main_process, made_by=shard_origin)
         accelerator.wait_for_everyone()
