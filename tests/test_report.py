@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -37,8 +38,9 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     assert "## Table 2" in text and "## Table 3" in text and "| paper: unpaired one-stage | 16.08 | 89.62 |" in text
     assert "| Standardization raises series consistency over paired one-stage (AP-CLIP-I) | 83.17 vs 77.74 |" in text
     # the four Stage I rows are one model: its differences are exactly zero; one character is too few to judge
-    assert "PSNR full - no FBDM +0.00 [+0.00, +0.00]" in text and "**too few characters (under 5)**" in text
-    assert "SSIM full - no FBDM +0.0000 [+0.0000, +0.0000]" in text  # SSIM differences with four digits
+    assert "PSNR full - no FBDM +0.00 (no interval from 1 character)" in text
+    assert "**too few characters (under 5)**" in text
+    assert "SSIM full - no FBDM +0.0000 (no interval" in text  # SSIM differences with four digits
     scores = tmp_path / "docs" / "reproduction"
     assert (scores / "pairings.png").exists() and (scores / "stage1_ablation.png").exists()
     # each adapter's sheet is kept, and the figure holds one row per adapter for the one character
@@ -107,3 +109,60 @@ def test_claim_verdicts_need_the_interval_clear_of_zero():
     assert verdict([up, spans], [+1, +1]) == "not resolved"
     assert verdict([dict(up, n=3)], [+1]).startswith("too few")
     assert verdict([dict(up, n=0)], [+1]) == "not measured"
+    small = {"mean": 0.1, "lo": -0.4, "hi": 0.6, "n": 40}
+    assert verdict([small], [+1], [1.0]) == "no effect within +-1"  # inside the margin stated in advance
+    assert verdict([small], [+1], [0.5]) == "not resolved" and verdict([small], [+1]) == "not resolved"
+
+
+def test_a_rows_training_seeds_are_merged_and_compared_over_seeds_and_characters():
+    """A name given twice is one row of two independently trained models: its intervals and its
+    differences take both seeds and the paired characters."""
+    from serialgen.evaluation.report import PAIRING_METRICS, difference, grouped, merge_runs
+    from serialgen.evaluation.stats import seed_character_ci
+
+    assert grouped([("a", "x"), ("b", "y"), ("a", "z")]) == {"a": ["x", "z"], "b": ["y"]}
+    rng = np.random.default_rng(0)
+    character = rng.normal(size=12)
+
+    def run(offset):
+        return {"per_character": {"clip_i": list(60 + 5 * character + offset + rng.normal(size=12)),
+                                  "appearance": [None] + list(rng.uniform(size=11))}, "clip_i": {"mean": 0.0}}
+
+    two = merge_runs([run(1.0), run(3.0)], PAIRING_METRICS)
+    one = merge_runs([run(0.0)], PAIRING_METRICS)
+    assert two["seeds"] == 2 and len(two["runs"]) == 2 and np.array(two["per_seed"]["clip_i"]).shape == (2, 12)
+    table = np.array(two["per_seed"]["clip_i"])
+    assert two["clip_i"] == seed_character_ci(table) and two["clip_i"]["mean"] == pytest.approx(table.mean())
+    assert two["appearance"]["mean"]["n"] == 11  # the character without a value is left out
+    d = difference(two, one, "clip_i")
+    assert d == seed_character_ci(table, np.array(one["per_seed"]["clip_i"])) and d["seeds"] == [2, 1]
+    assert d["lo"] < 2.0 < d["hi"]  # the truth (+2) inside
+    # the two seeds differ by 2 points: the seed part widens the interval beyond the characters' alone
+    alone = seed_character_ci(table.mean(0, keepdims=True), np.array(one["per_seed"]["clip_i"]))
+    assert d["hi"] - d["lo"] > 2 * (alone["hi"] - alone["lo"])
+
+
+def test_kept_scores_are_keyed_by_what_made_them_not_by_names(tmp_path):
+    """A model's files, the data's samples and the code: a renamed folder keeps the key, an edited
+    config or one changed pixel does not."""
+    from serialgen.data.memory import WorldArrays
+    from serialgen.evaluation.report import data_digest, files_digest, source_digest
+
+    model = tmp_path / "a" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text('{"start": "canvas"}')
+    (model / "weights.safetensors").write_bytes(b"\x00" * 64)
+    key = files_digest(model)
+    moved = tmp_path / "b" / "renamed"
+    moved.parent.mkdir()
+    model.rename(moved)
+    assert files_digest(moved) == key
+    (moved / "config.json").write_text('{"start": "silhouette"}')
+    assert files_digest(moved) != key
+
+    images = np.zeros((2, 4, 4, 3), np.uint8)
+    arrays = WorldArrays({"image": images}, [{"character_id": 9}, {"character_id": 9}])
+    before = data_digest(arrays)
+    arrays.images["image"][1, 2, 2, 0] = 1
+    assert data_digest(arrays) != before
+    assert len(source_digest()) == 32 and source_digest() == source_digest()

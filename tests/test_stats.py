@@ -45,3 +45,8 @@ def test_paired_differences_use_the_same_characters_and_drop_missing_ones():
     assert ci["lo"] < 0.6 < ci["hi"]
     with pytest.raises(ValueError, match="different characters"):
         seed_character_ci(a, b[:, :3])
+
+
+def test_one_character_gives_the_difference_without_an_interval():
+    ci = seed_character_ci(np.array([[3.0]]), np.array([[1.0]]))
+    assert ci["mean"] == 2.0 and np.isnan(ci["lo"]) and ci["n"] == 1

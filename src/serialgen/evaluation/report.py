@@ -28,6 +28,7 @@ from PIL import Image
 
 from ..atomic import save_image, write_json, write_text
 from . import APPEARANCE, TEXT_CONTROL, Protocol, bootstrap_ci
+from .stats import seed_character_ci
 
 STAGE1_RUNS = (("full", "runs/stage1-full/model"), ("no FBDM", "runs/stage1-no-fbdm/model"),
                ("no RPIM", "runs/stage1-no-rpim/model"), ("neither", "runs/stage1-neither/model"))
@@ -63,24 +64,66 @@ class ReportConfig:
         return Path(self.scores) if self.scores else Path(self.out).parent / "reproduction"
 
 
-def _fingerprint(path: str | Path, settings: dict) -> str:
-    """Identity of a scored model: its training.json (or the file itself) and the settings."""
+def files_digest(path: str | Path) -> str:
+    """A digest of what is in a model folder (every file's name and bytes), or of one file with the
+    training.json beside it: retraining, re-saving or editing a config changes it."""
     p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else \
+        [f for f in (p, p.parent / "training.json") if f.is_file()]
+    h = hashlib.blake2b(digest_size=16)
+    for f in files:
+        h.update(str(f.relative_to(p if p.is_dir() else p.parent)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def source_digest() -> str:
+    """A digest of the code that makes the report's numbers: every module of the package but the
+    trainers and the command-line and app front ends."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.blake2b(digest_size=16)
+    for f in sorted(root.rglob("*.py")):
+        rel = f.relative_to(root)
+        if rel.parts[0] in ("train", "cli.py", "serve.py", "comfy"):
+            continue
+        h.update(str(rel).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def data_digest(test) -> str:
+    """A digest of the held-out samples read: their images and metadata (not the folder's name)."""
+    h = hashlib.blake2b(digest_size=16)
+    for key in sorted(test.images):
+        h.update(key.encode())
+        h.update(np.ascontiguousarray(test.images[key]).tobytes())
+    for key in sorted(test.characters):
+        h.update(np.ascontiguousarray(test.characters[key]).tobytes())
+    h.update(json.dumps(test.meta, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def provenance(test) -> dict:
+    """What every kept score depends on besides its own model: the scoring and sampling code, the
+    data, and MediaPipe (person masks of the generated images)."""
+    from importlib.metadata import version
+
+    return {"code": source_digest(), "data": data_digest(test), "mediapipe": version("mediapipe")}
+
+
+def _fingerprint(path: str | Path, settings: dict) -> str:
+    """Identity of a scored model's numbers: its files (`files_digest`) and the settings."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for candidate in (p / "training.json", p.parent / "training.json", p):
-        if candidate.is_file():
-            h.update(candidate.read_bytes())
-            break
+    h.update(files_digest(path).encode())
     return h.hexdigest()[:16]
 
 
 def _made_by(folder: str | None, bundled_name: str) -> str:
-    """Identity of a component the scores depend on (the judge, the base, the standardizer), so
-    retraining and shipping it makes the kept scores stale; a folder without a training record
-    is known by its path."""
-    from ..models.loading import record_digest
+    """Identity of a component the scores depend on (the judge, the base, the standardizer): its
+    files, so retraining, re-shipping or re-configuring it makes the kept scores stale."""
+    from ..models.loading import bundled
 
-    return record_digest(folder, bundled_name) or str(folder or "bundled")
+    return files_digest(folder or bundled(bundled_name))
 
 
 def _load_json(path: Path) -> dict:
@@ -97,8 +140,60 @@ def _absent(path: str | Path, name: str, kept: bool) -> None:
           f"the row {name!r} is left out (train it with scripts/train_mini.sh)"))
 
 
+def grouped(pairs) -> dict[str, list[str]]:
+    """(name, path) pairs -> {name: [paths]}, in order: a name given more than once is one row whose
+    models were trained independently with the same recipe (training seeds)."""
+    out: dict[str, list[str]] = {}
+    for name, path in pairs:
+        out.setdefault(name, []).append(str(path))
+    return out
+
+
+# per-character metric -> where its interval goes in a row (dotted), for Table 2 and Table 3 rows
+PAIRING_METRICS = {"clip_t": "clip_t", "clip_i": "clip_i", "ap_clip_i": "ap_clip_i", "face_sim": "face_sim",
+                   "text_control": "text_control.mean", "appearance": "appearance.mean", "loss_gap": "loss_gap"}
+STAGE1_METRICS = {"psnr": "psnr_ci", "ssim": "ssim_ci", "figure_psnr": "figure_psnr_ci", "figure_ssim": "figure_ssim_ci",
+                  "appearance": "appearance_ci"}
+
+
+def seed_tables(row: dict, metric: str) -> np.ndarray | None:
+    """A row's (training seeds x characters) scores of one metric (NaN where a character has none)."""
+    if metric in row.get("per_seed", {}):
+        return np.array(row["per_seed"][metric], float)
+    values = row.get("per_character", {}).get(metric)
+    return None if values is None else np.array([[np.nan if v is None else v for v in values]], float)
+
+
+def merge_runs(runs: list[dict], metrics: dict[str, str]) -> dict:
+    """One row from the scores of its training seeds: the first run's fields, each metric's mean
+    with an interval over seeds and characters (`seed_character_ci`) where `metrics` puts it, the
+    (seeds x characters) tables for paired differences, and the runs themselves."""
+    row = {k: v for k, v in runs[0].items() if k not in ("fingerprint",)}
+    row["per_seed"] = {}
+    for metric, where in metrics.items():
+        tables = [seed_tables(r, metric) for r in runs]
+        if any(t is None for t in tables) or len({t.shape[1] for t in tables}) != 1:
+            continue
+        table = np.concatenate(tables)
+        row["per_seed"][metric] = [[None if not np.isfinite(x) else float(x) for x in seed] for seed in table]
+        target, *path = where.split(".")
+        ci = seed_character_ci(table)
+        if path:
+            row[target] = dict(row.get(target) or {}) | {path[0]: ci}
+        else:
+            row[target] = ci
+    row["seeds"], row["runs"] = len(runs), runs
+    return row
+
+
+def _kept_runs(entry: dict | None) -> list[dict]:
+    if not entry:
+        return []
+    return entry.get("runs") or [entry]
+
+
 def run_stage1(cfg: ReportConfig, test) -> dict:
-    """Score each ablation model (cached); draw references / each model / truth."""
+    """Score each ablation model (cached); draw references / each row's first model / truth."""
     from ..data.heldout import held_out_references
     from ..pipelines.standardize import StandardizePipeline
     from ..sheet import grid
@@ -107,91 +202,114 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
     folder = cfg.scores_dir()
     cache = _load_json(folder / "stage1_ablation.json")
     settings = {"samples": cfg.stage1_samples, "steps": cfg.protocol.steps, "seed": cfg.protocol.seed,
-                "data": Path(cfg.data).name, "judge": _made_by(cfg.judge, "judge")}
+                "judge": _made_by(cfg.judge, "judge")} | provenance(test)
     refs, truth = held_out_references(test, min(8, cfg.stage1_samples))
     columns, changed, judge, drawn = [[r.image for r in refs]], False, None, []
-    for name, path in cfg.stage1:
-        key = _fingerprint(path, settings)
-        entry = cache.get(name)
-        if not Path(path).exists():
-            _absent(path, name, kept=entry is not None)
-            continue
-        drawn.append(name)
-        if entry is not None and entry.get("fingerprint") == key and not cfg.force and \
-                (folder / "stage1_ablation.png").exists():
-            continue
-        pipe = StandardizePipeline.from_pretrained(path)
-        judge = judge or Judge.from_pretrained(cfg.judge)  # only when some row is scored
-        scores = evaluate_stage1(pipe, test, cfg.stage1_samples, cfg.protocol.steps, 2.5, cfg.protocol.seed,
-                                 judge=judge)
-        columns.append(scores.pop("images")[:len(refs)])
-        scores.pop("silhouettes", None)  # the trivial baseline's images; its scores stay in "baselines"
-        cache[name] = scores | {"fingerprint": key, "model": str(path)}
-        _save_json(folder / "stage1_ablation.json", cache)  # each row kept as soon as it is measured
-        changed = True
-    if changed and len(columns) == len(drawn) + 1:  # every model here was drawn
+    for name, paths in grouped(cfg.stage1).items():
+        kept, runs = _kept_runs(cache.get(name)), []
+        for k, path in enumerate(paths):
+            old = kept[k] if k < len(kept) else None
+            if not Path(path).exists():
+                _absent(path, name, kept=old is not None)
+                runs += [old] if old is not None else []
+                continue
+            key = _fingerprint(path, settings)
+            if old is not None and old.get("fingerprint") == key and not cfg.force and \
+                    (folder / "stage1_ablation.png").exists():
+                runs.append(old)
+                continue
+            pipe = StandardizePipeline.from_pretrained(path)
+            judge = judge or Judge.from_pretrained(cfg.judge)  # only when some row is scored
+            scores = evaluate_stage1(pipe, test, cfg.stage1_samples, cfg.protocol.steps, 2.5, cfg.protocol.seed,
+                                     judge=judge)
+            images = scores.pop("images")[:len(refs)]
+            if k == 0:
+                columns.append(images)
+                drawn.append(name)
+            scores.pop("silhouettes", None)  # the trivial baseline's images; its scores stay in "baselines"
+            runs.append(scores | {"fingerprint": key, "model": str(path)})
+            cache[name] = merge_runs(runs, STAGE1_METRICS)
+            _save_json(folder / "stage1_ablation.json", cache)  # each model kept as soon as it is measured
+            changed = True
+        if runs:
+            cache[name] = merge_runs(runs, STAGE1_METRICS)
+    _save_json(folder / "stage1_ablation.json", cache)
+    rows = grouped(cfg.stage1)
+    if changed and len(columns) == len(rows) + 1:  # every row here was drawn
         save_image(folder / "stage1_ablation.png", grid(columns + [list(truth)]))
         _save_json(folder / "stage1_ablation_rows.json", {"rows": drawn})  # the figure's caption
     # the table lists the rows as the figure draws them, then rows kept from earlier runs
-    return {name: cache[name] for name, _ in cfg.stage1 if name in cache} | cache
+    return {name: cache[name] for name in rows if name in cache} | cache
 
 
 def run_pairings(cfg: ReportConfig, test) -> dict:
-    """Score each Stage II pairing under the protocol (cached); draw their series side by side."""
-    from ..models.loading import bundled
+    """Score each Stage II pairing under the protocol (cached), every training seed of a row; draw
+    the rows' first models' series side by side."""
+    from ..models.loading import bundled, record_digest
     from ..pipelines.serial import TWO_STAGE_PAIRINGS, SerialGenPipeline, adapter_pairing
     from ..pipelines.standardize import StandardizePipeline
     from . import Judge, evaluate_series
 
     folder = cfg.scores_dir()
     cache = _load_json(folder / "pairings.json")
-    adapters = cfg.adapters or tuple((name, str(bundled(b))) for name, b in PAIRINGS)
-    settings = dataclasses.asdict(cfg.protocol) | {
-        "data": Path(cfg.data).name, "face": cfg.face_model or "dlib", "gap_characters": cfg.gap_characters,
+    adapters = grouped(cfg.adapters or tuple((name, str(bundled(b))) for name, b in PAIRINGS))
+    settings = dataclasses.asdict(cfg.protocol) | provenance(test) | {
+        "face": cfg.face_model or "dlib", "gap_characters": cfg.gap_characters,
         "base": _made_by(cfg.base, "t2i"), "judge": _made_by(cfg.judge, "judge")}  # what every row depends on
     standardizer = {"standardizer": _made_by(cfg.standardizer, "stage1")}  # what only two-stage rows depend on
+    trained_on = record_digest(cfg.base, "t2i")  # the base's identity as trainers record it (training.json)
     judge, face, standardize, changed = None, None, None, False
-    for name, path in adapters:
-        if not Path(path).exists():
-            _absent(path, name, kept=name in cache)
-            continue
-        info = _load_json((Path(path) if Path(path).is_dir() else Path(path).parent) / "training.json")
-        if info.get("base_made_by", settings["base"]) != settings["base"]:
-            print(f"report: {path} was trained on another text-to-image base than this report's; the row {name!r} is "
-                  "left out (retrain it on this base)")
-            if cache.pop(name, None) is not None:
-                changed = True
-                _save_json(folder / "pairings.json", cache)
-            continue
-        two_stage = adapter_pairing(path) in TWO_STAGE_PAIRINGS
-        key = _fingerprint(path, settings | standardizer if two_stage else settings)
-        entry = cache.get(name)
-        if entry is not None and entry.get("fingerprint") == key and not cfg.force and _sheet_file(folder, name).exists():
-            continue
-        if judge is None:
-            from ..face import face_embedder
+    for name, paths in adapters.items():
+        kept, runs = _kept_runs(cache.get(name)), []
+        for k, path in enumerate(paths):
+            old = kept[k] if k < len(kept) else None
+            if not Path(path).exists():
+                _absent(path, name, kept=old is not None)
+                runs += [old] if old is not None else []
+                continue
+            info = _load_json((Path(path) if Path(path).is_dir() else Path(path).parent) / "training.json")
+            if info.get("base_made_by", trained_on) != trained_on:
+                print(f"report: {path} was trained on another text-to-image base than this report's; it is left out "
+                      f"of the row {name!r} (retrain it on this base)")
+                continue
+            two_stage = adapter_pairing(path) in TWO_STAGE_PAIRINGS
+            key = _fingerprint(path, settings | standardizer if two_stage else settings)
+            if old is not None and old.get("fingerprint") == key and not cfg.force and \
+                    (k or _sheet_file(folder, name).exists()):
+                runs.append(old)
+                continue
+            if judge is None:
+                from ..face import face_embedder
 
-            judge, face = Judge.from_pretrained(cfg.judge), face_embedder(cfg.face_model)
-        if two_stage:
-            standardize = standardize or StandardizePipeline.from_pretrained(cfg.standardizer)
-        serial = SerialGenPipeline.from_pretrained(standardizer=standardize, adapter=path, base=cfg.base,
-                                                   image_encoder=cfg.image_encoder, one_stage=not two_stage)
-        serial.progress = False
-        print(f"report: {name}: {cfg.protocol.characters} characters x {cfg.protocol.prompts} prompts x "
-              f"{cfg.protocol.seeds} seeds")
-        scores = evaluate_series(serial, judge, test, cfg.protocol, two_stage, face=face)
-        save_image(_sheet_file(folder, name), sheet_rows(scores.pop("sheets")))
-        changed = True
-        gap = loss_gap(serial, test, cfg.gap_characters, two_stage, cfg.protocol.seed)
-        if gap:  # needs two held-out characters
-            per_character = 100 * np.asarray(gap.pop("gap_per_target"))
-            scores["loss_gap"] = bootstrap_ci(per_character, cfg.protocol.bootstrap, cfg.protocol.seed)
-            scores["per_character"]["loss_gap"] = per_character.tolist()
-            scores["loss_gap_losses"] = {k: v for k, v in gap.items() if k != "per_target"}
-        cache[name] = scores | {"fingerprint": key, "adapter": str(path), "pairing": info.get("pairing", "standardized")}
-        _save_json(folder / "pairings.json", cache)  # each row kept as soon as it is measured
-    # the figure from every present adapter's kept sheet, so re-scoring one redraws it with the others
-    files = [_sheet_file(folder, name) for name, path in adapters if Path(path).exists() and name in cache]
+                judge, face = Judge.from_pretrained(cfg.judge), face_embedder(cfg.face_model)
+            if two_stage:
+                standardize = standardize or StandardizePipeline.from_pretrained(cfg.standardizer)
+            serial = SerialGenPipeline.from_pretrained(standardizer=standardize, adapter=path, base=cfg.base,
+                                                       image_encoder=cfg.image_encoder, one_stage=not two_stage)
+            serial.progress = False
+            print(f"report: {name}{f' (training seed {k + 1} of {len(paths)})' if len(paths) > 1 else ''}: "
+                  f"{cfg.protocol.characters} characters x {cfg.protocol.prompts} prompts x {cfg.protocol.seeds} seeds")
+            scores = evaluate_series(serial, judge, test, cfg.protocol, two_stage, face=face)
+            sheets = scores.pop("sheets")
+            if k == 0:
+                save_image(_sheet_file(folder, name), sheet_rows(sheets))
+            changed = True
+            gap = loss_gap(serial, test, cfg.gap_characters, two_stage, cfg.protocol.seed)
+            if gap:  # needs two held-out characters
+                per_character = 100 * np.asarray(gap.pop("gap_per_target"))
+                scores["loss_gap"] = bootstrap_ci(per_character, cfg.protocol.bootstrap, cfg.protocol.seed)
+                scores["per_character"]["loss_gap"] = per_character.tolist()
+                scores["loss_gap_losses"] = {k: v for k, v in gap.items() if k != "per_target"}
+            runs.append(scores | {"fingerprint": key, "adapter": str(path), "pairing": info.get("pairing", "standardized")})
+            cache[name] = merge_runs(runs, PAIRING_METRICS)
+            _save_json(folder / "pairings.json", cache)  # each model kept as soon as it is measured
+        if runs:
+            cache[name] = merge_runs(runs, PAIRING_METRICS)
+        elif cache.pop(name, None) is not None:
+            changed = True
+    _save_json(folder / "pairings.json", cache)
+    # the figure from every present row's kept sheet, so re-scoring one redraws it with the others
+    files = [_sheet_file(folder, name) for name, paths in adapters.items() if Path(paths[0]).exists() and name in cache]
     if files and all(f.exists() for f in files) and (changed or not (folder / "pairings.png").exists()):
         height = test.images["image"].shape[1]
         save_image(folder / "pairings.png", pairings_figure([np.asarray(Image.open(f).convert("RGB")) for f in files],
@@ -257,19 +375,28 @@ def pairings_figure(per_method: list[np.ndarray], height: int) -> np.ndarray:
     return np.concatenate(rows[:-1], 0)
 
 
-def difference(a: dict, b: dict, metric: str, n: int = 1000, seed: int = 0) -> dict:
-    """Paired bootstrap interval of a - b over the characters both were scored on."""
-    x = np.array([np.nan if v is None else v for v in a["per_character"][metric]], float)
-    y = np.array([np.nan if v is None else v for v in b["per_character"][metric]], float)
-    return bootstrap_ci(x - y, n, seed)
+def difference(a: dict, b: dict, metric: str) -> dict:
+    """a - b over the characters both rows were scored on, with a t interval over the rows'
+    training seeds and the (paired) characters (`seed_character_ci`)."""
+    x, y = seed_tables(a, metric), seed_tables(b, metric)
+    if x is None or y is None:
+        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
+    return seed_character_ci(x, y)
 
 
-MIN_CHARACTERS = 5  # fewer make a bootstrap interval meaningless
+MIN_CHARACTERS = 5  # fewer make an interval over characters meaningless
+
+# Equivalence margins, stated before the runs they judge: a difference whose interval lies inside
+# +-d is "no effect within +-d". CLIP scores are x100 cosines; the loss gap is in percentage points;
+# accuracies are shares of attributes; PSNR in dB.
+MARGINS = {"clip_t": 2.0, "clip_i": 2.0, "ap_clip_i": 2.0, "loss_gap": 0.5, "appearance": 0.03,
+           "text_control": 0.03, "psnr": 0.2, "ssim": 0.005, "figure_psnr": 0.2, "figure_ssim": 0.005}
 
 
-def verdict(diffs: list[dict], signs: list[int]) -> str:
+def verdict(diffs: list[dict], signs: list[int], margins: list[float] | None = None) -> str:
     """'supported' when every difference has its expected sign with the interval clear of 0,
-    'contradicted' when one is clear of 0 the other way, 'not resolved' otherwise."""
+    'contradicted' when one is clear of 0 the other way, 'no effect within +-d' when every interval
+    lies inside its equivalence margin (`MARGINS`), 'not resolved' otherwise."""
     if any(d["n"] == 0 for d in diffs):
         return "not measured"
     if any(d["n"] < MIN_CHARACTERS for d in diffs):
@@ -278,7 +405,14 @@ def verdict(diffs: list[dict], signs: list[int]) -> str:
         return "contradicted"
     if all((d["lo"] > 0 if s > 0 else d["hi"] < 0) for d, s in zip(diffs, signs, strict=True)):
         return "supported"
+    if margins and all(-m < d["lo"] and d["hi"] < m for d, m in zip(diffs, margins, strict=True)):
+        return "no effect within " + ", ".join(f"+-{m:g}" for m in dict.fromkeys(margins))
     return "not resolved"
+
+
+def _row_name(name: str, row: dict) -> str:
+    seeds = row.get("seeds", 1)
+    return f"{name} ({seeds} training seeds)" if seeds > 1 else name
 
 
 def _fmt(ci: dict | None, digits: int = 2) -> str:
@@ -288,19 +422,24 @@ def _fmt(ci: dict | None, digits: int = 2) -> str:
 
 
 def _fmt_diff(d: dict, digits: int = 2) -> str:
-    return "–" if d["n"] == 0 else f"{d['mean']:+.{digits}f} [{d['lo']:+.{digits}f}, {d['hi']:+.{digits}f}]"
+    if d["n"] == 0:
+        return "–"
+    if not np.isfinite(d["lo"]):
+        return f"{d['mean']:+.{digits}f} (no interval from {d['n']} character{'s' if d['n'] != 1 else ''})"
+    return f"{d['mean']:+.{digits}f} [{d['lo']:+.{digits}f}, {d['hi']:+.{digits}f}]"
 
 
-def claims(stage1: dict, pairings: dict, n: int = 1000) -> list[dict]:
+def claims(stage1: dict, pairings: dict) -> list[dict]:
     """Each claim of the paper: the comparisons that test it, their paired differences, a verdict."""
     out = []
     u, p, s = (pairings.get(k) for k in ("unpaired one-stage", "paired one-stage", "SerialGen (two-stage)"))
 
     def claim(text, paper, comparisons):
-        diffs = [(label, difference(a, b, m, n), sign, m) for label, a, b, m, sign in comparisons]
+        diffs = [(label, difference(a, b, m), sign, m) for label, a, b, m, sign in comparisons]
         out.append({"claim": text, "paper": paper,
                     "ours": "; ".join(f"{label} {_fmt_diff(d, 4 if m == 'ssim' else 2)}" for label, d, _, m in diffs),
-                    "verdict": verdict([d for _, d, _, _ in diffs], [sg for _, _, sg, _ in diffs])})
+                    "verdict": verdict([d for _, d, _, _ in diffs], [sg for _, _, sg, _ in diffs],
+                                       [MARGINS[m] for _, _, _, m in diffs])})
 
     if u and p and s:
         claim("Unpaired one-stage training copies the reference: higher CLIP-I, lower CLIP-T than paired",
@@ -341,17 +480,24 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
         "not changed.",
         "",
         "All models are the mini ones trained on CPU on the procedural character world (see README,",
-        "Training the mini models); held-out characters of a world none of them trained on grade them,",
-        "and a separate judge (a CLIP with attribute probes, trained on a world of another seed) does",
-        "the grading, never the models being graded. Intervals are 95% bootstrap intervals over",
-        "characters; a claim's differences are paired (the models are scored on the same characters).",
+        "Training the mini models). The test split grades them: characters of the same world that no",
+        "model trained on and no choice of recipe, phase, checkpoint or sampler read (held-out ids, 4",
+        "mod 5, in the second half of the world's ids; `serialgen/data/splits.py`); a separate judge (a",
+        "CLIP with attribute probes, trained on a world of another seed) does the grading, never the",
+        "models being graded. Intervals are 95% t intervals over the rows' training seeds and the",
+        "characters (`seed_character_ci` in `serialgen/evaluation/stats.py`; with one model per row, over",
+        "characters only, so between-seed variance is not in them); a claim's differences are paired",
+        "(the models are scored on the same characters). Verdicts: supported (contradicted) when every",
+        "interval excludes zero in (one against) the paper's direction; no effect within +-d when every",
+        "interval lies inside the margin d stated in advance (`MARGINS`: 2 CLIP points, 0.5 loss-gap",
+        "points, 0.03 accuracy, 0.2 dB, 0.005 SSIM); not resolved otherwise.",
         "",
         "## The claims",
         "",
         "| claim | paper | ours (difference, 95% interval) | verdict |",
         "|---|---|---|---|",
     ]
-    found = claims(stage1, pairings, pr.bootstrap)
+    found = claims(stage1, pairings)
     lines += [f"| {c['claim']} | {c['paper']} | {c['ours']} | **{c['verdict']}** |" for c in found]
     if not found:
         lines.append("| (no scores yet) | | | |")
@@ -380,7 +526,7 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
             "|---|---|---|---|---|---|---|---|",
         ]
         for name, sc in pairings.items():
-            lines.append(f"| {name} | {_fmt(sc['clip_t'])} | {_fmt(sc['clip_i'])} | {_fmt(sc['ap_clip_i'])} | "
+            lines.append(f"| {_row_name(name, sc)} | {_fmt(sc['clip_t'])} | {_fmt(sc['clip_i'])} | {_fmt(sc['ap_clip_i'])} | "
                          f"{_fmt(sc['face_sim'], 3)} ({sc['face_found']:.0%}) | {_fmt(sc['text_control']['mean'], 3)} | "
                          f"{_fmt(sc['appearance']['mean'], 3)} | {_fmt(sc.get('loss_gap'))} |")
         for name, paper in PAPER_TABLE2.items():
@@ -414,7 +560,7 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
                   "|---|---|---|---|---|---|---|"]
         for name, sc in stage1.items():
             look = sc.get("appearance", {}).get("mean")
-            lines.append(f"| {name} | {_fmt(sc['psnr_ci'])} | {_fmt(sc['ssim_ci'], 4)} | "
+            lines.append(f"| {_row_name(name, sc)} | {_fmt(sc['psnr_ci'])} | {_fmt(sc['ssim_ci'], 4)} | "
                          f"{_fmt(sc.get('figure_psnr_ci'))} | {_fmt(sc.get('figure_ssim_ci'), 4)} | "
                          f"{'–' if look is None else f'{look:.2f}'} | {sc['count']} |")
         any_row = next(iter(stage1.values()))

@@ -59,10 +59,10 @@ def seed_character_ci(a, b=None, level: float = 0.95) -> dict:
     b = b[:, keep] if b is not None else None
     seeds = a.shape[0] if b is None else [a.shape[0], b.shape[0]]
     c = a.shape[1]
-    if c < 2:
-        return {"mean": float(a.mean()) if c else float("nan"), "lo": float("nan"), "hi": float("nan"), "n": int(c),
-                "seeds": seeds, "df": float("nan")}
     per_character = a.mean(0) - (b.mean(0) if b is not None else 0.0)
+    if c < 2:
+        return {"mean": float(per_character.mean()) if c else float("nan"), "lo": float("nan"), "hi": float("nan"),
+                "n": int(c), "seeds": seeds, "df": float("nan")}
     parts = [(float(per_character.var(ddof=1)) / c, c - 1)]
     for table in (a,) if b is None else (a, b):
         parts.append((_seed_variance(table) / table.shape[0], table.shape[0] - 1))
