@@ -166,3 +166,15 @@ def test_kept_scores_are_keyed_by_what_made_them_not_by_names(tmp_path):
     arrays.images["image"][1, 2, 2, 0] = 1
     assert data_digest(arrays) != before
     assert len(source_digest()) == 32 and source_digest() == source_digest()
+
+
+def test_the_loss_gap_is_split_into_its_parts_against_no_image():
+    from serialgen.evaluation.report import loss_gap_parts
+
+    gap = {"per_target": {"reference": [0.9, 0.8], "other": [1.0, 1.0], "negative": [0.95, 0.8],
+                          "look_caption": [0.5, 0.4]}}
+    parts = loss_gap_parts(gap)
+    np.testing.assert_allclose(parts["loss_gap"], [10.0, 20.0])
+    np.testing.assert_allclose(parts["own_vs_none"], [100 * (1 - 0.9 / 0.95), 0.0])
+    np.testing.assert_allclose(parts["other_vs_none"], [100 * (1 - 1 / 0.95), -25.0])  # a wrong reference hurts
+    np.testing.assert_allclose(parts["look_vs_none"], [100 * (1 - 0.5 / 0.95), 50.0])

@@ -151,7 +151,9 @@ def grouped(pairs) -> dict[str, list[str]]:
 
 # per-character metric -> where its interval goes in a row (dotted), for Table 2 and Table 3 rows
 PAIRING_METRICS = {"clip_t": "clip_t", "clip_i": "clip_i", "ap_clip_i": "ap_clip_i", "face_sim": "face_sim",
-                   "text_control": "text_control.mean", "appearance": "appearance.mean", "loss_gap": "loss_gap"}
+                   "text_control": "text_control.mean", "appearance": "appearance.mean", "loss_gap": "loss_gap",
+                   "own_vs_none": "loss_parts.own_vs_none", "other_vs_none": "loss_parts.other_vs_none",
+                   "look_vs_none": "loss_parts.look_vs_none"}
 STAGE1_METRICS = {"psnr": "psnr_ci", "ssim": "ssim_ci", "figure_psnr": "figure_psnr_ci", "figure_ssim": "figure_ssim_ci",
                   "appearance": "appearance_ci"}
 
@@ -296,10 +298,8 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
             changed = True
             gap = loss_gap(serial, test, cfg.gap_characters, two_stage, cfg.protocol.seed)
             if gap:  # needs two held-out characters
-                per_character = 100 * np.asarray(gap.pop("gap_per_target"))
-                scores["loss_gap"] = bootstrap_ci(per_character, cfg.protocol.bootstrap, cfg.protocol.seed)
-                scores["per_character"]["loss_gap"] = per_character.tolist()
-                scores["loss_gap_losses"] = {k: v for k, v in gap.items() if k != "per_target"}
+                scores["per_character"] |= loss_gap_parts(gap)
+                scores["loss_gap_losses"] = {k: v for k, v in gap.items() if k not in ("per_target", "gap_per_target")}
             runs.append(scores | {"fingerprint": key, "adapter": str(path), "pairing": info.get("pairing", "standardized")})
             cache[name] = merge_runs(runs, PAIRING_METRICS)
             _save_json(folder / "pairings.json", cache)  # each model kept as soon as it is measured
@@ -315,6 +315,19 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
         save_image(folder / "pairings.png", pairings_figure([np.asarray(Image.open(f).convert("RGB")) for f in files],
                                                            height))
     return cache
+
+
+def loss_gap_parts(gap: dict) -> dict[str, list[float]]:
+    """Per character, in % of a loss: the loss gap (own reference against another character's) and
+    its parts against no image at all: own vs none (what the right reference adds), other vs none
+    (what a wrong one adds; negative when it hurts) and the caption that names the look vs none
+    (what the words alone give)."""
+    losses = {k: np.asarray(v) for k, v in gap["per_target"].items()}
+    none = losses["negative"]
+    return {"loss_gap": (100 * (1 - losses["reference"] / losses["other"])).tolist(),
+            "own_vs_none": (100 * (1 - losses["reference"] / none)).tolist(),
+            "other_vs_none": (100 * (1 - losses["other"] / none)).tolist(),
+            "look_vs_none": (100 * (1 - losses["look_caption"] / none)).tolist()}
 
 
 def loss_gap_rows(test, characters: int) -> tuple[np.ndarray, np.ndarray]:
@@ -515,12 +528,12 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
             "images; face similarity is dlib's descriptor cosine where both faces are found.",
             "",
             "",
-            "The loss gap asks the adapter directly whether it carries the reference's character: on "
-            f"{cfg.gap_characters} held-out characters, another image of the character (its fourth) is noised at "
+            "The loss gap is the graded model's own denoising loss, not the judge's: on "
+            f"{cfg.gap_characters} test characters, another image of the character (its fourth) is noised at "
             "fixed timesteps and denoised under a caption that names only the scene, once with image tokens from "
             "the character's reference (standardized for the two-stage model) and once from another character's; "
             "the gap is how much lower (%) the loss is with the right reference. 0 means the adapter ignores who "
-            "the character is.",
+            "the character is. Its parts are below the attribute table.",
             "",
             "| model | CLIP-T | CLIP-I | AP-CLIP-I | face sim. (found) | text control | appearance | loss gap % |",
             "|---|---|---|---|---|---|---|---|",
@@ -541,6 +554,16 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
             lines.append(f"| {name} | " + " | ".join(f"{table[a]['mean']:.2f}" if a in table and table[a]["n"] else "–"
                                                       for a in attrs) + " |")
         lines.append("| chance | " + " | ".join(f"{chance[a]:.2f}" for a in attrs) + " |")
+        if any("loss_parts" in sc for sc in pairings.values()):
+            lines += ["", "The loss gap's parts, each against the same loss with no image at all (the unconditional "
+                          "image tokens; % lower, negative = higher): the character's own reference, another "
+                          "character's, and no image but a caption that names the look (what the words alone give):",
+                      "", "| model | loss gap (own vs other) | own vs none | other vs none | look caption vs none |",
+                      "|---|---|---|---|---|"]
+            for name, sc in pairings.items():
+                parts = sc.get("loss_parts", {})
+                lines.append(f"| {_row_name(name, sc)} | {_fmt(sc.get('loss_gap'))} | {_fmt(parts.get('own_vs_none'))} | "
+                             f"{_fmt(parts.get('other_vs_none'))} | {_fmt(parts.get('look_vs_none'))} |")
         s = pairings.get("SerialGen (two-stage)")
         if s and "stage1_psnr" in s:
             lines += ["", f"Stage I on these references (standardized vs the world's true standard render): PSNR "
