@@ -137,9 +137,11 @@ class PersonalizePipeline:
     @torch.no_grad()
     def __call__(self, reference=None, prompts: list[str] | str = (), *, image_tokens=None, negative_prompt: str = "",
                  num_inference_steps: int = 20, guidance_scale: float = 5.0, scale: float = 1.0, seed: int = 0,
-                 batch_size: int = 8, width: int | None = None, height: int | None = None) -> PersonalizeOutput:
+                 batch_size: int = 8, width: int | None = None, height: int | None = None,
+                 first_index: int = 0) -> PersonalizeOutput:
         """reference: PIL image or uint8 array; or image_tokens=(tokens, negative tokens) from
-        `image_tokens()` to skip encoding. Image i of the series starts from noise seeded (seed, i)."""
+        `image_tokens()` to skip encoding. Image i of the series starts from noise seeded (seed, i);
+        first_index: the series index of the first prompt (a series drawn in several calls)."""
         # 1. Check inputs
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
@@ -158,12 +160,12 @@ class PersonalizePipeline:
         previous, self.adapter.scale = self.adapter.scale, scale
         try:
             return self._generate(prompts, reference, image_tokens, negative_prompt, num_inference_steps,
-                                  guidance_scale, seed, batch_size, width, height)
+                                  guidance_scale, seed, batch_size, width, height, first_index)
         finally:
             self.adapter.scale = previous  # the scale is this call's, not the pipeline's
 
     def _generate(self, prompts, reference, image_tokens, negative_prompt, num_inference_steps, guidance_scale, seed,
-                  batch_size, width, height) -> PersonalizeOutput:
+                  batch_size, width, height, first_index=0) -> PersonalizeOutput:
         unet, scheduler, device = self.unet, self.base.scheduler, self.device
         factor = self.base.vae_scale_factor
 
@@ -185,7 +187,7 @@ class PersonalizePipeline:
                          "time_ids": add_time_ids(self.base, height, width).to(device, unet.dtype).repeat(2 * b, 1)}
             # 4. Noise per image from (seed, index)
             shape = (unet.config.in_channels, height // factor, width // factor)
-            latents = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed * 100_003 + start + k))
+            latents = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed * 100_003 + first_index + start + k))
                                    for k in range(b)]).to(device, unet.dtype)
             scheduler.set_timesteps(num_inference_steps, device=device)
             latents = latents * scheduler.init_noise_sigma

@@ -142,11 +142,13 @@ class SerialGenPipeline:
     def __call__(self, reference=None, prompts: list[str] | str = (), *, standardized=None, standardize: bool | None = None,
                  num_inference_steps: int = 20, guidance_scale: float = 5.0, scale: float = 1.0, seed: int = 0,
                  batch_size: int = 8, negative_prompt: str = "", standardize_steps: int = 20,
-                 standardize_guidance: float = 2.5, use_pose: bool = True, detector=None) -> SerialGenOutput:
+                 standardize_guidance: float = 2.5, use_pose: bool = True, detector=None,
+                 first_index: int = 0) -> SerialGenOutput:
         """reference: an image path, PIL image or prepared `Reference`. standardized: an image already
         standardized (skips Stage I; `reference` may then be None). standardize=False: one-stage use;
         None (default): Stage I when this pipeline has a standardizer.
-        Image i of the series starts from noise seeded by (seed, i), whatever the batching."""
+        Image i of the series starts from noise seeded by (seed, i), whatever the batching;
+        first_index: the series index of the first prompt (a series drawn in several calls)."""
         # 1. Check inputs
         standardize = self.standardize is not None if standardize is None else standardize
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -177,6 +179,6 @@ class SerialGenPipeline:
         tokens = self.personalize.image_tokens(np.asarray(image.convert("RGB")))
         series = self.personalize(image_tokens=tokens, prompts=prompts, negative_prompt=negative_prompt,
                                   num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, scale=scale,
-                                  seed=seed, batch_size=batch_size)
+                                  seed=seed, batch_size=batch_size, first_index=first_index)
         return SerialGenOutput(series.images, image if (standardize or standardized is not None) else None, prepared,
                                notes)
