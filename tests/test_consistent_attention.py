@@ -85,3 +85,22 @@ def test_the_state_keeps_a_sample_of_the_identity_tokens_and_refuses_reading_not
     assert all(any(torch.equal(row, token) for token in x[2:].reshape(-1, 8)) for row in kept)  # the second half's
     state.start("read")
     assert processor(attn, x[:2]).shape == (2, 6, 8)
+
+
+def test_generate_takes_the_method(folders, tmp_path):
+    from serialgen.cli import main as cli
+
+    REFERENCE.save(tmp_path / "ref.png")
+    models = ["--standardizer", str(folders / "stage1"), "--base", str(folders / "sd15"), "--image-encoder",
+              str(folders / "image_encoder"), "--adapter", str(saved_adapter(folders)), "--steps", "2"]
+    prompts = sum((["--prompt", p] for p in PROMPTS), [])
+    assert cli(["generate", "--reference", str(tmp_path / "ref.png"), "--out", str(tmp_path / "a"),
+                "--method", "consistent-attention", "--identity-images", "2", "--no-pose"] + prompts + models) == 0
+    record = __import__("json").loads((tmp_path / "a" / "series.json").read_text())
+    assert record["method"] == "consistent-attention" and len(record["files"]) == 3
+    assert any("consistent self-attention" in n for n in record["notes"])
+    assert cli(["generate", "--out", str(tmp_path / "b"), "--method", "consistent-attention"] + prompts + models) == 0
+    assert not (tmp_path / "b" / "standardized.png").exists()  # no reference: the base alone
+    assert cli(["generate", "--out", str(tmp_path / "c")] + prompts + models) == 2  # serialgen needs a reference
+    assert cli(["generate", "--reference", str(tmp_path / "ref.png"), "--out", str(tmp_path / "d"),
+                "--method", "consistent-attention", "--identity-images", "0"] + prompts + models) == 2

@@ -161,13 +161,13 @@ def _generate(args) -> int:
     out = Path(args.out)
     created = not out.exists()
     try:
-        if args.reference is None and args.standardized is None:
+        if args.reference is None and args.standardized is None and args.method == "serialgen":
             raise ValueError("give --reference IMAGE (or --standardized IMAGE, a reference standardized earlier)")
         if args.one_stage and args.standardized:
             raise ValueError("--one-stage and --standardized exclude each other: the first skips standardization, the "
                              "second gives its result")
-        if args.steps < 1 or args.batch_size < 1:
-            raise ValueError("--steps and --batch-size must be at least 1")
+        if args.steps < 1 or args.batch_size < 1 or args.identity_images < 1:
+            raise ValueError("--steps, --batch-size and --identity-images must be at least 1")
         prompts = _read_prompts(args)
         from .pipelines.serial import SERIES_FILES, series_names
 
@@ -188,9 +188,14 @@ def _generate(args) -> int:
                                                  image_encoder=args.image_encoder,
                                                  one_stage=True if args.one_stage or args.standardized else None,
                                                  allow_pickle=args.allow_pickle)
+        if args.method == "consistent-attention":
+            from .pipelines.consistent import ConsistentAttentionPipeline
+
+            pipe = ConsistentAttentionPipeline(pipe, identity_images=args.identity_images)
+        options = {} if args.reference is None and args.standardized is None else {"use_pose": not args.no_pose}
         result = pipe(args.reference, prompts, standardized=args.standardized,
                       num_inference_steps=args.steps, guidance_scale=args.guidance, scale=args.scale, seed=args.seed,
-                      batch_size=args.batch_size, use_pose=not args.no_pose)
+                      batch_size=args.batch_size, **options)
     except Exception as error:  # noqa: BLE001  (anything else is re-raised)
         message = str(error) if isinstance(error, (ValueError, FileNotFoundError, ImportError)) else _model_error(error)
         if message is None:
@@ -201,8 +206,9 @@ def _generate(args) -> int:
     for note in result.notes:
         print(f"note: {note}")
 
-    shown = None if result.reference is not None else load_image(args.standardized)
-    files = result.save(out, prompts, {"reference": args.reference, "standardized": args.standardized,
+    shown = load_image(args.standardized) if result.reference is None and args.standardized else None
+    files = result.save(out, prompts, {"method": args.method, "reference": args.reference,
+                                       "standardized": args.standardized,
                                        "one_stage": args.one_stage, "seed": args.seed, "steps": args.steps,
                                        "guidance": args.guidance, "scale": args.scale}, shown=shown)
     print(f"wrote {len(files)} images, sheet.png and series.json to {out}")
@@ -543,6 +549,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--standardized", help="an already standardized reference: skip Stage I")
     p.add_argument("--one-stage", action="store_true", help="skip standardization: the adapter sees the reference as is")
     p.add_argument("--no-pose", action="store_true", help="Stage I without person detection (no mask or pose guidance)")
+    p.add_argument("--method", choices=("serialgen", "consistent-attention"), default="serialgen",
+                   help="serialgen (default): Stage I, then the image adapter; consistent-attention: the same, while "
+                        "the series' images share their self-attention tokens (StoryDiffusion; training-free; "
+                        "without --reference, the text-to-image base alone)")
+    p.add_argument("--identity-images", type=int, default=4,
+                   help="consistent-attention: the first images, denoised together, whose tokens the rest read "
+                        "(default 4)")
     _model_options(p)
     p.set_defaults(run=_generate)
 
