@@ -120,8 +120,11 @@ def _standardize(args) -> int:
         from .pipelines.standardize import StandardizePipeline
         from .preprocess import load_image
 
+        from .devices import resolve
+
         load_image(args.image)  # fail on a bad file before loading any model
-        pipe = StandardizePipeline.from_pretrained(args.weights, allow_pickle=args.allow_pickle)
+        device, dtype = resolve(args.device, args.dtype)
+        pipe = StandardizePipeline.from_pretrained(args.weights, allow_pickle=args.allow_pickle).to(device, dtype)
         result = pipe(args.image, num_inference_steps=args.steps, guidance_scale=args.guidance,
                       seed=args.seed, use_pose=not args.no_pose,
                       start=args.start, strength=args.strength)
@@ -182,12 +185,14 @@ def _generate(args) -> int:
             if image is not None:
                 load_image(image)  # fail on a bad file before loading any model
         _writable_dir(out)
+        from .devices import resolve
         from .pipelines.serial import SerialGenPipeline
 
+        device, dtype = resolve(args.device, args.dtype)  # refused before any model loads
         pipe = SerialGenPipeline.from_pretrained(standardizer=args.standardizer, adapter=args.adapter, base=args.base,
                                                  image_encoder=args.image_encoder,
                                                  one_stage=True if args.one_stage or args.standardized else None,
-                                                 allow_pickle=args.allow_pickle)
+                                                 allow_pickle=args.allow_pickle).to(device, dtype)
         if args.method == "consistent-attention":
             from .pipelines.consistent import ConsistentAttentionPipeline
 
@@ -215,6 +220,16 @@ def _generate(args) -> int:
     return 0
 
 
+def _add_device_args(p) -> None:
+    from .devices import DEVICES, DTYPES
+
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where to run: auto (default: CUDA when there is one, else the CPU), cpu or cuda")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="auto",
+                   help="weights and activations: auto (default: float16 on CUDA, float32 on the CPU), float32, "
+                        "float16 (GPU only) or bfloat16")
+
+
 def _demo(args) -> int:
     """The bundled reference (a character of a world no bundled model was trained on) through
     `generate` with the bundled prompts."""
@@ -233,7 +248,8 @@ def _demo(args) -> int:
     caption = json.loads((assets / "reference.json").read_text())["caption"]
     print(f"reference: {caption} -> {out / 'reference.png'}")
     return main(["generate", "--reference", str(out / "reference.png"), "--prompts-file", str(assets / "prompts.txt"),
-                 "--out", str(out), "--seed", str(args.seed), "--steps", str(args.steps)])
+                 "--out", str(out), "--seed", str(args.seed), "--steps", str(args.steps), "--device", args.device,
+                 "--dtype", args.dtype])
 
 
 def _serve(args) -> int:
@@ -527,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="silhouette start: the share of the steps run from the noised silhouette, in (0, 1] "
                         "(default: the one saved with the weights)")
     p.add_argument("--allow-pickle", action="store_true", help="load .bin/.ckpt weights (pickles can run code)")
+    _add_device_args(p)
     p.set_defaults(run=_standardize)
 
     p = sub.add_parser(
@@ -556,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identity-images", type=int, default=4,
                    help="consistent-attention: the first images, denoised together, whose tokens the rest read "
                         "(default 4)")
+    _add_device_args(p)
     _model_options(p)
     p.set_defaults(run=_generate)
 
@@ -570,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument("--seed", type=_seed, default=0, help="generation seed (default 0)")
     p.add_argument("--steps", type=_steps, default=20, help="DDIM steps (default 20)")
+    _add_device_args(p)
     p.set_defaults(run=_demo)
 
     p = sub.add_parser(

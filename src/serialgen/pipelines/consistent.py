@@ -37,6 +37,10 @@ class ConsistentAttentionPipeline:
         """serial: SerialGenPipeline.from_pretrained's arguments (every one None: the bundled models)."""
         return cls(SerialGenPipeline.from_pretrained(**serial), sample_rate, identity_images)
 
+    def to(self, device=None, dtype=None) -> "ConsistentAttentionPipeline":
+        self.serial.to(device, dtype)
+        return self
+
     @property
     def progress(self) -> bool:
         return self.serial.progress

@@ -82,6 +82,13 @@ class PersonalizePipeline:
         encoder = load_image_encoder(image_encoder, allow_pickle=allow_pickle).eval()
         return cls(pipe, encoder, IPAdapter.load(path, pipe.unet, allow_pickle=allow_pickle).eval())
 
+    def to(self, device=None, dtype=None) -> "PersonalizePipeline":
+        """Move (and cast) the base, the image encoder and the adapter."""
+        self.base.to(device=device, dtype=dtype)
+        for module in (self.image_encoder, self.adapter):
+            module.to(device=device, dtype=dtype)
+        return self
+
     @property
     def unet(self):
         return self.base.unet

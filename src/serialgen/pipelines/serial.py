@@ -128,6 +128,13 @@ class SerialGenPipeline:
                 StandardizePipeline.from_pretrained(standardizer, allow_pickle=allow_pickle)
         return cls(stage1, personalize, pairing)
 
+    def to(self, device=None, dtype=None) -> "SerialGenPipeline":
+        """Move (and cast) both stages."""
+        self.personalize.to(device, dtype)
+        if self.standardize is not None:
+            self.standardize.to(device, dtype)
+        return self
+
     @property
     def progress(self) -> bool:
         return self.personalize.progress
