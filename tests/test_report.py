@@ -178,3 +178,19 @@ def test_the_loss_gap_is_split_into_its_parts_against_no_image():
     np.testing.assert_allclose(parts["own_vs_none"], [100 * (1 - 0.9 / 0.95), 0.0])
     np.testing.assert_allclose(parts["other_vs_none"], [100 * (1 - 1 / 0.95), -25.0])  # a wrong reference hurts
     np.testing.assert_allclose(parts["look_vs_none"], [100 * (1 - 0.5 / 0.95), 50.0])
+
+
+def test_rows_measured_on_other_characters_are_marked_and_not_judged():
+    from serialgen.evaluation.report import ReportConfig, claims, write_markdown
+
+    def row(data, offset):
+        values = list(np.linspace(0, 1, 10) + offset)
+        return {"per_character": {"psnr": values, "ssim": values}, "psnr_ci": {"mean": offset, "lo": 0, "hi": 1, "n": 10},
+                "ssim_ci": {"mean": 0.5, "lo": 0, "hi": 1, "n": 10}, "count": 10, "data": data}
+
+    stage1 = {"full": row("now", 1.0), "no FBDM": row("before", 0.0)}
+    found = claims(stage1, {}, data="now")
+    assert found[0]["verdict"].startswith("not judged") and found[0]["ours"] == "–"
+    assert claims(stage1, {}, data=None)[0]["verdict"] == "supported"  # without the check, a (wrong) comparison
+    text = write_markdown(ReportConfig(data="world"), stage1, {}, "serialgen report", data="now")
+    assert "| no FBDM † |" in text and "| full |" in text and "† measured on other characters" in text

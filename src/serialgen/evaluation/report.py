@@ -229,7 +229,7 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
                 columns.append(images)
                 drawn.append(name)
             scores.pop("silhouettes", None)  # the trivial baseline's images; its scores stay in "baselines"
-            runs.append(scores | {"fingerprint": key, "model": str(path)})
+            runs.append(scores | {"fingerprint": key, "model": str(path), "data": settings["data"]})
             cache[name] = merge_runs(runs, STAGE1_METRICS)
             _save_json(folder / "stage1_ablation.json", cache)  # each model kept as soon as it is measured
             changed = True
@@ -300,7 +300,8 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
             if gap:  # needs two held-out characters
                 scores["per_character"] |= loss_gap_parts(gap)
                 scores["loss_gap_losses"] = {k: v for k, v in gap.items() if k not in ("per_target", "gap_per_target")}
-            runs.append(scores | {"fingerprint": key, "adapter": str(path), "pairing": info.get("pairing", "standardized")})
+            runs.append(scores | {"fingerprint": key, "adapter": str(path), "pairing": info.get("pairing", "standardized"),
+                                  "data": settings["data"]})
             cache[name] = merge_runs(runs, PAIRING_METRICS)
             _save_json(folder / "pairings.json", cache)  # each model kept as soon as it is measured
         if runs:
@@ -423,9 +424,21 @@ def verdict(diffs: list[dict], signs: list[int], margins: list[float] | None = N
     return "not resolved"
 
 
-def _row_name(name: str, row: dict) -> str:
+def _stale(row: dict, data: str | None) -> bool:
+    """Were some of the row's scores measured on other samples than `data`?"""
+    return data is not None and any(run.get("data") != data for run in row.get("runs", [row]))
+
+
+STALE_NOTE = ("† measured on other characters than this report's test split (an earlier split), kept because the "
+              "model is not here to re-score it (`scripts/train_mini.sh` trains it); its claims are not judged.")
+
+
+def _row_name(name: str, row: dict, data: str | None = None) -> str:
+    """A row's name, with its number of training seeds, and a mark (†) when some of its scores were
+    measured on other samples than this report's (kept because its model is not here to re-score)."""
     seeds = row.get("seeds", 1)
-    return f"{name} ({seeds} training seeds)" if seeds > 1 else name
+    name = f"{name} ({seeds} training seeds)" if seeds > 1 else name
+    return name + " †" if _stale(row, data) else name
 
 
 def _fmt(ci: dict | None, digits: int = 2) -> str:
@@ -442,12 +455,17 @@ def _fmt_diff(d: dict, digits: int = 2) -> str:
     return f"{d['mean']:+.{digits}f} [{d['lo']:+.{digits}f}, {d['hi']:+.{digits}f}]"
 
 
-def claims(stage1: dict, pairings: dict) -> list[dict]:
-    """Each claim of the paper: the comparisons that test it, their paired differences, a verdict."""
+def claims(stage1: dict, pairings: dict, data: str | None = None) -> list[dict]:
+    """Each claim of the paper: the comparisons that test it, their paired differences, a verdict.
+    A comparison with a row measured on other samples than `data` is not judged."""
     out = []
     u, p, s = (pairings.get(k) for k in ("unpaired one-stage", "paired one-stage", "SerialGen (two-stage)"))
 
     def claim(text, paper, comparisons):
+        if any(_stale(a, data) or _stale(b, data) for _, a, b, _, _ in comparisons):
+            out.append({"claim": text, "paper": paper, "ours": "–",
+                        "verdict": "not judged: a row was measured on other characters (†)"})
+            return
         diffs = [(label, difference(a, b, m), sign, m) for label, a, b, m, sign in comparisons]
         out.append({"claim": text, "paper": paper,
                     "ours": "; ".join(f"{label} {_fmt_diff(d, 4 if m == 'ssim' else 2)}" for label, d, _, m in diffs),
@@ -481,7 +499,8 @@ def claims(stage1: dict, pairings: dict) -> list[dict]:
     return out
 
 
-def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str) -> str:
+def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str, data: str | None = None) -> str:
+    """data: the digest of the samples this report read (`data_digest`); rows measured on others are marked."""
     folder = cfg.scores_dir()
     rel = os.path.relpath(folder, Path(cfg.out).parent)
     pr = cfg.protocol
@@ -510,7 +529,7 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
         "| claim | paper | ours (difference, 95% interval) | verdict |",
         "|---|---|---|---|",
     ]
-    found = claims(stage1, pairings)
+    found = claims(stage1, pairings, data)
     lines += [f"| {c['claim']} | {c['paper']} | {c['ours']} | **{c['verdict']}** |" for c in found]
     if not found:
         lines.append("| (no scores yet) | | | |")
@@ -539,12 +558,14 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
             "|---|---|---|---|---|---|---|---|",
         ]
         for name, sc in pairings.items():
-            lines.append(f"| {_row_name(name, sc)} | {_fmt(sc['clip_t'])} | {_fmt(sc['clip_i'])} | {_fmt(sc['ap_clip_i'])} | "
+            lines.append(f"| {_row_name(name, sc, data)} | {_fmt(sc['clip_t'])} | {_fmt(sc['clip_i'])} | {_fmt(sc['ap_clip_i'])} | "
                          f"{_fmt(sc['face_sim'], 3)} ({sc['face_found']:.0%}) | {_fmt(sc['text_control']['mean'], 3)} | "
                          f"{_fmt(sc['appearance']['mean'], 3)} | {_fmt(sc.get('loss_gap'))} |")
         for name, paper in PAPER_TABLE2.items():
             lines.append(f"| paper: {name} | {paper.get('clip_t', '–')} | {paper.get('clip_i', '–')} | "
                          f"{paper.get('ap_clip_i', '–')} | {paper.get('face_sim', '–')} | – | – | – |")
+        if any(_stale(sc, data) for sc in pairings.values()):
+            lines += ["", STALE_NOTE]
         attrs = TEXT_CONTROL + APPEARANCE
         chance = any_row["chance"]
         lines += ["", "Attribute accuracies (the judge's probes; chance in the last row):", "",
@@ -562,7 +583,7 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
                       "|---|---|---|---|---|"]
             for name, sc in pairings.items():
                 parts = sc.get("loss_parts", {})
-                lines.append(f"| {_row_name(name, sc)} | {_fmt(sc.get('loss_gap'))} | {_fmt(parts.get('own_vs_none'))} | "
+                lines.append(f"| {_row_name(name, sc, data)} | {_fmt(sc.get('loss_gap'))} | {_fmt(parts.get('own_vs_none'))} | "
                              f"{_fmt(parts.get('other_vs_none'))} | {_fmt(parts.get('look_vs_none'))} |")
         s = pairings.get("SerialGen (two-stage)")
         if s and "stage1_psnr" in s:
@@ -583,7 +604,7 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
                   "|---|---|---|---|---|---|---|"]
         for name, sc in stage1.items():
             look = sc.get("appearance", {}).get("mean")
-            lines.append(f"| {_row_name(name, sc)} | {_fmt(sc['psnr_ci'])} | {_fmt(sc['ssim_ci'], 4)} | "
+            lines.append(f"| {_row_name(name, sc, data)} | {_fmt(sc['psnr_ci'])} | {_fmt(sc['ssim_ci'], 4)} | "
                          f"{_fmt(sc.get('figure_psnr_ci'))} | {_fmt(sc.get('figure_ssim_ci'), 4)} | "
                          f"{'–' if look is None else f'{look:.2f}'} | {sc['count']} |")
         any_row = next(iter(stage1.values()))
@@ -593,6 +614,8 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
             if truth is not None:
                 lines.append(f"| true standard render | | | | | {truth:.2f} | |")
         lines.append("| paper | higher with both modules (values not in the paper's text) | | | | | |")
+        if any(_stale(sc, data) for sc in stage1.values()):
+            lines += ["", STALE_NOTE]
         if (folder / "stage1_ablation.png").exists():
             drawn = _load_json(folder / "stage1_ablation_rows.json").get("rows") or list(stage1)
             lines += ["", f"![ablation]({rel}/stage1_ablation.png)", "",
@@ -617,7 +640,7 @@ def make_report(cfg: ReportConfig, command: str = "serialgen report") -> Path:
                                 limit=max(cfg.stage1_samples, cfg.protocol.characters, cfg.gap_characters) * 16)
     stage1 = run_stage1(cfg, test) if cfg.stage1 else _load_json(folder / "stage1_ablation.json")
     pairings = run_pairings(cfg, test)
-    text = write_markdown(cfg, stage1, pairings, command)
+    text = write_markdown(cfg, stage1, pairings, command, data_digest(test))
     out = Path(cfg.out)
     write_text(out, text)
     return out
