@@ -189,8 +189,8 @@ def _generate(args) -> int:
         from .pipelines.serial import SerialGenPipeline
 
         device, dtype = resolve(args.device, args.dtype)  # refused before any model loads
-        pipe = SerialGenPipeline.from_pretrained(standardizer=args.standardizer, adapter=args.adapter, base=args.base,
-                                                 image_encoder=args.image_encoder,
+        pipe = SerialGenPipeline.from_pretrained(args.pipeline, standardizer=args.standardizer, adapter=args.adapter,
+                                                 base=args.base, image_encoder=args.image_encoder,
                                                  one_stage=True if args.one_stage or args.standardized else None,
                                                  allow_pickle=args.allow_pickle).to(device, dtype)
         if args.method == "consistent-attention":
@@ -566,6 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--standardized", help="an already standardized reference: skip Stage I")
     p.add_argument("--one-stage", action="store_true", help="skip standardization: the adapter sees the reference as is")
     p.add_argument("--no-pose", action="store_true", help="Stage I without person detection (no mask or pose guidance)")
+    p.add_argument("--pipeline", help="a pipeline folder (SerialGenPipeline.save_pretrained; default: the bundled mini "
+                                      "models); --standardizer, --adapter, --base, --image-encoder replace its parts")
     p.add_argument("--method", choices=("serialgen", "consistent-attention"), default="serialgen",
                    help="serialgen (default): Stage I, then the image adapter; consistent-attention: the same, while "
                         "the series' images share their self-attention tokens (StoryDiffusion; training-free; "

@@ -161,18 +161,31 @@ def add_time_ids(base, h: int, w: int) -> torch.Tensor:
                                   text_encoder_projection_dim=base.text_encoder_2.config.projection_dim)
 
 
+BASE_PARTS = "serialgen_base.json"  # a base assembled from component folders: {"unet": ..., "vae": ..., "text_encoder": ...}
+
+
 def load_base(path: str | Path | None = None, *, allow_pickle: bool = False):
     """The text-to-image base model as a diffusers pipeline, with a DDIM sampler.
 
-    None: the bundled mini model (t2i UNet, mini VAE, mini CLIP text tower). A folder: a whole
-    Stable Diffusion 1.5 or SDXL pipeline in diffusers' layout (model_index.json, unet/, vae/,
-    text_encoder/, tokenizer/, and text_encoder_2/, tokenizer_2/ for SDXL)."""
+    None: the bundled mini model (its t2i UNet, mini VAE and mini CLIP text tower, named by
+    t2i/serialgen_base.json). A folder: a whole Stable Diffusion 1.5 or SDXL pipeline in diffusers'
+    layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, and text_encoder_2/,
+    tokenizer_2/ for SDXL), or a folder whose serialgen_base.json names its unet, vae and
+    text_encoder folders (relative to it)."""
     import json
 
-    if path is None:
-        text_encoder, tokenizer = load_clip_text(allow_pickle=allow_pickle)
-        return sd_pipeline(load_unet(allow_pickle=allow_pickle).eval(), load_vae(allow_pickle=allow_pickle).eval(),
-                           text_encoder.eval(), tokenizer)
+    root = bundled("t2i") if path is None else Path(path)
+    parts_index = root / BASE_PARTS
+    if parts_index.is_file():  # a base assembled from component folders (the bundled mini one)
+        parts = json.loads(parts_index.read_text())
+        folders = {}
+        for part in ("unet", "vae", "text_encoder"):
+            if part not in parts or not (root / parts[part]).is_dir():
+                raise FileNotFoundError(f"{root}: the base's {part} ({parts.get(part, 'not named')} in {BASE_PARTS}) is missing")
+            folders[part] = (root / parts[part]).resolve()
+        text_encoder, tokenizer = load_clip_text(folders["text_encoder"], allow_pickle=allow_pickle)
+        return sd_pipeline(load_unet(folders["unet"], allow_pickle=allow_pickle).eval(),
+                           load_vae(folders["vae"], allow_pickle=allow_pickle).eval(), text_encoder.eval(), tokenizer)
     with library_logs():  # diffusers' pipeline modules import transformers' image processors, which warn
         from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 

@@ -13,6 +13,7 @@ earlier can be passed as `standardized=` to skip Stage I.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,18 +22,87 @@ import torch
 from PIL import Image
 
 from ..preprocess import Reference, load_image, prepare_reference
-from .personalize import PersonalizePipeline
+from .personalize import ADAPTER_FILE, PersonalizePipeline
 from .standardize import StandardizePipeline
 
 # pairings (train/stage2.py) whose adapters read a standardized reference
 TWO_STAGE_PAIRINGS = ("standardized",)
+PIPELINE_INDEX = "serialgen_pipeline.json"  # a pipeline folder's parts, relative to it
+PARTS = ("standardizer", "adapter", "base", "image_encoder")
+
+
+def bundled_root() -> Path:
+    """The bundled mini models' folder: a pipeline folder (its serialgen_pipeline.json)."""
+    from ..models.loading import bundled
+
+    return bundled(PIPELINE_INDEX).parent
+
+
+def read_pipeline_index(folder: str | Path) -> dict[str, Path]:
+    """A pipeline folder's parts -> {part: path}; a clear error for a folder that is not one or
+    lacks a part."""
+    root = Path(folder)
+    index = root / PIPELINE_INDEX
+    if not index.is_file():
+        raise FileNotFoundError(f"{root} is not a serialgen pipeline folder (no {PIPELINE_INDEX}): save one with "
+                                "SerialGenPipeline.save_pretrained")
+    names = json.loads(index.read_text())
+    out = {}
+    for part in PARTS:
+        if part == "standardizer" and part not in names:  # a one-stage pipeline has none
+            out[part] = None
+            continue
+        if part not in names or not (root / names[part]).exists():
+            raise FileNotFoundError(f"{root}: the pipeline's {part} ({names.get(part, f'not named in {PIPELINE_INDEX}')}) "
+                                    "is missing")
+        out[part] = root / names[part]
+    return out
+
+
+def _record_of(source: Path | None) -> Path | None:
+    if source is None:
+        return None
+    record = (source if source.is_dir() else source.parent) / "training.json"
+    return record if record.is_file() else None
+
+
+def model_card(pipeline: "SerialGenPipeline", records: dict[str, dict]) -> str:
+    """A model card for a saved pipeline: YAML front matter (license, base_model, pipeline_tag,
+    library_name, tags), then each part's training data, budget and held-out scores as its
+    training.json records them."""
+    base = records.get("base", {})
+    base_model = base.get("base") or ("serialgen mini text-to-image (trained on the character world)" if base
+                                      else "unknown")
+    lines = ["---", "license: apache-2.0", f"base_model: {json.dumps(str(base_model))}", "pipeline_tag: text-to-image",
+             "library_name: serialgen", "tags:", "- serialgen", "- character-consistency", "- ip-adapter",
+             "- personalization", "---", "", "# SerialGen pipeline", "",
+             "One reference image of a character and any number of prompts in; that character in each scene out "
+             f"(SerialGen, arXiv 2412.01485). Stages: {'Stage I (standardization), then ' if pipeline.standardize else ''}"
+             f"Stage II (an image adapter trained on {pipeline.pairing} references).", "",
+             "```python", "from serialgen.pipelines import SerialGenPipeline", "",
+             "pipe = SerialGenPipeline.from_pretrained(\"THIS_FOLDER\")",
+             "out = pipe(\"reference.png\", [\"a character, waving, on a beach, full body shot\"], seed=0)", "```", "",
+             "| part | trained on | steps | wall time | held-out scores |", "|---|---|---|---|---|"]
+    for part in PARTS:
+        r = records.get(part)
+        if r is None:
+            lines.append(f"| {part} | (no training record: published or constructed weights) | | | |")
+            continue
+        data = r.get("data_manifest") or {}
+        world = f"{data.get('characters', '?')} characters x {data.get('poses_per_character', '?')} poses, " \
+                f"world seed {data.get('seed', '?')}" if data else str(r.get("data", "?"))
+        held = r.get("heldout") or {}
+        scores = ", ".join(f"{k} {v:.3g}" for k, v in held.items() if isinstance(v, (int, float)))
+        wall = f"{r['wall_time_s'] / 60:.0f} min" if isinstance(r.get("wall_time_s"), (int, float)) else ""
+        lines.append(f"| {part} | {world} | {r.get('steps', '')} | {wall} | {scores} |")
+    lines += ["", "Trained with `scripts/train_mini.sh` or `serialgen train` (the command and config of each part are in "
+              "its training.json). The measured claims are in the project's docs/REPRODUCTION.md."]
+    return "\n".join(lines) + "\n"
 
 
 def adapter_pairing(adapter: str | Path | None) -> str:
     """The pairing an image adapter was trained with, from the training.json beside it (None: the
     bundled adapter); "standardized" when there is no record."""
-    import json
-
     from ..models.loading import bundled
 
     folder = Path(adapter) if adapter is not None else bundled("stage2")
@@ -54,8 +124,6 @@ class SerialGenOutput:
         plus prompts, files and notes), each atomically. A series written there before loses the files
         its series.json listed that this one does not replace; no other file is touched.
         -> the image files' names."""
-        import json
-
         from ..atomic import save_image, write_json
         from ..sheet import series_sheet
 
@@ -102,21 +170,30 @@ class SerialGenPipeline:
     def __init__(self, standardize: StandardizePipeline | None, personalize: PersonalizePipeline,
                  pairing: str = "standardized"):
         self.standardize, self.personalize, self.pairing = standardize, personalize, pairing
+        self.sources: dict[str, Path | None] = {}  # where from_pretrained found each part (their training records)
 
     @classmethod
-    def from_pretrained(cls, *, standardizer: str | Path | StandardizePipeline | None = None,
+    def from_pretrained(cls, pipeline: str | Path | None = None, *,
+                        standardizer: str | Path | StandardizePipeline | None = None,
                         adapter: str | Path | None = None, base: str | Path | None = None,
                         image_encoder: str | Path | None = None, one_stage: bool | None = None,
                         allow_pickle: bool = False) -> "SerialGenPipeline":
-        """Every argument None: the bundled mini models. standardizer: a Stage I folder, or a
-        loaded `StandardizePipeline` to share; adapter: an IP-Adapter file or folder; base: a
-        SD1.5/SDXL pipeline folder; image_encoder: the adapter's CLIP vision folder.
+        """pipeline: a folder `save_pretrained` wrote (its serialgen_pipeline.json names the parts);
+        the other arguments, where given, replace its parts. Every argument None: the bundled mini
+        models (a pipeline folder too). standardizer: a Stage I folder, or a loaded
+        `StandardizePipeline` to share; adapter: an IP-Adapter file or folder; base: a SD1.5/SDXL
+        pipeline folder; image_encoder: the adapter's CLIP vision folder.
 
         One or two stages follow from the adapter: its training.json records the pairing it was
         trained with (`serialgen train stage2 --pairing`). An adapter trained on standardized
         references (and one without a record, e.g. a published IP-Adapter, for SerialGen's use)
         gets Stage I; one trained on raw references (paired, unpaired, or the true standard renders)
         gets none, as it was trained. one_stage=True/False overrides that."""
+        parts = read_pipeline_index(pipeline if pipeline is not None else bundled_root())
+        standardizer = parts["standardizer"] if standardizer is None else standardizer
+        adapter = parts["adapter"] if adapter is None else adapter
+        base = parts["base"] if base is None else base
+        image_encoder = parts["image_encoder"] if image_encoder is None else image_encoder
         pairing = adapter_pairing(adapter)
         personalize = PersonalizePipeline.from_pretrained(adapter, base=base, image_encoder=image_encoder,
                                                           allow_pickle=allow_pickle)
@@ -126,7 +203,61 @@ class SerialGenPipeline:
         if not one_stage:
             stage1 = standardizer if isinstance(standardizer, StandardizePipeline) else \
                 StandardizePipeline.from_pretrained(standardizer, allow_pickle=allow_pickle)
-        return cls(stage1, personalize, pairing)
+        serial = cls(stage1, personalize, pairing)
+        serial.sources = {"standardizer": None if isinstance(standardizer, StandardizePipeline) or one_stage
+                          else Path(standardizer), "adapter": Path(adapter), "base": Path(base),
+                          "image_encoder": Path(image_encoder)}
+        return serial
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """One folder holding the whole pipeline, each part in its own published layout:
+        standardizer/ (a Stage I folder with its vae/ and image_encoder/), base/ (a diffusers
+        Stable Diffusion pipeline), image_encoder/ (CLIP vision), adapter/ (ip-adapter.safetensors),
+        each with the training.json it was loaded with; serialgen_pipeline.json naming them; and a
+        model card, README.md. Written beside and renamed into place: an interrupted save leaves
+        the folder as it was. `from_pretrained(folder)` loads it."""
+        import os
+        import shutil
+
+        from ..atomic import write_json, write_text
+
+        sources = self.sources
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir()
+            parts = {"adapter": "adapter", "base": "base", "image_encoder": "image_encoder"}
+            if self.standardize is not None:
+                parts["standardizer"] = "standardizer"
+                self.standardize.standardizer.save_pretrained(tmp / "standardizer")
+                self.standardize.vae.save_pretrained(tmp / "standardizer" / "vae")
+                self.standardize.image_encoder.save_pretrained(tmp / "standardizer" / "image_encoder")
+            personalize = self.personalize
+            personalize.base.save_pretrained(tmp / "base", safe_serialization=True)
+            personalize.image_encoder.save_pretrained(tmp / "image_encoder")
+            (tmp / "adapter").mkdir()
+            personalize.adapter.save(tmp / "adapter" / ADAPTER_FILE)
+            records = {}
+            for part in parts:
+                record = _record_of(sources.get(part))
+                if record is not None:
+                    shutil.copyfile(record, tmp / parts[part] / "training.json")
+                    records[part] = json.loads(record.read_text())
+            write_json(tmp / PIPELINE_INDEX, {"_class_name": type(self).__name__, **parts, "pairing": self.pairing},
+                       indent=2)
+            write_text(tmp / "README.md", model_card(self, records))
+            if folder.exists():  # replaced whole: the old folder goes only once the new one is complete
+                old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+                folder.rename(old)
+                tmp.rename(folder)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return Path(folder)
 
     def to(self, device=None, dtype=None) -> "SerialGenPipeline":
         """Move (and cast) both stages."""
