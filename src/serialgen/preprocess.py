@@ -108,6 +108,9 @@ class Detection:
     face_box: np.ndarray | None  # (4,) in image pixels
 
 
+WARM_UP = np.zeros((64, 64, 3), np.uint8)  # the image that opens a MediaPipe graph (PersonDetector)
+
+
 class PersonDetector:
     """MediaPipe BlazePose (full, with segmentation) + face detection (full range), reused across images."""
 
@@ -116,10 +119,15 @@ class PersonDetector:
             import mediapipe as mp
         except ImportError as e:
             raise ImportError(f"Real-image preprocessing needs mediapipe 0.10.14 ({e}); run `make setup`") from None
-        with native_stderr():  # TensorFlow Lite and absl lines on every graph start
+        # TensorFlow Lite and absl lines on every graph start. The graphs' calculators open in their
+        # own threads after the constructor returns, and they log then: one image through each graph
+        # inside the block waits for them to open, so their lines are held back too.
+        with native_stderr():
             self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True,
                                                 min_detection_confidence=0.5)
             self._faces = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+            for graph in (self._pose, self._faces):
+                graph.process(WARM_UP)
         self._segmenter = None
 
     def close(self):
@@ -135,8 +143,9 @@ class PersonDetector:
         if self._segmenter is None:
             import mediapipe as mp
 
-            with native_stderr():
+            with native_stderr():  # opened by one image inside the block (see __init__)
                 self._segmenter = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+                self._segmenter.process(WARM_UP)
         h, w = rgb.shape[:2]
         scaled = rgb
         if w < min_width:
