@@ -71,16 +71,28 @@ def _synth(args) -> int:
         if not 0 <= args.shard_index < args.num_shards:
             raise ValueError(f"--shard-index {args.shard_index} is out of range for --num-shards {args.num_shards}; "
                              f"use 0..{args.num_shards - 1}")
+        if args.ray is not None and args.num_shards > 1:
+            raise ValueError("--ray runs every shard as a Ray task: leave --num-shards and --shard-index out")
+        if args.ray:
+            from .data.shards import reachable
+
+            reachable(args.ray)  # in seconds, before anything is written
         _writable_dir(Path(args.out))
     except ValueError as error:
         return _fail(prog, str(error))
     if args.characters < 5:
-        print(f"{prog}: note: no held-out characters (every fifth id is the test split); use --characters 5 or more "
-              "for a test split", file=sys.stderr)
+        print(f"{prog}: note: no held-out characters (every fifth id is held out, the first half of them for "
+              "validation, the rest for test); use --characters 10 or more for both", file=sys.stderr)
     try:
-        counts = synthesize(spec, Path(args.out), args.workers, args.num_shards, args.shard_index,
-                            show_progress=not args.quiet)
-    except (ValueError, RuntimeError) as error:
+        if args.ray is not None:
+            from .data.shards import synthesize_ray
+
+            counts = synthesize_ray(spec, Path(args.out), args.ray or None, num_cpus=args.workers,
+                                    show_progress=not args.quiet)
+        else:
+            counts = synthesize(spec, Path(args.out), args.workers, args.num_shards, args.shard_index,
+                                show_progress=not args.quiet)
+    except (ValueError, RuntimeError, ImportError, ConnectionError) as error:
         return _fail(prog, str(error))
     print(f"{counts['samples']} pairs in {counts['written']} new shards under {args.out} "
           f"({counts['skipped']} of {counts['shards']} shards were already complete)")
@@ -468,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "synth", help="render the procedural 3D character world to WebDataset shards",
         description="Render (non-standard, standard) image pairs of procedural 3D characters into WebDataset tar "
-                    "shards under OUT/train and OUT/test (characters split 80/20 by id). Reruns skip finished "
+                    "shards under OUT/train and OUT/test (every fifth character id held out; the held-out ids in the first half of the world are the validation split, the rest the test split). Reruns skip finished "
                     "shards; a killed run leaves no half-written shard. Same arguments give byte-identical shards "
                     "whatever --workers. To fan out over a cluster, run the same command with --num-shards N and "
                     "--shard-index 0..N-1 (e.g. $SLURM_ARRAY_TASK_ID) against one shared --out.",
@@ -482,6 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-shard", type=int, default=128, help="pairs per tar shard (default 128)")
     p.add_argument("--num-shards", type=int, default=1, help="split the work into this many parts (default 1)")
     p.add_argument("--shard-index", type=int, default=0, help="which part this process writes, 0..N-1 (default 0)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="one shard per Ray task: on the Ray cluster at ADDRESS (HOST:PORT or ray://HOST:PORT; --out "
+                        "must be a folder every node sees), or, with no ADDRESS, on a local Ray with --workers CPUs "
+                        "(needs pip install 'serialgen[cluster]')")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_synth)
 

@@ -232,3 +232,71 @@ def synthesize(spec: SynthSpec, root: Path, workers: int = 1, num_shards: int = 
                     counts["written"] += 1
                     bar.update(n)
     return counts
+
+
+# ----- Ray: one shard per task, on an existing cluster or a local one
+def _ray_write_shard(spec: SynthSpec, plan: ShardPlan, root: str) -> int:
+    """A Ray task: render and write one shard (the worker keeps its world, one GL context, for the
+    tasks it runs next)."""
+    global _WORLD
+    if _WORLD is None or (_WORLD.width, _WORLD.height, _WORLD.seed) != (spec.width, spec.height, spec.seed):
+        _WORLD = CharacterWorld(spec.width, spec.height, spec.seed)
+    return write_shard(_WORLD, plan, Path(root))
+
+
+def reachable(address: str, timeout: float = 3.0) -> None:
+    """Refuse, in seconds, a Ray address (HOST:PORT or ray://HOST:PORT) nothing answers at."""
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--ray {address}: give the cluster's address as HOST:PORT (e.g. 10.0.0.5:6379), "
+                         "ray://HOST:10001, or no address for a local Ray")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ValueError(f"--ray {address}: no Ray cluster answers there ({error.strerror or error})") from None
+
+
+def synthesize_ray(spec: SynthSpec, root: Path, address: str | None = None, num_cpus: int | None = None,
+                   show_progress: bool = True) -> dict:
+    """Write every shard of `spec` under root as Ray tasks, one shard each, on the cluster at
+    `address` (HOST:PORT or ray://HOST:PORT; `root` must then be a folder every node sees) or on a
+    local Ray instance with `num_cpus` CPUs. Shards already complete are skipped, so a rerun
+    resumes; a shard's bytes depend only on the spec and its index, so the result is the local
+    run's, byte for byte. -> counts."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("serialgen synth --ray needs Ray: pip install 'serialgen[cluster]'") from None
+    from tqdm import tqdm
+
+    spec.validate()
+    if address:
+        reachable(address)
+    root = Path(root).resolve()
+    check_manifest(root, spec)
+    remove_stale_temporaries(root)
+    plans = plan_shards(spec)
+    todo = [p for p in plans if not p.path(root).exists()]
+    counts = {"shards": len(plans), "skipped": len(plans) - len(todo), "written": 0, "samples": 0}
+    if not todo:
+        return counts
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address or None, num_cpus=None if address else num_cpus, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    try:
+        task = ray.remote(num_cpus=1)(_ray_write_shard)
+        pending = [task.remote(spec, plan, str(root)) for plan in todo]
+        with tqdm(total=sum(len(p.samples) for p in todo), unit="pair", desc="synth (ray)", disable=not show_progress,
+                  dynamic_ncols=True) as bar:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                n = ray.get(done[0])
+                counts["samples"] += n
+                counts["written"] += 1
+                bar.update(n)
+    finally:
+        if started:
+            ray.shutdown()
+    return counts
