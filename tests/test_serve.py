@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,6 +79,33 @@ def test_the_job_draws_every_prompt_from_one_standardized_reference(pipe, refere
         run_series(pipe, str(reference), "a character", steps=0)
 
 
+def test_the_series_downloads_as_a_zip_with_its_record(pipe, reference, tmp_path):
+    import json
+    import zipfile
+
+    pipe.progress = False
+    result = run_series(pipe, str(reference), "a character, waving\na character, running", steps=2, use_pose=False,
+                        seed=3, guidance=3.0, method="consistent-attention")
+    with zipfile.ZipFile(result.zip(tmp_path)) as archive:
+        names = set(archive.namelist())
+        record = json.loads(archive.read("series.json"))
+    assert names == {"01.png", "02.png", "standardized.png", "sheet.png", "series.json"}
+    assert record["method"] == "consistent-attention" and record["guidance"] == 3.0 and record["seed"] == 3
+    assert record["prompts"] == ["a character, waving", "a character, running"]
+    assert any("consistent self-attention" in n for n in record["notes"])
+    with pytest.raises(ValueError, match="guidance must be between"):
+        run_series(pipe, str(reference), "a character", steps=2, guidance=50.0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        run_series(pipe, str(reference), "a character", steps=2, method="paint")
+
+
+def test_the_examples_are_assets_shipped_in_the_package():
+    from serialgen.serve import example_inputs
+
+    (image, prompts), = example_inputs()
+    assert Path(image).is_file() and "serialgen" in Path(image).parts and len(parse_prompts(prompts, 16)) >= 1
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -115,6 +143,7 @@ def test_app_in_a_browser(pipe, reference, tmp_path):
             sync_api.expect(page.locator("#series img")).to_have_count(2, timeout=wait)
             sync_api.expect(page.locator("#standardized img")).to_have_count(1)
             sync_api.expect(page.locator("#prepared img")).to_have_count(1)
+            sync_api.expect(page.locator("#download").get_by_text("series.zip").first).to_be_visible(timeout=wait)
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
             browser.close()
     finally:

@@ -39,6 +39,25 @@ class SeriesResult:
     images: list[Image.Image]
     prompts: list[str]
     notes: list[str]
+    settings: dict | None = None  # what drew it (method, seed, steps, guidance, scale, ...), for series.json
+
+    def zip(self, folder: str | Path) -> Path:
+        """The series as `folder/series.zip`: NN.png, standardized.png, sheet.png and series.json
+        (prompts, settings, notes), as `serialgen generate` writes them."""
+        import tempfile
+        import zipfile
+
+        from .pipelines.serial import SerialGenOutput
+
+        out = Path(folder) / "series.zip"
+        with tempfile.TemporaryDirectory() as tmp:
+            files = SerialGenOutput(self.images, self.standardized, None, self.notes).save(
+                tmp, self.prompts, self.settings, shown=self.reference)
+            names = files + [n for n in ("standardized.png", "sheet.png", "series.json") if (Path(tmp) / n).exists()]
+            with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+                for name in names:
+                    archive.write(Path(tmp) / name, name)
+        return out
 
 
 def parse_prompts(text: str, limit: int) -> list[str]:
@@ -75,21 +94,46 @@ def check_upload(path: str | None, limits: ServeLimits) -> Image.Image:
         raise ValueError(str(error).replace(str(path), name)) from None
 
 
+METHODS = ("serialgen", "consistent-attention")
+
+
 def run_series(pipe, upload: str | None, prompts_text: str, *, seed: int = 0, steps: int = 20, scale: float = 1.0,
-               guidance: float = 5.0, one_stage: bool = False, use_pose: bool = True,
+               guidance: float = 5.0, one_stage: bool = False, use_pose: bool = True, method: str = "serialgen",
                limits: ServeLimits = ServeLimits()) -> SeriesResult:
-    """What the app's button does, without the app: check the inputs, run the pipeline."""
+    """What the app's button does, without the app: check the inputs, run the pipeline (or the
+    method built on it)."""
     prompts = parse_prompts(prompts_text, limits.max_prompts)
     image = check_upload(upload, limits)
     if not 1 <= int(steps) <= 100:
         raise ValueError(f"steps must be between 1 and 100, got {steps}")
+    if not 0 <= float(guidance) <= 30:
+        raise ValueError(f"guidance must be between 0 and 30, got {guidance}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    runner = pipe
+    if method == "consistent-attention":
+        from .pipelines.consistent import ConsistentAttentionPipeline
+
+        runner = ConsistentAttentionPipeline(pipe)
+    settings = {"method": method, "seed": int(seed), "steps": int(steps), "guidance": float(guidance),
+                "scale": float(scale), "one_stage": bool(one_stage), "detect_person": bool(use_pose)}
     try:
-        out = pipe(image, prompts, standardize=not one_stage, num_inference_steps=int(steps), guidance_scale=guidance,
-                   scale=float(scale), seed=int(seed), use_pose=use_pose)
+        out = runner(image, prompts, standardize=not one_stage, num_inference_steps=int(steps),
+                     guidance_scale=float(guidance), scale=float(scale), seed=int(seed), use_pose=use_pose)
     except ValueError as error:  # e.g. no person found: point at the app's own switch
         raise ValueError(str(error).replace("pass --no-pose", "untick 'Detect the person'")
                          .replace(str(upload), Path(upload).name)) from None
-    return SeriesResult(Image.fromarray(out.reference.image), out.standardized, out.images, prompts, out.notes)
+    return SeriesResult(Image.fromarray(out.reference.image), out.standardized, out.images, prompts, out.notes,
+                        settings)
+
+
+def example_inputs() -> list[list[str]]:
+    """The app's clickable examples: references and prompts shipped in the package (assets/)."""
+    from importlib import resources
+
+    demo = Path(str(resources.files("serialgen"))) / "assets" / "demo"
+    prompts = (demo / "prompts.txt").read_text()
+    return [[str(demo / "reference.png"), prompts]]
 
 
 DEFAULT_PROMPTS = (
@@ -104,15 +148,20 @@ def build_app(pipe, *, limits: ServeLimits = ServeLimits(), default_steps: int =
     """The Gradio Blocks app; `.queue()` and `.launch()` are the caller's (see `serve`)."""
     import gradio as gr
 
-    def generate(upload, prompts_text, seed, steps, scale, one_stage, use_pose, progress=gr.Progress(track_tqdm=True)):
+    import tempfile
+
+    def generate(upload, prompts_text, seed, steps, guidance, scale, method, one_stage, use_pose,
+                 progress=gr.Progress(track_tqdm=True)):
         try:
-            result = run_series(pipe, upload, prompts_text, seed=int(seed or 0), steps=int(steps), scale=float(scale),
-                                one_stage=bool(one_stage), use_pose=bool(use_pose), limits=limits)
+            result = run_series(pipe, upload, prompts_text, seed=int(seed or 0), steps=int(steps),
+                                guidance=float(guidance), scale=float(scale), method=method, one_stage=bool(one_stage),
+                                use_pose=bool(use_pose), limits=limits)
         except ValueError as error:
             raise gr.Error(str(error), print_exception=False) from None
         notes = "\n".join(f"- {n}" for n in result.notes) or "- nothing to report"
         gallery = [(np.asarray(im), p) for im, p in zip(result.images, result.prompts, strict=True)]
-        return result.reference, result.standardized, gallery, f"**Notes**\n{notes}"
+        archive = result.zip(tempfile.mkdtemp(prefix="serialgen-"))
+        return result.reference, result.standardized, gallery, f"**Notes**\n{notes}", str(archive)
 
     with gr.Blocks(title=title) as app:
         gr.Markdown(f"# {title}\nOne reference image of a character, one prompt per line: the character, "
@@ -125,12 +174,18 @@ def build_app(pipe, *, limits: ServeLimits = ServeLimits(), default_steps: int =
                 with gr.Row():
                     seed = gr.Number(label="Seed", value=0, precision=0)
                     steps = gr.Slider(1, 100, value=default_steps, step=1, label="Steps")
+                with gr.Row():
+                    guidance = gr.Slider(0.0, 15.0, value=5.0, step=0.5, label="Guidance (prompt strength)",
+                                         elem_id="guidance")
                     scale = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Image prompt scale")
+                method = gr.Radio(list(METHODS), value="serialgen", label="Method", elem_id="method",
+                                  info="consistent-attention: the series' images also share their self-attention")
                 with gr.Row():
                     use_pose = gr.Checkbox(value=True, label="Detect the person (mask and pose for Stage I)",
                                            elem_id="use_pose")
                     one_stage = gr.Checkbox(value=False, label="Skip standardization (one-stage)", elem_id="one_stage")
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
+                gr.Examples(example_inputs(), [upload, prompts], label="Examples (a character of a world no model saw)")
             with gr.Column():
                 with gr.Row():
                     prepared = gr.Image(label="Reference as prepared", type="pil", interactive=False,
@@ -139,8 +194,12 @@ def build_app(pipe, *, limits: ServeLimits = ServeLimits(), default_steps: int =
                                             elem_id="standardized")
                 series = gr.Gallery(label="Series", columns=4, object_fit="contain", height="auto", elem_id="series")
                 notes = gr.Markdown(elem_id="notes")
-        button.click(generate, [upload, prompts, seed, steps, scale, one_stage, use_pose],
-                     [prepared, standardized, series, notes], concurrency_limit=1)
+                download = gr.File(label="Download the series (zip: images, sheet, series.json)", interactive=False,
+                                   elem_id="download")
+        gr.Markdown(f"One job runs at a time; up to {limits.queue_size} wait in the queue, and a job beyond that is "
+                    "turned away with a message (try again later).")
+        button.click(generate, [upload, prompts, seed, steps, guidance, scale, method, one_stage, use_pose],
+                     [prepared, standardized, series, notes, download], concurrency_limit=1)
     return app
 
 
