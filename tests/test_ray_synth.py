@@ -16,7 +16,15 @@ from .test_shards import _tar_bytes
 ray = pytest.importorskip("ray")
 
 
-def test_ray_shards_are_the_local_runs_and_a_rerun_resumes(dataset, tmp_path):
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance limited to 2 CPUs for the module (synthesize_ray uses a running one)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def test_ray_shards_are_the_local_runs_and_a_rerun_resumes(dataset, tmp_path, local_ray):
     out = tmp_path / "ray"
     counts = synthesize_ray(SMALL, out, num_cpus=2, show_progress=False)
     assert counts["written"] == counts["shards"] == 8 and counts["samples"] == 30

@@ -274,6 +274,7 @@ def synthesize_ray(spec: SynthSpec, root: Path, address: str | None = None, num_
     if address:
         reachable(address)
     root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
     check_manifest(root, spec)
     remove_stale_temporaries(root)
     plans = plan_shards(spec)
