@@ -3,7 +3,7 @@
     serialgen report --data data/world128 [--out docs/REPRODUCTION.md]
 
 Scores the Stage I ablation models (the paper's Table 3) and the three Stage II pairings
-(Table 2) on held-out characters of `--data` under the paper's protocol, graded by the judge;
+(Table 2) on the test characters of `--data` under the paper's protocol, graded by the judge;
 keeps the scores as JSON beside the report (a rerun reuses them unless the models or the
 settings changed, or --force), draws the figures, and writes the markdown: our tables with
 95% bootstrap intervals, the paper's numbers beside them, and a verdict for each claim from
@@ -539,7 +539,7 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
             "",
             "## Table 2: one-stage vs two-stage personalization",
             "",
-            f"{any_row['characters']} held-out characters x {pr.prompts} prompts (action, background, viewpoint and "
+            f"{any_row['characters']} test characters x {pr.prompts} prompts (action, background, viewpoint and "
             f"expression prompts in turn) x {pr.seeds} seeds = {any_row['images']} images per model; DDIM "
             f"{pr.steps} steps, guidance {pr.guidance}. CLIP scores are x100 cosine similarities of the judge's CLIP; "
             "CLIP-I compares background-removed images (the world's mask for the reference, MediaPipe's person "
@@ -596,7 +596,7 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
                       "(seed 0): " + "; ".join(f"({k + 1}) {p}" for k, p in enumerate(any_row["prompts"][:6])) + "."]
     if stage1:
         lines += ["", "## Table 3: the standardizer with and without FBDM and RPIM", "",
-                  "Equal training budget for every model (the ablation config); one held-out reference per character.", "",
+                  "Equal training budget for every model (the ablation config); one test reference per character.", "",
                   ("Whole-frame scores are mostly the white canvas's: the white canvas row is their floor. The "
                    "figure columns score the box around the true figure; appearance is the share of the "
                    "reference's clothing and hair attributes the judge reads back from the standardized image."), "",
@@ -619,7 +619,7 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
         if (folder / "stage1_ablation.png").exists():
             drawn = _load_json(folder / "stage1_ablation_rows.json").get("rows") or list(stage1)
             lines += ["", f"![ablation]({rel}/stage1_ablation.png)", "",
-                      "Rows: held-out references; " + "; ".join(drawn) + "; the true standard render."]
+                      "Rows: test references; " + "; ".join(drawn) + "; the true standard render."]
     lines += ["", "## What the runs support, and what they do not", ""]
     discussion = folder / "discussion.md"
     if discussion.exists():
