@@ -4,10 +4,10 @@
 
 Scores the Stage I ablation models (the paper's Table 3) and the three Stage II pairings
 (Table 2) on the test characters of `--data` under the paper's protocol, graded by the judge;
-keeps the scores as JSON beside the report (a rerun reuses them unless the models or the
-settings changed, or --force), draws the figures, and writes the markdown: our tables with
-95% bootstrap intervals, the paper's numbers beside them, and a verdict for each claim from
-paired bootstrap intervals of the differences (the compared models are scored on the same
+keeps the scores as JSON beside the report (a rerun reuses them while what made them is
+unchanged, or --force), draws the figures, and writes the markdown: our tables with 95%
+intervals over training seeds and characters, the paper's numbers beside them, and a verdict for
+each claim from paired intervals of the differences (the compared models are scored on the same
 characters). A discussion written after reading the results, `discussion.md` in the scores
 folder, is included as it is.
 """
