@@ -56,3 +56,9 @@ def test_mediapipe_graphs_log_nothing_after_they_are_made():
         done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert not [n for n in NOISE if n in done.stderr], done.stderr
+
+
+def test_eval_prints_no_library_noise(dataset, tmp_path):
+    """`serialgen eval` loads the judge (a CLIP and a ResNet): their load reports stay quiet too."""
+    quiet = _run("eval", "stage1", "--data", str(dataset), "--samples", "1", "--steps", "1")
+    assert not [n for n in NOISE if n in quiet], quiet

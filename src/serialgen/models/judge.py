@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from ..quiet import library_logs
 from ..world.attributes import PROBE_ATTRIBUTES
 
 
@@ -55,7 +56,9 @@ class AttributeClassifier(torch.nn.Module):
         folder = Path(folder)
         values = {a: tuple(v) for a, v in json.loads((folder / "attributes.json").read_text()).items()}
         settings = json.loads((folder / "classifier.json").read_text()) if (folder / "classifier.json").exists() else {}
-        model = cls(ResNetModel.from_pretrained(folder, dtype=torch.float32), values, tuple(settings.get("input_size", ())))
+        with library_logs():  # transformers' load report and progress bar
+            backbone = ResNetModel.from_pretrained(folder, dtype=torch.float32)
+        model = cls(backbone, values, tuple(settings.get("input_size", ())))
         tensors = load_file(str(folder / "heads.safetensors"))
         for a, head in model.heads.items():
             head.load_state_dict({k: tensors[f"{a}.{k}"].float() for k in ("weight", "bias")})
