@@ -20,7 +20,7 @@ import numpy as np
 
 from serialgen.data.memory import WorldArrays
 from serialgen.evaluation import adapter_loss_gap, bootstrap_ci
-from serialgen.evaluation.report import loss_gap_rows, standardized_rows
+from serialgen.evaluation.gap import loss_gap_rows, standardized_rows
 from serialgen.models.loading import bundled
 from serialgen.pipelines import SerialGenPipeline
 

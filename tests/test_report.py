@@ -169,7 +169,7 @@ def test_kept_scores_are_keyed_by_what_made_them_not_by_names(tmp_path):
 
 
 def test_the_loss_gap_is_split_into_its_parts_against_no_image():
-    from serialgen.evaluation.report import loss_gap_parts
+    from serialgen.evaluation.gap import loss_gap_parts
 
     gap = {"per_target": {"reference": [0.9, 0.8], "other": [1.0, 1.0], "negative": [0.95, 0.8],
                           "look_caption": [0.5, 0.4]}}
