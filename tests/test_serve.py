@@ -143,7 +143,14 @@ def test_app_in_a_browser(pipe, reference, tmp_path):
             sync_api.expect(page.locator("#series img")).to_have_count(2, timeout=wait)
             sync_api.expect(page.locator("#standardized img")).to_have_count(1)
             sync_api.expect(page.locator("#prepared img")).to_have_count(1)
-            sync_api.expect(page.locator("#download").get_by_text("series.zip").first).to_be_visible(timeout=wait)
+            link = page.locator("#download a[download='series.zip']")
+            sync_api.expect(link).to_have_count(1, timeout=wait)
+            with page.expect_download() as download:
+                link.click()
+            import zipfile
+
+            with zipfile.ZipFile(download.value.path()) as archive:  # the series as the user gets it
+                assert {"01.png", "02.png", "series.json"} <= set(archive.namelist())
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
             browser.close()
     finally:
