@@ -178,8 +178,9 @@ def test_a_full_queue_turns_jobs_away_with_a_message(pipe, reference):
     app = serve(Held(), port=port, limits=ServeLimits(queue_size=1), default_steps=1, block=False)
     try:
         client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
-        jobs = [client.submit(gradio_client.handle_file(str(reference)), "a character, waving", 0, 1, 1.0, False, False,
-                              api_name="/generate") for _ in range(4)]
+        # reference, prompts, seed, steps, guidance, scale, method, one-stage, detect the person
+        jobs = [client.submit(gradio_client.handle_file(str(reference)), "a character, waving", 0, 1, 5.0, 1.0,
+                              "serialgen", False, False, api_name="/generate") for _ in range(4)]
         deadline = time.time() + 60  # every job answered: running, waiting, or turned away
         while sum(j.status().code.name in ("PROCESSING", "IN_QUEUE", "FINISHED") or j.done() for j in jobs) < 4 \
                 and time.time() < deadline:
