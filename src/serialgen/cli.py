@@ -495,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-shards", type=int, default=1, help="split the work into this many parts (default 1)")
     p.add_argument("--shard-index", type=int, default=0, help="which part this process writes, 0..N-1 (default 0)")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                   help="one shard per Ray task: on the Ray cluster at ADDRESS (HOST:PORT or ray://HOST:PORT; --out "
+                   help="one shard per Ray task: on the Ray cluster at ADDRESS (HOST:PORT, ray://HOST:PORT or auto; --out "
                         "must be a folder every node sees), or, with no ADDRESS, on a local Ray with --workers CPUs "
                         "(needs pip install 'serialgen[cluster]')")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -245,12 +245,15 @@ def _ray_write_shard(spec: SynthSpec, plan: ShardPlan, root: str) -> int:
 
 
 def reachable(address: str, timeout: float = 3.0) -> None:
-    """Refuse, in seconds, a Ray address (HOST:PORT or ray://HOST:PORT) nothing answers at."""
+    """Refuse, in seconds, a Ray address (HOST:PORT or ray://HOST:PORT) nothing answers at; "auto"
+    (the cluster this machine belongs to) is Ray's to find."""
+    if address == "auto":
+        return
     target = address.removeprefix("ray://")
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"--ray {address}: give the cluster's address as HOST:PORT (e.g. 10.0.0.5:6379), "
-                         "ray://HOST:10001, or no address for a local Ray")
+                         "ray://HOST:10001, auto (the cluster of this machine), or no address for a local Ray")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as error:
