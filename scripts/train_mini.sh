@@ -67,6 +67,13 @@ ship stage2-unpaired runs/stage2-unpaired/model
 run stage2-eq5 stage2 --data data/world128 --config configs/mini/stage2_eq5.toml --pairing standardized
 mkdir -p runs/stage2-sibling && { [ -d runs/stage2-sibling/standardized ] || cp -r runs/stage2-eq5/standardized runs/stage2-sibling/; }
 run stage2-sibling stage2 --data data/world128 --config configs/mini/stage2_sibling.toml --pairing standardized
+# Training seeds 2 and 3 of each Table 2 row (issue: intervals over seeds and characters); the
+# report takes them as repeated --adapter NAME=PATH
+for k in 1 2; do
+    run stage2-paired-seed$k stage2 --data data/world128 --config configs/mini/stage2_seed$k.toml --pairing paired
+    run stage2-unpaired-seed$k stage2 --data data/world128 --config configs/mini/stage2_seed$k.toml --pairing unpaired
+    run stage2-eq5-seed$k stage2 --data data/world128 --config configs/mini/stage2_eq5_seed$k.toml --pairing standardized
+done
 
 # Stage I ablation at equal budget (paper Table 3), each row from the same base UNet
 run stage1-full stage1 --data data/world128 --config configs/mini/stage1_ablation.toml
