@@ -65,3 +65,14 @@ def test_generate_takes_a_pipeline_folder(folders, tmp_path):
     assert (tmp_path / "out" / "01.png").is_file() and (tmp_path / "out" / "standardized.png").is_file()
     assert main(["generate", "--pipeline", str(tmp_path), "--reference", str(tmp_path / "ref.png"),
                  "--prompt", "a character", "--out", str(tmp_path / "out2")]) == 2
+
+
+def test_every_part_named_needs_no_pipeline_folder(folders, tmp_path, monkeypatch):
+    from serialgen.models import loading
+
+    monkeypatch.setattr(loading, "bundled", lambda name: tmp_path / "no-weights" / name)
+    serial = SerialGenPipeline.from_pretrained(standardizer=folders / "stage1", base=folders / "sd15",
+                                               image_encoder=folders / "image_encoder", adapter=saved_adapter(folders))
+    assert serial.standardize is not None
+    with pytest.raises(FileNotFoundError, match="scripts/train_mini.sh"):
+        SerialGenPipeline.from_pretrained(base=folders / "sd15")  # the rest would come from the bundled folder

@@ -189,10 +189,14 @@ class SerialGenPipeline:
         references (and one without a record, e.g. a published IP-Adapter, for SerialGen's use)
         gets Stage I; one trained on raw references (paired, unpaired, or the true standard renders)
         gets none, as it was trained. one_stage=True/False overrides that."""
-        if pipeline is None and not (bundled_root() / PIPELINE_INDEX).is_file():
+        given = {"standardizer": standardizer, "adapter": adapter, "base": base, "image_encoder": image_encoder}
+        if pipeline is None and all(v is not None for v in given.values()):
+            parts = given  # every part named: no pipeline folder is read
+        elif pipeline is None and not (bundled_root() / PIPELINE_INDEX).is_file():
             raise FileNotFoundError(f"No bundled mini weights at {bundled_root()}: make them with "
                                     "`bash scripts/train_mini.sh` (it runs `serialgen train` for every part)")
-        parts = read_pipeline_index(pipeline if pipeline is not None else bundled_root())
+        else:
+            parts = read_pipeline_index(pipeline if pipeline is not None else bundled_root())
         standardizer = parts["standardizer"] if standardizer is None else standardizer
         adapter = parts["adapter"] if adapter is None else adapter
         base = parts["base"] if base is None else base
