@@ -200,8 +200,22 @@ def _kept_runs(entry: dict | None) -> list[dict]:
     return entry.get("runs") or [entry]
 
 
-def run_stage1(cfg: ReportConfig, test) -> dict:
-    """Score each ablation model (cached); draw references / each row's first model / truth."""
+def _present(name: str, paths: list[str], cache: dict, runs: list[dict]):
+    """Each (seed index, path, its kept run or None) of a row's models that is here; the kept run
+    of a model that is not here goes into `runs` as it is."""
+    kept = _kept_runs(cache.get(name))
+    for k, path in enumerate(paths):
+        old = kept[k] if k < len(kept) else None
+        if not Path(path).exists():
+            _absent(path, name, kept=old is not None)
+            runs += [old] if old is not None else []
+            continue
+        yield k, path, old
+
+
+def run_stage1(cfg: ReportConfig, test, made: dict | None = None) -> dict:
+    """Score each ablation model (cached); draw references / each row's first model / truth.
+    made: `provenance(test)`, when the caller has it."""
     from ..data.heldout import held_out_references
     from ..pipelines.standardize import StandardizePipeline
     from ..sheet import grid
@@ -210,17 +224,12 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
     folder = cfg.scores_dir()
     cache = _load_json(folder / "stage1_ablation.json")
     settings = {"samples": cfg.stage1_samples, "steps": cfg.protocol.steps, "seed": cfg.protocol.seed,
-                "judge": _made_by(cfg.judge, "judge")} | provenance(test)
+                "judge": _made_by(cfg.judge, "judge")} | (made or provenance(test))
     refs, truth = held_out_references(test, min(8, cfg.stage1_samples))
     columns, changed, judge, drawn = [[r.image for r in refs]], False, None, []
     for name, paths in grouped(cfg.stage1).items():
-        kept, runs = _kept_runs(cache.get(name)), []
-        for k, path in enumerate(paths):
-            old = kept[k] if k < len(kept) else None
-            if not Path(path).exists():
-                _absent(path, name, kept=old is not None)
-                runs += [old] if old is not None else []
-                continue
+        runs: list[dict] = []
+        for k, path, old in _present(name, paths, cache, runs):
             key = _fingerprint(path, settings)
             if old is not None and old.get("fingerprint") == key and not cfg.force and \
                     (folder / "stage1_ablation.png").exists():
@@ -250,9 +259,9 @@ def run_stage1(cfg: ReportConfig, test) -> dict:
     return {name: cache[name] for name in rows if name in cache} | cache
 
 
-def run_pairings(cfg: ReportConfig, test) -> dict:
+def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
     """Score each Stage II pairing under the protocol (cached), every training seed of a row; draw
-    the rows' first models' series side by side."""
+    the rows' first models' series side by side. made: `provenance(test)`, when the caller has it."""
     from ..models.loading import bundled, record_digest
     from ..pipelines.serial import TWO_STAGE_PAIRINGS, SerialGenPipeline, adapter_pairing
     from ..pipelines.standardize import StandardizePipeline
@@ -261,20 +270,15 @@ def run_pairings(cfg: ReportConfig, test) -> dict:
     folder = cfg.scores_dir()
     cache = _load_json(folder / "pairings.json")
     adapters = grouped(cfg.adapters or tuple((name, str(bundled(b))) for name, b in PAIRINGS))
-    settings = dataclasses.asdict(cfg.protocol) | provenance(test) | {
+    settings = dataclasses.asdict(cfg.protocol) | (made or provenance(test)) | {
         "face": cfg.face_model or "dlib", "gap_characters": cfg.gap_characters,
         "base": _made_by(cfg.base, "t2i"), "judge": _made_by(cfg.judge, "judge")}  # what every row depends on
     standardizer = {"standardizer": _made_by(cfg.standardizer, "stage1")}  # what only two-stage rows depend on
     trained_on = record_digest(cfg.base, "t2i")  # the base's identity as trainers record it (training.json)
     judge, face, standardize, changed = None, None, None, False
     for name, paths in adapters.items():
-        kept, runs = _kept_runs(cache.get(name)), []
-        for k, path in enumerate(paths):
-            old = kept[k] if k < len(kept) else None
-            if not Path(path).exists():
-                _absent(path, name, kept=old is not None)
-                runs += [old] if old is not None else []
-                continue
+        runs: list[dict] = []
+        for k, path, old in _present(name, paths, cache, runs):
             info = _load_json((Path(path) if Path(path).is_dir() else Path(path).parent) / "training.json")
             if info.get("base_made_by", trained_on) != trained_on:
                 print(f"report: {path} was trained on another text-to-image base than this report's; it is left out "
@@ -599,9 +603,10 @@ def make_report(cfg: ReportConfig, command: str = "serialgen report") -> Path:
     with reading_test_split():  # the report grades on the test split, which nothing else reads
         test = WorldArrays.load(cfg.data, "test", keys=("image", "foreground"), per_character=("standard_image",),
                                 limit=max(cfg.stage1_samples, cfg.protocol.characters, cfg.gap_characters) * 16)
-    stage1 = run_stage1(cfg, test) if cfg.stage1 else _load_json(folder / "stage1_ablation.json")
-    pairings = run_pairings(cfg, test)
-    text = write_markdown(cfg, stage1, pairings, command, data_digest(test))
+    made = provenance(test)  # the code, data and MediaPipe digests, once for every row
+    stage1 = run_stage1(cfg, test, made) if cfg.stage1 else _load_json(folder / "stage1_ablation.json")
+    pairings = run_pairings(cfg, test, made)
+    text = write_markdown(cfg, stage1, pairings, command, made["data"])
     out = Path(cfg.out)
     write_text(out, text)
     return out
