@@ -76,14 +76,46 @@ def personalize_pipeline(random: bool = False):
             "mini architectures, random weights (no bundled weights installed)")
 
 
+def standardize_loop(pipe, reference, standard_pose, steps: int):
+    """-> a callable running the Stage I sampler's bare loop: `steps` calls of the denoising UNet
+    with the reference-concatenated attention on the guided batch of 2 (one reference), with the
+    ReferenceNet bank, pose features and initial noise made once, outside it."""
+    from serialgen.pipelines.standardize import to_tensor
+
+    model = pipe.standardizer
+    latents, embeds = pipe.encode_images(to_tensor(reference.image[None]))
+    background = 1.0 - torch.from_numpy(reference.mask[None, None]).float()
+    bank = model.encode_reference(latents, embeds, background, to_tensor(reference.pose_map[None]))
+    bank.keep = torch.tensor([False, True])
+    pose = model.pose_features(to_tensor(standard_pose[None])).expand(2, -1, -1, -1)
+    cond = {"reference": bank, "pose": pose, "image": torch.cat([torch.zeros_like(embeds), embeds])}
+    x = torch.randn(2, *latents.shape[1:])
+    timesteps = np.linspace(999, 0, steps).round().astype(int)
+
+    def bare():
+        for t in timesteps:
+            model(x, torch.full((2,), int(t)), cond)
+
+    return bare
+
+
 def timed(fn, repeats: int) -> float:
     """Median wall time of fn() over `repeats` runs, after one warm-up run."""
+    return float(np.median(interleaved({"fn": fn}, repeats)["fn"]))
+
+
+def interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """Wall times of each of fns' callables over `repeats` rounds, one call of each per round in
+    turn, after one warm-up round: a drift of the machine's speed (other processes, clocks) falls on
+    every callable alike, so per-round ratios are steadier than ratios of separately taken medians."""
     import time
 
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times

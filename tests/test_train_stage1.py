@@ -149,3 +149,15 @@ def test_fbdm_vectors_get_their_own_rate_and_no_weight_decay():
     neither = Standardizer.from_unet(TINY_UNET.build(), StandardizerConfig(
         width=128, height=192, pose_channels=(4, 8, 8, 16), fbdm=False, rpim=False))
     assert len(stage1.parameter_groups(neither, 50.0, 7.0)) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_stage1_trains_unchanged_on_cuda_with_bf16_autocast(dataset, tmp_path, config):
+    args = _args(dataset, tmp_path / "cuda", config)
+    args.device, args.mixed_precision = "cuda", "bf16"
+    assert train_with(stage1, args) == 0
+    state = load_file(str(tmp_path / "cuda" / "checkpoint" / "model.safetensors"))
+    assert all(torch.isfinite(v.float()).all() for v in state.values())
+    info = json.loads((tmp_path / "cuda" / "model" / "training.json").read_text())
+    assert info["config"]["mixed_precision"] == "bf16" and 0 < info["heldout"]["ssim"] <= 1

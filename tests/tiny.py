@@ -121,8 +121,9 @@ def train_with(module, args) -> int:
     chosen = trainer(module.__name__.rsplit(".", 1)[1])
     overrides = {"fbdm": False if getattr(args, "no_fbdm", False) else None,
                  "rpim": False if getattr(args, "no_rpim", False) else None, "pairing": getattr(args, "pairing", None)}
+    overrides["mixed_precision"] = getattr(args, "mixed_precision", None)
     cfg = load_config(chosen.config, chosen.presets, "mini", args.config, **overrides)
-    chosen.train(cfg, args.data, args.out, args.resume)
+    chosen.train(cfg, args.data, args.out, args.resume, device=getattr(args, "device", "auto"))
     return 0
 
 

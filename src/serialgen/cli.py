@@ -132,11 +132,9 @@ def _standardize(args) -> int:
         from .pipelines.standardize import StandardizePipeline
         from .preprocess import load_image
 
-        from .devices import resolve
-
         load_image(args.image)  # fail on a bad file before loading any model
-        device, dtype = resolve(args.device, args.dtype)
-        pipe = StandardizePipeline.from_pretrained(args.weights, allow_pickle=args.allow_pickle).to(device, dtype)
+        _device_options(args)
+        pipe = _placed(StandardizePipeline.from_pretrained(args.weights, allow_pickle=args.allow_pickle), args)
         result = pipe(args.image, num_inference_steps=args.steps, guidance_scale=args.guidance,
                       seed=args.seed, use_pose=not args.no_pose,
                       start=args.start, strength=args.strength)
@@ -197,14 +195,14 @@ def _generate(args) -> int:
             if image is not None:
                 load_image(image)  # fail on a bad file before loading any model
         _writable_dir(out)
-        from .devices import resolve
         from .pipelines.serial import SerialGenPipeline
 
-        device, dtype = resolve(args.device, args.dtype)  # refused before any model loads
-        pipe = SerialGenPipeline.from_pretrained(args.pipeline, standardizer=args.standardizer, adapter=args.adapter,
-                                                 base=args.base, image_encoder=args.image_encoder,
-                                                 one_stage=True if args.one_stage or args.standardized else None,
-                                                 allow_pickle=args.allow_pickle).to(device, dtype)
+        _device_options(args)  # refused before any model loads
+        pipe = _placed(SerialGenPipeline.from_pretrained(args.pipeline, standardizer=args.standardizer,
+                                                         adapter=args.adapter, base=args.base,
+                                                         image_encoder=args.image_encoder,
+                                                         one_stage=True if args.one_stage or args.standardized else None,
+                                                         allow_pickle=args.allow_pickle), args)
         if args.method == "consistent-attention":
             from .pipelines.consistent import ConsistentAttentionPipeline
 
@@ -240,6 +238,29 @@ def _add_device_args(p) -> None:
     p.add_argument("--dtype", choices=tuple(DTYPES), default="auto",
                    help="weights and activations: auto (default: float16 on CUDA, float32 on the CPU), float32, "
                         "float16 (GPU only) or bfloat16")
+    p.add_argument("--offload", action="store_true",
+                   help="model CPU offload, for large models on a small GPU: the models stay in CPU memory and each "
+                        "moves to the GPU only while it runs (needs CUDA)")
+
+
+def _device_options(args) -> None:
+    """Refuse impossible --device/--dtype/--offload requests before any model loads."""
+    from .devices import resolve
+
+    device, _ = resolve(args.device, args.dtype)
+    if getattr(args, "offload", False) and device.type != "cuda":
+        raise ValueError("--offload moves each model to the GPU while it runs: it needs a CUDA device (--device cuda "
+                         "or auto on a machine with one)")
+
+
+def _placed(pipe, args):
+    """pipe moved to --device/--dtype, or kept in CPU memory and offloaded model by model (--offload)."""
+    from .devices import resolve
+
+    device, dtype = resolve(args.device, args.dtype)
+    if not getattr(args, "offload", False):
+        return pipe.to(device, dtype)
+    return pipe.to("cpu", dtype).enable_model_cpu_offload(device)
 
 
 def _demo(args) -> int:
@@ -261,7 +282,7 @@ def _demo(args) -> int:
     print(f"reference: {caption} -> {out / 'reference.png'}")
     return main(["generate", "--reference", str(out / "reference.png"), "--prompts-file", str(assets / "prompts.txt"),
                  "--out", str(out), "--seed", str(args.seed), "--steps", str(args.steps), "--device", args.device,
-                 "--dtype", args.dtype])
+                 "--dtype", args.dtype] + (["--offload"] if args.offload else []))
 
 
 def _serve(args) -> int:
@@ -451,11 +472,16 @@ def _train(args) -> int:
     try:
         chosen = trainer(args.model)
         overrides = {"fbdm": False if args.no_fbdm else None, "rpim": False if args.no_rpim else None,
-                     "pairing": args.pairing}
+                     "pairing": args.pairing, "mixed_precision": args.mixed_precision}
         cfg = load_config(chosen.config, chosen.presets, args.preset, args.config,
                           **{k: v for k, v in overrides.items() if v is not None})
-        _writable_dir(Path(args.out))  # after the config: a refused config leaves no folder behind
-        chosen.train(cfg, data, Path(args.out), args.resume)
+        from .devices import resolve
+
+        device, _ = resolve(args.device)  # refused before any data loads
+        if cfg.mixed_precision == "fp16" and device.type != "cuda":
+            raise ValueError("mixed precision fp16 needs a GPU; on the CPU use bf16 or no")
+        _writable_dir(Path(args.out))
+        chosen.train(cfg, data, Path(args.out), args.resume, device=args.device)
         return 0
     except (ValueError, FileNotFoundError) as error:
         return _fail(prog, str(error))
@@ -528,6 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "paper's recipe; stage1 and stage2 only, the paper trains no other model)")
     p.add_argument("--config", help="TOML file overriding the preset's values (unknown keys and wrong types are refused)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint (made with the same config)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to train: auto (default: CUDA when there is one, else the CPU), cpu or cuda; several "
+                        "GPUs: start with `accelerate launch`")
+    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"),
+                   help="autocast dtype, overriding the config's mixed_precision (fp16: GPU only; recorded in the "
+                        "run's config)")
     p.add_argument("--no-fbdm", action="store_true", help="stage1 only: without foreground-background distinction (ablation)")
     p.add_argument("--no-rpim", action="store_true", help="stage1 only: without reference pose injection (ablation)")
     p.add_argument("--pairing", choices=PAIRINGS,

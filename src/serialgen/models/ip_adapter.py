@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 import torch
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 from .attention import PlainProcessor, attend
@@ -108,6 +109,7 @@ class IPAdapter(nn.Module):
                 processors[name] = PlainProcessor()
         unet.set_attn_processor(processors)
 
+    @apply_forward_hook  # model CPU offload places the adapter
     def tokens(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """CLIP penultimate hidden states (N, T, d) -> image tokens (N, T, cross_dim)."""
         return self.image_proj(hidden_states.to(self.image_proj.proj[0].weight.dtype))

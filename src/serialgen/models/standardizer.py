@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 from . import rpim
@@ -128,6 +129,7 @@ class Standardizer(nn.Module):
     def latent_size(self) -> tuple[int, int]:
         return self.config.height // 8, self.config.width // 8
 
+    @apply_forward_hook  # model CPU offload: these call parts directly, not forward
     def encode_reference(self, latents: torch.Tensor, image_embeds: torch.Tensor,
                          background_mask: torch.Tensor | None = None, pose_map: torch.Tensor | None = None) -> ReferenceBank:
         """ReferenceNet at t = 0 on the clean reference.
@@ -141,6 +143,7 @@ class Standardizer(nn.Module):
         self.reference_net(latents, t, encoder_hidden_states=image_embeds, cross_attention_kwargs={"reference": bank})
         return bank
 
+    @apply_forward_hook  # model CPU offload: these call parts directly, not forward
     @torch.no_grad()
     def predict_standard_keypoints(self, keypoints: torch.Tensor) -> torch.Tensor:
         """Reference keypoints (N, 18, 3) in canvas pixels -> standard keypoints (N, 18, 3) in canvas
@@ -150,6 +153,7 @@ class Standardizer(nn.Module):
         w, h = self.config.width, self.config.height
         return self.standard_pose(keypoints.float().to(self.standard_pose.template.device), w, h).float().cpu()
 
+    @apply_forward_hook  # model CPU offload: these call parts directly, not forward
     def pose_features(self, pose_map: torch.Tensor) -> torch.Tensor:
         """Target pose map (N, 3, H, W) in [-1, 1] -> (N, C0, h, w), added after conv_in."""
         return self.pose_guider(pose_map.to(self.dtype))

@@ -41,6 +41,11 @@ class ConsistentAttentionPipeline:
         self.serial.to(device, dtype)
         return self
 
+    def enable_model_cpu_offload(self, device="cuda") -> "ConsistentAttentionPipeline":
+        """SerialGenPipeline.enable_model_cpu_offload."""
+        self.serial.enable_model_cpu_offload(device)
+        return self
+
     @property
     def progress(self) -> bool:
         return self.serial.progress

@@ -55,6 +55,7 @@ class PersonalizePipeline:
         adapter.to(base.unet.device, base.unet.dtype)
         self.model = Personalizer(base.unet, adapter)  # (x_t, t, cond) -> epsilon
         self.progress = True
+        self._offload = None  # ModelOffload, when enable_model_cpu_offload was called
 
     @classmethod
     def from_pretrained(cls, adapter: str | Path | None = None, *, base: str | Path | None = None,
@@ -93,9 +94,22 @@ class PersonalizePipeline:
     def unet(self):
         return self.base.unet
 
+    def enable_model_cpu_offload(self, device="cuda", offload=None) -> "PersonalizePipeline":
+        """Keep the models in CPU memory, each moved to `device` only while it runs (`ModelOffload`):
+        the image encoder, the text encoder(s), the UNet with its adapter, the VAE. offload: one
+        shared with other pipelines."""
+        from ..devices import ModelOffload
+
+        base = self.base
+        self._offload = (offload or ModelOffload(device)).attach(
+            self.image_encoder, base.text_encoder, getattr(base, "text_encoder_2", None), self.model, self.adapter,
+            base.unet, base.vae)
+        return self
+
     @property
     def device(self) -> torch.device:
-        return self.base.unet.device
+        """Where the computation runs: the UNet's device, or the offload's execution device."""
+        return self._offload.device if self._offload is not None else self.base.unet.device
 
     @property
     def is_sdxl(self) -> bool:
@@ -126,7 +140,8 @@ class PersonalizePipeline:
     @torch.no_grad()
     def image_tokens(self, reference) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (tokens, negative tokens), each (1, T, cross_dim)."""
-        return self.adapter.tokens(self.clip_hidden_states(reference)), self.adapter.tokens(self.negative_hidden_states())
+        hidden, negative = self.clip_hidden_states(reference), self.negative_hidden_states()  # CLIP, then the adapter
+        return self.adapter.tokens(hidden), self.adapter.tokens(negative)
 
     def _encode_prompts(self, prompts: list[str], negative: str):
         """Text embeddings as the base pipeline makes them; an empty negative prompt is left to the

@@ -273,6 +273,18 @@ class SerialGenPipeline:
             self.standardize.to(device, dtype)
         return self
 
+    def enable_model_cpu_offload(self, device="cuda") -> "SerialGenPipeline":
+        """Model CPU offload for large (paper-scale) models: every model stays in CPU memory and moves
+        to `device` only while it runs, one model of both stages at a time (`devices.ModelOffload`).
+        Peak device memory is then the largest model's (a UNet) plus activations."""
+        from ..devices import ModelOffload
+
+        offload = ModelOffload(device)
+        if self.standardize is not None:
+            self.standardize.enable_model_cpu_offload(offload=offload)
+        self.personalize.enable_model_cpu_offload(offload=offload)
+        return self
+
     @property
     def progress(self) -> bool:
         return self.personalize.progress

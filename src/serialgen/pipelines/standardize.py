@@ -63,6 +63,7 @@ class StandardizePipeline:
         self.vae, self.image_encoder, self.standardizer, self.scheduler = vae, image_encoder, standardizer, scheduler
         self.progress = True
         self._canvas = None  # the white canvas's latent, encoded once (start_latents)
+        self._offload = None  # ModelOffload, when enable_model_cpu_offload was called
 
     @classmethod
     def from_pretrained(cls, weights: str | Path | None = None, *, vae: str | Path | None = None,
@@ -110,9 +111,19 @@ class StandardizePipeline:
         self._canvas = None
         return self
 
+    def enable_model_cpu_offload(self, device="cuda", offload=None) -> "StandardizePipeline":
+        """Keep the models in CPU memory, each moved to `device` only while it runs (`ModelOffload`);
+        offload: one shared with other pipelines, so that one model of all of them is on the device."""
+        from ..devices import ModelOffload
+
+        self._offload = (offload or ModelOffload(device)).attach(self.image_encoder, self.vae, self.standardizer)
+        self._canvas = None
+        return self
+
     @property
     def device(self) -> torch.device:
-        return next(self.standardizer.parameters()).device
+        """Where the computation runs: the models' device, or the offload's execution device."""
+        return self._offload.device if self._offload is not None else next(self.standardizer.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -189,7 +200,8 @@ class StandardizePipeline:
         w, h = self.size
         noise = noise - noise.mean(dim=(-2, -1), keepdim=True)
         if self._canvas is None:
-            self._canvas = self.encode_images(torch.ones(1, 3, h, w))[0]
+            white = torch.ones(1, 3, h, w, device=self.device, dtype=self.vae.dtype)  # VAE only: no CLIP of it
+            self._canvas = (self.vae.encode(white).latent_dist.mode() * self.vae.config.scaling_factor).to(self.dtype)
         canvas = self._canvas.to(noise)
         poses = pose if pose.ndim == 4 else pose[None]  # (P, H, W, 3), one per sample or one for all
         figure = torch.from_numpy((poses.max(-1) > 0).astype(np.float32))[:, None]  # (P, 1, H, W)

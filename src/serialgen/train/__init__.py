@@ -23,7 +23,7 @@ TRAINERS = {
 class Trainer:
     config: type  # the config dataclass
     presets: dict  # preset name -> config (None: the paper trains no such model)
-    train: Callable  # train(cfg, data, out, resume=False) -> the model folder
+    train: Callable  # train(cfg, data, out, resume=False, device="auto") -> the model folder
 
 
 def trainer(name: str) -> Trainer:

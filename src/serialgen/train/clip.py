@@ -30,7 +30,7 @@ from ..models.clip import preprocess
 from ..models.loading import load_clip
 from ..models.tokenizer import build_tokenizer, save_tokenizer
 from . import loop
-from .common import RunDir
+from .common import RunDir, make_accelerator
 from .config import LoopConfig, Precision, Weights, folder
 
 
@@ -80,17 +80,15 @@ def embed_texts(model, tokenizer, captions: list[str], max_length: int, batch: i
     return torch.cat(out)
 
 
-def train(cfg: CLIPTrainConfig, data, out, resume: bool = False) -> Path:
+def train(cfg: CLIPTrainConfig, data, out, resume: bool = False, device: str = "auto") -> Path:
     """Train and export to OUT/model. -> that folder."""
-    train_clip(cfg, data, RunDir(out, cfg, resume), resume)
+    train_clip(cfg, data, RunDir(out, cfg, resume), resume, device)
     return Path(out) / "model"
 
 
-def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool):
+def train_clip(cfg: CLIPTrainConfig, data, run: RunDir, resume: bool, device: str = "auto"):
     """Train and export to run.path/model. -> (EMA model, tokenizer, training arrays, scores)."""
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(cfg, device)
     torch.manual_seed(cfg.seed)
     arch = preset(CLIP_PRESETS, cfg.architecture)
 

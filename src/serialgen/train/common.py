@@ -82,3 +82,17 @@ def set_lr(optimizer, cfg, step: int) -> None:
     factor = lr_factor(step, cfg.warmup, cfg.steps, cfg.schedule)
     for group in optimizer.param_groups:
         group["lr"] = cfg.lr * group.get("lr_scale", 1.0) * factor
+
+
+def make_accelerator(cfg, device: str = "auto", **kwargs):
+    """accelerate's Accelerator with cfg's mixed precision on `device` (auto: CUDA when there is one,
+    else the CPU; `serialgen train --device`). fp16 autocast needs a GPU and is refused elsewhere."""
+    from accelerate import Accelerator
+
+    from ..devices import resolve
+
+    chosen, _ = resolve(device)
+    if cfg.mixed_precision == "fp16" and chosen.type != "cuda":
+        raise ValueError("mixed_precision fp16 needs a GPU; on the CPU train with bf16 or no mixed precision "
+                         "(--mixed-precision, or mixed_precision in --config)")
+    return Accelerator(mixed_precision=cfg.mixed_precision, cpu=chosen.type == "cpu", **kwargs)

@@ -95,8 +95,9 @@ def _labels(meta: list[dict], attribute: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array(idx, dtype=int), np.array(labels, dtype=int)
 
 
-def train(cfg: JudgeTrainConfig, data, out, resume: bool = False) -> Path:
-    """Train (or keep) the judge's CLIP, then its attribute classifier; export to OUT/model."""
+def train(cfg: JudgeTrainConfig, data, out, resume: bool = False, device: str = "auto") -> Path:
+    """Train (or keep) the judge's CLIP on `device`, then its attribute classifier (on the CPU); export to
+    OUT/model."""
     run = RunDir(out, cfg, resume)
     t0 = time.time()
     if cfg.clip_from is not None:
@@ -108,7 +109,7 @@ def train(cfg: JudgeTrainConfig, data, out, resume: bool = False) -> Path:
         train = WorldArrays.load(data, "train", keys=("image",))
     else:
         clip_cfg = CLIPTrainConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(CLIPTrainConfig)})
-        result = train_clip(clip_cfg, data, run, resume)
+        result = train_clip(clip_cfg, data, run, resume, device)
         if result is None:  # not the main process
             return run.path / "model"
         _, _, (_, train), clip_scores = result

@@ -38,7 +38,7 @@ from ..sheet import grid
 from ..world.backgrounds import SCENES, render_background
 from ..world.generator import CharacterWorld
 from . import loop
-from .common import RunDir, lr_factor
+from .common import RunDir, lr_factor, make_accelerator
 from .config import LoopConfig, Precision, Source, Weights, describe, folder
 
 
@@ -220,17 +220,16 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
 
 
-def train(cfg: Stage1TrainConfig, data, out, resume: bool = False) -> Path:
+def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str = "auto") -> Path:
     """Train, score on held-out characters and export the EMA standardizer to OUT/model. -> that folder."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate import DistributedDataParallelKwargs
 
     from ..models.loading import load_image_encoder, load_vae
     from ..pipelines.standardize import StandardizePipeline, encode_images
 
     run = RunDir(out, cfg, resume)
     # the ReferenceNet's output layers never reach the loss: DDP must allow unused parameters
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    accelerator = make_accelerator(cfg, device, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     torch.manual_seed(cfg.seed)
     main_process = accelerator.is_main_process
     device = accelerator.device

@@ -48,7 +48,7 @@ from ..preprocess import Reference
 from ..sheet import grid
 from ..world.attributes import scene_caption
 from . import loop
-from .common import RunDir
+from .common import RunDir, make_accelerator
 from .config import LoopConfig, Pairing, Precision, Source, Weights, describe, folder
 
 
@@ -184,10 +184,8 @@ def load_standardized(folder: Path, sources: np.ndarray) -> np.ndarray:
     return np.concatenate(images)
 
 
-def train(cfg: Stage2TrainConfig, data, out, resume: bool = False) -> Path:
+def train(cfg: Stage2TrainConfig, data, out, resume: bool = False, device: str = "auto") -> Path:
     """Train the adapter under cfg.pairing and export it in IP-Adapter's layout to OUT/model. -> that folder."""
-    from accelerate import Accelerator
-
     from ..models.loading import load_base, load_image_encoder
     from ..pipelines.personalize import ADAPTER_FILE, PersonalizePipeline
     from ..pipelines.serial import SerialGenPipeline
@@ -197,7 +195,7 @@ def train(cfg: Stage2TrainConfig, data, out, resume: bool = False) -> Path:
         raise ValueError(f"own_reference needs pairing = standardized (the target's own standardization), got "
                          f"{cfg.pairing.value!r}")
     run = RunDir(out, cfg, resume)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(cfg, device)
     torch.manual_seed(cfg.seed)
     main_process = accelerator.is_main_process
     device = accelerator.device

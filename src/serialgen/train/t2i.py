@@ -30,7 +30,7 @@ from ..diffusion import epsilon_loss, latent_masks, region_weights, sampling_sch
 from ..models.backbones import UNET_PRESETS, preset
 from ..sheet import grid
 from . import loop
-from .common import RunDir
+from .common import RunDir, make_accelerator
 from .config import LoopConfig, Source, Weights, describe, folder
 
 
@@ -73,14 +73,12 @@ def make_pipeline(unet, vae, text_encoder, tokenizer):
     return sd_pipeline(unet, vae, text_encoder, tokenizer)
 
 
-def train(cfg: T2ITrainConfig, data, out, resume: bool = False) -> Path:
+def train(cfg: T2ITrainConfig, data, out, resume: bool = False, device: str = "auto") -> Path:
     """Train and export the EMA UNet and its sampling scheduler to OUT/model. -> that folder."""
-    from accelerate import Accelerator
-
     from ..models.loading import load_clip_text, load_vae
 
     run = RunDir(out, cfg, resume)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(cfg, device)
     torch.manual_seed(cfg.seed)
     main_process = accelerator.is_main_process
 

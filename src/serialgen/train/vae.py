@@ -30,7 +30,7 @@ from ..data.memory import WorldArrays, batch_indices, to_float, to_uint8
 from ..models.backbones import VAE_PRESETS, preset
 from ..sheet import grid
 from . import loop
-from .common import RunDir
+from .common import RunDir, make_accelerator
 from .config import LoopConfig, Precision, Weights, folder
 
 
@@ -99,12 +99,10 @@ class Autoencode(torch.nn.Module):
         return self.vae.decode(z).sample, kl
 
 
-def train(cfg: VAETrainConfig, data, out, resume: bool = False) -> Path:
+def train(cfg: VAETrainConfig, data, out, resume: bool = False, device: str = "auto") -> Path:
     """Train and export to OUT/model. -> that folder."""
-    from accelerate import Accelerator
-
     run = RunDir(out, cfg, resume)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(cfg, device)
     torch.manual_seed(cfg.seed)
 
     # 1. Data: non-standard and standard images of the training split, a held-out sample
