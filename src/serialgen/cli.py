@@ -174,8 +174,10 @@ def _generate(args) -> int:
     out = Path(args.out)
     created = not out.exists()
     try:
-        if args.reference is None and args.standardized is None and args.method == "serialgen":
+        if args.reference is None and args.standardized is None and args.method != "consistent-attention":
             raise ValueError("give --reference IMAGE (or --standardized IMAGE, a reference standardized earlier)")
+        if args.method != "layout-retouch" and (args.switch is not None or args.retouch_strength is not None):
+            raise ValueError("--switch and --retouch-strength are layout-retouch options: add --method layout-retouch")
         if args.one_stage and args.standardized:
             raise ValueError("--one-stage and --standardized exclude each other: the first skips standardization, the "
                              "second gives its result")
@@ -203,10 +205,12 @@ def _generate(args) -> int:
                                                          image_encoder=args.image_encoder,
                                                          one_stage=True if args.one_stage or args.standardized else None,
                                                          allow_pickle=args.allow_pickle), args)
-        if args.method == "consistent-attention":
-            from .pipelines.consistent import ConsistentAttentionPipeline
+        from .pipelines import compose_method
 
-            pipe = ConsistentAttentionPipeline(pipe, identity_images=args.identity_images)
+        pipe = compose_method(pipe, args.method, **{
+            "serialgen": {}, "consistent-attention": {"identity_images": args.identity_images},
+            "layout-retouch": {k: v for k, v in (("switch", args.switch), ("retouch_strength", args.retouch_strength))
+                               if v is not None}}[args.method])
         options = {} if args.reference is None and args.standardized is None else {"use_pose": not args.no_pose}
         result = pipe(args.reference, prompts, standardized=args.standardized,
                       num_inference_steps=args.steps, guidance_scale=args.guidance, scale=args.scale, seed=args.seed,
@@ -401,6 +405,14 @@ def _strength(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    """argparse type: a share of the denoising steps, in [0, 1]."""
+    value = _scale(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
 def _eval(args) -> int:
     prog = f"serialgen eval {args.what}"
     data = Path(args.data)
@@ -439,7 +451,7 @@ def _eval(args) -> int:
                                            steps=args.steps, guidance=args.guidance or 5.0, seed=args.seed,
                                            bootstrap=args.bootstrap)
             scored = commands.score_series(test, args.adapter or [None], judge, protocol, args.standardizer, args.base,
-                                           args.image_encoder, face)
+                                           args.image_encoder, face, args.method)
         print("\n".join(scored.tables))
         rows, sheet = scored.rows, scored.sheet
     except (ValueError, FileNotFoundError, ImportError) as error:
@@ -616,13 +628,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pose", action="store_true", help="Stage I without person detection (no mask or pose guidance)")
     p.add_argument("--pipeline", help="a pipeline folder (SerialGenPipeline.save_pretrained; default: the bundled mini "
                                       "models); --standardizer, --adapter, --base, --image-encoder replace its parts")
-    p.add_argument("--method", choices=("serialgen", "consistent-attention"), default="serialgen",
+    p.add_argument("--method", choices=("serialgen", "consistent-attention", "layout-retouch"), default="serialgen",
                    help="serialgen (default): Stage I, then the image adapter; consistent-attention: the same, while "
                         "the series' images share their self-attention tokens (StoryDiffusion; training-free; "
-                        "without --reference, the text-to-image base alone)")
+                        "without --reference, the text-to-image base alone); layout-retouch: the base alone draws "
+                        "the first steps (the layout), the adapter the rest, then the layout is inverted and "
+                        "re-denoised reading the layout's and the reference's self-attention (Layout-and-Retouch; "
+                        "training-free)")
     p.add_argument("--identity-images", type=int, default=4,
                    help="consistent-attention: the first images, denoised together, whose tokens the rest read "
                         "(default 4)")
+    p.add_argument("--switch", type=_share,
+                   help="layout-retouch: the share of the steps the base alone denoises, in [0, 1] (default 0.3)")
+    p.add_argument("--retouch-strength", type=_share,
+                   help="layout-retouch: the share of the schedule the layout is inverted and re-denoised, in [0, 1] "
+                        "(0: no retouch; default 0.5)")
     _add_device_args(p)
     _model_options(p)
     p.set_defaults(run=_generate)
@@ -707,6 +727,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", action="append", help="stage1: standardizer folder; repeat to compare (default bundled)")
     p.add_argument("--adapter", action="append", help="stage2: IP-Adapter file or folder; repeat (default bundled)")
     p.add_argument("--standardizer", help="stage2: Stage I folder for standardized adapters (default bundled)")
+    p.add_argument("--method", choices=("serialgen", "consistent-attention", "layout-retouch"), default="serialgen",
+                   help="stage2: the generation method run on each adapter (default serialgen; its default settings)")
     p.add_argument("--base", help="t2i/stage2: text-to-image pipeline folder (default bundled)")
     p.add_argument("--image-encoder", help="stage2: the adapters' CLIP vision folder (default bundled)")
     p.add_argument("--judge", help="judge folder (default bundled)")

@@ -94,8 +94,6 @@ def check_upload(path: str | None, limits: ServeLimits) -> Image.Image:
         raise ValueError(str(error).replace(str(path), name)) from None
 
 
-METHODS = ("serialgen", "consistent-attention")
-
 
 def run_series(pipe, upload: str | None, prompts_text: str, *, seed: int = 0, steps: int = 20, scale: float = 1.0,
                guidance: float = 5.0, one_stage: bool = False, use_pose: bool = True, method: str = "serialgen",
@@ -108,13 +106,9 @@ def run_series(pipe, upload: str | None, prompts_text: str, *, seed: int = 0, st
         raise ValueError(f"steps must be between 1 and 100, got {steps}")
     if not 0 <= float(guidance) <= 30:
         raise ValueError(f"guidance must be between 0 and 30, got {guidance}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    runner = pipe
-    if method == "consistent-attention":
-        from .pipelines.consistent import ConsistentAttentionPipeline
+    from .pipelines import compose_method
 
-        runner = ConsistentAttentionPipeline(pipe)
+    runner = compose_method(pipe, method)  # an unknown method is refused here
     settings = {"method": method, "seed": int(seed), "steps": int(steps), "guidance": float(guidance),
                 "scale": float(scale), "one_stage": bool(one_stage), "detect_person": bool(use_pose)}
     try:
@@ -146,9 +140,11 @@ DEFAULT_PROMPTS = (
 
 def build_app(pipe, *, limits: ServeLimits = ServeLimits(), default_steps: int = 20, title: str = "serialgen"):
     """The Gradio Blocks app; `.queue()` and `.launch()` are the caller's (see `serve`)."""
+    import tempfile
+
     import gradio as gr
 
-    import tempfile
+    from .pipelines import METHODS
 
     def generate(upload, prompts_text, seed, steps, guidance, scale, method, one_stage, use_pose,
                  progress=gr.Progress(track_tqdm=True)):
@@ -179,7 +175,9 @@ def build_app(pipe, *, limits: ServeLimits = ServeLimits(), default_steps: int =
                                          elem_id="guidance")
                     scale = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Image prompt scale")
                 method = gr.Radio(list(METHODS), value="serialgen", label="Method", elem_id="method",
-                                  info="consistent-attention: the series' images also share their self-attention")
+                                  info="consistent-attention: the series' images also share their self-attention; "
+                                       "layout-retouch: the base model draws the layout, then the character is "
+                                       "retouched in")
                 with gr.Row():
                     use_pose = gr.Checkbox(value=True, label="Detect the person (mask and pose for Stage I)",
                                            elem_id="use_pose")

@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 
 CATEGORY = "serialgen"
-METHODS = ("serialgen", "consistent-attention")
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
@@ -83,10 +82,12 @@ class GenerateSeries:
 
     @classmethod
     def INPUT_TYPES(cls):  # noqa: N802
+        from ..pipelines import METHODS
+
         return {"required": {"pipeline": ("SERIALGEN_PIPELINE",), "reference": ("IMAGE",),
                              "prompts": ("STRING", {"multiline": True,
                                                     "default": "a character, waving, on a beach, full body shot"}),
-                             "method": (METHODS,),
+                             "method": (list(METHODS),),
                              "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
                              "steps": ("INT", {"default": 20, "min": 1, "max": 200}),
                              "guidance": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 30.0, "step": 0.5}),
@@ -103,14 +104,10 @@ class GenerateSeries:
         lines = [p.strip() for p in prompts.splitlines() if p.strip() and not p.strip().startswith("#")]
         if not lines:
             raise ValueError("Give at least one prompt, one per line")
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-        refs = to_pil(reference)
-        pipe = pipeline
-        if method == "consistent-attention":
-            from ..pipelines.consistent import ConsistentAttentionPipeline
+        from ..pipelines import compose_method
 
-            pipe = ConsistentAttentionPipeline(pipeline)
+        pipe = compose_method(pipeline, method)  # an unknown method is refused here
+        refs = to_pil(reference)
         out = pipe(refs[0], lines, seed=seed, num_inference_steps=steps, guidance_scale=guidance, scale=scale,
                    use_pose=detect_person)
         shown = out.standardized if out.standardized is not None else refs[0]

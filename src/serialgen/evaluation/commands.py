@@ -100,10 +100,12 @@ def score_t2i(test: WorldArrays, base: str | None, judge: Judge, samples: int, s
 
 def score_series(test: WorldArrays, adapters: list[str | None], judge: Judge, protocol: Protocol,
                  standardizer: str | None = None, base: str | None = None, image_encoder: str | None = None,
-                 face=None) -> Scored:
+                 face=None, method: str = "serialgen") -> Scored:
     """Each image adapter (None = the bundled one) under the paper's protocol, with Stage I when the
     adapter was trained on standardized references (`SerialGenPipeline.from_pretrained` decides);
-    one standardizer is loaded once and shared. Sheet: the two-stage model's series (else the last)."""
+    one standardizer is loaded once and shared. method: the generation method run on each (METHODS:
+    serialgen, or one composed on it). Sheet: the two-stage model's series (else the last)."""
+    from ..pipelines import compose_method
     from ..models.loading import bundled
     from ..pipelines.serial import TWO_STAGE_PAIRINGS, SerialGenPipeline, adapter_pairing
     from ..pipelines.standardize import StandardizePipeline
@@ -116,16 +118,18 @@ def score_series(test: WorldArrays, adapters: list[str | None], judge: Judge, pr
                                                    image_encoder=image_encoder)
         two_stage = serial.standardize is not None
         serial.progress = False
-        scores = evaluate_series(serial, judge, test, protocol, two_stage, face=face)
+        scores = evaluate_series(compose_method(serial, method), judge, test, protocol, two_stage, face=face)
         made = scores.pop("sheets")
         folder = Path(adapter) if adapter else bundled("stage2")
-        rows.append((f"{run_name(str(folder if folder.is_dir() else folder.parent))} ({serial.pairing})", scores))
+        name = f"{run_name(str(folder if folder.is_dir() else folder.parent))} ({serial.pairing})"
+        rows.append((name if method == "serialgen" else f"{method}: {name}", scores))
         if sheet is None or two_stage:
             sheet = grid([[ref, np.asarray(std) if std is not None else ref] + list(ims[:8])
                           for ref, std, ims, _ in made[:6]])
     tables = [table(rows, [("CLIP-T", "clip_t"), ("CLIP-I", "clip_i"), ("AP-CLIP-I", "ap_clip_i"),
                            ("face sim.", "face_sim"), ("text control", "text_control.mean"),
-                           ("appearance", "appearance.mean")]),
+                           ("appearance", "appearance.mean"), ("layout div.", "layout_diversity"),
+                           ("s/character", "seconds_per_character")]),
               f"{rows[-1][1]['characters']} held-out characters x {protocol.prompts} prompts x {protocol.seeds} "
               "seeds; mean [95% bootstrap interval over characters]"]
     return Scored(rows, sheet, tables)

@@ -5,6 +5,7 @@ held-out loss gap of an image adapter (`adapter_loss_gap`, through the Stage II 
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +69,22 @@ def on_white(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (image.astype(np.float32) * m + 255.0 * (1 - m)).round().astype(np.uint8)
 
 
+def layout_diversity(figures: np.ndarray) -> float:
+    """How much the layout of one prompt's images changes with the seed: figures (seeds, prompts, H,
+    W) bool person masks -> the mean over prompts of the mean over seed pairs of 1 - IoU of the two
+    masks (0: every seed puts the figure in the same place and shape; NaN with one seed). Two
+    empty masks count as the same layout."""
+    if len(figures) < 2:
+        return float("nan")
+    distances = []
+    for a in range(len(figures)):
+        for b in range(a + 1, len(figures)):
+            inter = (figures[a] & figures[b]).sum(axis=(-2, -1))
+            union = (figures[a] | figures[b]).sum(axis=(-2, -1))
+            distances.append(np.where(union > 0, 1 - inter / np.maximum(union, 1), 0.0))
+    return float(np.mean(distances))
+
+
 def _per_character(records: list[dict], key, characters: int) -> np.ndarray:
     """Mean over each character's images of key(record) (None skipped; NaN where none)."""
     out = np.full(characters, np.nan)
@@ -91,7 +108,9 @@ def evaluate_series(serial, judge: Judge, test: WorldArrays, protocol: Protocol 
     judge's attribute readings: the prompt's action, view, background and expression (text
     control) and the reference's clothes and hair (appearance). Per character: AP-CLIP-I, the
     mean pairwise CLIP-I among all its images, and with Stage I the PSNR/SSIM of its
-    standardized reference against the world's true standard render. Every score is a mean
+    standardized reference against the world's true standard render; the layout diversity
+    (`layout_diversity` of the images' person masks across seeds) and the seconds `serial` took
+    (all its seeds, Stage I included). Every score is a mean
     over characters with a 95% bootstrap interval. Each character is standardized once and its
     reference encoded once per seed."""
     from ..preprocess import PersonDetector, Reference
@@ -102,18 +121,20 @@ def evaluate_series(serial, judge: Judge, test: WorldArrays, protocol: Protocol 
     text = judge.text_features(prompts)
     rows = test.first_of_each_character()[:protocol.characters]
     attributes = TEXT_CONTROL + APPEARANCE
-    records, ap, fidelity, sheets = [], [], [], []
+    records, ap, fidelity, sheets, diversity, seconds = [], [], [], [], [], []
     bar = tqdm(total=len(rows) * protocol.seeds, desc="protocol", disable=not progress, leave=False)
     for c, first in enumerate(rows):
         image, foreground = test.images["image"][first], test.images["foreground"][first]
         ref = Reference.from_world(image, foreground, test.meta[first]["keypoints"])
         ref_feature = judge.image_features([on_white(image, foreground[..., 3] / 255.0)])[0]
         ref_face = face(image) if face is not None else None
-        standardized, masked_features, first_images = None, [], None
+        standardized, masked_features, first_images, figures, took = None, [], None, [], 0.0
         for k in range(protocol.seeds):
+            started = time.perf_counter()
             out = serial(ref, prompts, standardized=standardized, standardize=standardize,
                          num_inference_steps=protocol.steps, guidance_scale=protocol.guidance,
                          seed=protocol.seed * 1000 + k, batch_size=protocol.batch_size, use_pose=True)
+            took += time.perf_counter() - started
             if standardize and standardized is None:
                 standardized = out.standardized  # Stage I once per character
                 truth = test.characters["standard_image"][test.character_row[first]]
@@ -122,6 +143,7 @@ def evaluate_series(serial, judge: Judge, test: WorldArrays, protocol: Protocol 
             images = [np.asarray(im) for im in out.images]
             first_images = first_images or images
             masks = [detector.segment(im) for im in images]
+            figures.append(np.stack(masks) > 0.5)  # (prompts, H, W)
             full = judge.image_features(images)
             masked = judge.image_features([on_white(im, m) if m.mean() > 0.01 else im for im, m in zip(images, masks)])
             masked_features.append(masked)
@@ -137,6 +159,8 @@ def evaluate_series(serial, judge: Judge, test: WorldArrays, protocol: Protocol 
                     "correct": {a: (None if probe_value(meta, a) is None else reads[a][i] == probe_value(meta, a))
                                 for a in attributes}})
             bar.update()
+        diversity.append(layout_diversity(np.stack(figures)))
+        seconds.append(took)
         f = torch.cat(masked_features)
         sim = (f @ f.T).numpy()
         ap.append(float(100 * sim[np.triu_indices(len(f), 1)].mean()) if len(f) > 1 else float("nan"))
@@ -160,6 +184,8 @@ def evaluate_series(serial, judge: Judge, test: WorldArrays, protocol: Protocol 
         "face_sim": _per_character(records, lambda r: r["face_sim"], n),
         "text_control": np.nanmean([_per_character(records, lambda r, a=a: r["correct"][a], n) for a in TEXT_CONTROL], 0),
         "appearance": np.nanmean([_per_character(records, lambda r, a=a: r["correct"][a], n) for a in APPEARANCE], 0),
+        "layout_diversity": np.asarray(diversity),
+        "seconds": np.asarray(seconds),
     }
     scores = {
         "protocol": dataclasses.asdict(protocol), "characters": n, "images": len(records),
@@ -167,6 +193,8 @@ def evaluate_series(serial, judge: Judge, test: WorldArrays, protocol: Protocol 
         "clip_t": ci(_per_character(records, lambda r: r["clip_t"], n)),
         "clip_i": ci(_per_character(records, lambda r: r["clip_i"], n)),
         "ap_clip_i": ci(ap),
+        "layout_diversity": ci(diversity),
+        "seconds_per_character": ci(seconds),
         "face_sim": ci(_per_character(records, lambda r: r["face_sim"], n)),
         "face_found": float(np.mean([r["face_sim"] is not None for r in records])) if face is not None else 0.0,
         "mask_found": float(np.mean([r["mask_found"] for r in records])),

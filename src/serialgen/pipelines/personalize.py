@@ -143,6 +143,14 @@ class PersonalizePipeline:
         hidden, negative = self.clip_hidden_states(reference), self.negative_hidden_states()  # CLIP, then the adapter
         return self.adapter.tokens(hidden), self.adapter.tokens(negative)
 
+    def initial_noise(self, indices, seed: int, width: int, height: int) -> torch.Tensor:
+        """The starting noise (B, C, h, w) of the series' images `indices`: image i's from (seed, i),
+        whatever the batching, so a series drawn in any batches or calls is the same series."""
+        unet, factor = self.unet, self.base.vae_scale_factor
+        shape = (unet.config.in_channels, height // factor, width // factor)
+        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed * 100_003 + i))
+                            for i in indices]).to(self.device, unet.dtype)
+
     def _encode_prompts(self, prompts: list[str], negative: str):
         """Text embeddings as the base pipeline makes them; an empty negative prompt is left to the
         base's own convention (SDXL: zeros), so scale 0 reproduces the base model."""
@@ -189,7 +197,6 @@ class PersonalizePipeline:
     def _generate(self, prompts, reference, image_tokens, negative_prompt, num_inference_steps, guidance_scale, seed,
                   batch_size, width, height, first_index=0) -> PersonalizeOutput:
         unet, scheduler, device = self.unet, self.base.scheduler, self.device
-        factor = self.base.vae_scale_factor
 
         # 2. The reference, once for the whole series
         tokens, negative = image_tokens if image_tokens is not None else self.image_tokens(reference)
@@ -208,9 +215,7 @@ class PersonalizePipeline:
                 added = {"text_embeds": torch.cat([npooled, pooled]).to(unet.dtype),
                          "time_ids": add_time_ids(self.base, height, width).to(device, unet.dtype).repeat(2 * b, 1)}
             # 4. Noise per image from (seed, index)
-            shape = (unet.config.in_channels, height // factor, width // factor)
-            latents = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed * 100_003 + first_index + start + k))
-                                   for k in range(b)]).to(device, unet.dtype)
+            latents = self.initial_noise(range(first_index + start, first_index + start + b), seed, width, height)
             scheduler.set_timesteps(num_inference_steps, device=device)
             latents = latents * scheduler.init_noise_sigma
             # 5. Denoising loop: one UNet call per step
@@ -220,9 +225,20 @@ class PersonalizePipeline:
                 eps = self.model(x, t, {"text": text, "tokens": ip, "added": added})
                 uncond, cond = eps.chunk(2)
                 latents = scheduler.step(uncond + guidance_scale * (cond - uncond), t, latents).prev_sample
-            # 6. Decode
-            vae = self.base.vae
-            decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-            a = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-            images += [Image.fromarray(im) for im in a]
+            images += self.decode(latents)  # 6. Decode
         return PersonalizeOutput(images)
+
+    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        """Scaled latents (B, C, h, w) -> B images."""
+        vae = self.base.vae
+        decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+        a = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(im) for im in a]
+
+    def encode(self, images: list[Image.Image]) -> torch.Tensor:
+        """Images -> scaled latents (B, C, h, w) at the size they are (the VAE's mode)."""
+        vae = self.base.vae
+        pixels = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), np.float32)).permute(2, 0, 1)
+                              for im in images]) / 127.5 - 1
+        latents = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist.mode()
+        return (latents * vae.config.scaling_factor).to(self.unet.dtype)

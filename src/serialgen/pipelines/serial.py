@@ -295,6 +295,31 @@ class SerialGenPipeline:
         if self.standardize is not None:
             self.standardize.progress = value
 
+    def reference_image(self, reference, standardized, standardize: bool, *, seed: int = 0, steps: int = 20,
+                        guidance: float = 2.5, use_pose: bool = True, detector=None):
+        """The image the adapter reads: `standardized` as given, else Stage I's standardization of
+        `reference` (standardize=True), else the prepared reference itself (one-stage use).
+        -> (image, the prepared reference or None, notes)."""
+        if reference is None and standardized is None:
+            raise ValueError("Give a reference image (or an already standardized one as standardized=)")
+        if standardized is None and standardize and self.standardize is None:
+            raise ValueError("This pipeline has no standardizer: pass standardize=False for one-stage use, or load one")
+        notes: list[str] = []
+        prepared = None
+        if standardized is not None:
+            image = Image.fromarray(standardized) if isinstance(standardized, np.ndarray) else load_image(standardized)
+        elif standardize:
+            result = self.standardize(reference, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
+                                      use_pose=use_pose, detector=detector)
+            prepared, image = result.references[0], result.images[0]
+            notes += prepared.notes
+        else:
+            prepared = reference if isinstance(reference, Reference) else prepare_reference(
+                reference, self.personalize.default_size(), use_pose=False)
+            image = Image.fromarray(prepared.image)
+            notes.append("one-stage: the reference goes to the adapter unstandardized")
+        return image, prepared, notes
+
     @torch.no_grad()
     def __call__(self, reference=None, prompts: list[str] | str = (), *, standardized=None, standardize: bool | None = None,
                  num_inference_steps: int = 20, guidance_scale: float = 5.0, scale: float = 1.0, seed: int = 0,
@@ -311,26 +336,11 @@ class SerialGenPipeline:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("Give at least one prompt")
-        if reference is None and standardized is None:
-            raise ValueError("Give a reference image (or an already standardized one as standardized=)")
-        if standardized is None and standardize and self.standardize is None:
-            raise ValueError("This pipeline has no standardizer: pass standardize=False for one-stage use, or load one")
 
         # 2. Stage I, once: the standardized reference (or the given one, or none for one-stage use)
-        notes: list[str] = []
-        prepared = None
-        if standardized is not None:
-            image = Image.fromarray(standardized) if isinstance(standardized, np.ndarray) else load_image(standardized)
-        elif standardize:
-            result = self.standardize(reference, num_inference_steps=standardize_steps, guidance_scale=standardize_guidance,
-                                      seed=seed, use_pose=use_pose, detector=detector)
-            prepared, image = result.references[0], result.images[0]
-            notes += prepared.notes
-        else:
-            prepared = reference if isinstance(reference, Reference) else prepare_reference(
-                reference, self.personalize.default_size(), use_pose=False)
-            image = Image.fromarray(prepared.image)
-            notes.append("one-stage: the reference goes to the adapter unstandardized")
+        image, prepared, notes = self.reference_image(reference, standardized, standardize, seed=seed,
+                                                      steps=standardize_steps, guidance=standardize_guidance,
+                                                      use_pose=use_pose, detector=detector)
 
         # 3. Stage II: encode the reference once, then the series in guidance-batched groups
         tokens = self.personalize.image_tokens(np.asarray(image.convert("RGB")))
