@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from serialgen.models.attention_swap import AttentionSwapState, SwapSelfAttnProcessor
 from serialgen.models.attention import PlainProcessor
+from serialgen.models.attention_swap import AttentionSwapState, SwapSelfAttnProcessor
 from serialgen.pipelines import compose_method
 from serialgen.pipelines.layout_retouch import LayoutRetouchPipeline
 from serialgen.pipelines.serial import SerialGenPipeline
@@ -119,7 +119,7 @@ def test_generate_takes_the_method_and_its_options(folders, tmp_path):
     REFERENCE.save(tmp_path / "ref.png")
     models = ["--standardizer", str(folders / "stage1"), "--base", str(folders / "sd15"), "--image-encoder",
               str(folders / "image_encoder"), "--adapter", str(saved_adapter(folders)), "--steps", "2", "--no-pose"]
-    prompts = sum((["--prompt", p] for p in PROMPTS), [])
+    prompts = [arg for p in PROMPTS for arg in ("--prompt", p)]
     assert cli(["generate", "--reference", str(tmp_path / "ref.png"), "--out", str(tmp_path / "a"), "--method",
                 "layout-retouch", "--switch", "0.5", "--retouch-strength", "1"] + prompts + models) == 0
     record = json.loads((tmp_path / "a" / "series.json").read_text())

@@ -52,7 +52,7 @@ class SwapSelfAttnProcessor:
         state = self.state
         if encoder_hidden_states is not None or state.targets is None:
             return attend(attn, hidden_states, hidden_states if encoder_hidden_states is None else encoder_hidden_states)
-        n, t, c = hidden_states.shape
+        n, _, c = hidden_states.shape
         targets, sources = state.targets.to(hidden_states.device), state.sources.to(hidden_states.device)
         if int(targets.max()) >= n or int(sources.max()) >= n:
             raise ValueError(f"The swap names rows up to {max(int(targets.max()), int(sources.max()))}; the batch has {n}")
