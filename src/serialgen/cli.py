@@ -174,8 +174,16 @@ def _generate(args) -> int:
     out = Path(args.out)
     created = not out.exists()
     try:
-        if args.reference is None and args.standardized is None and args.method != "consistent-attention":
-            raise ValueError("give --reference IMAGE (or --standardized IMAGE, a reference standardized earlier)")
+        if args.embedding is not None and args.method != "beyond-inserting":
+            raise ValueError("--embedding is an identity for the beyond-inserting method: add --method beyond-inserting")
+        if args.method == "beyond-inserting" and (args.pipeline or args.standardizer or args.adapter or args.image_encoder
+                                                  or args.standardized or args.one_stage):
+            raise ValueError("beyond-inserting runs the text-to-image base alone: --pipeline, --standardizer, --adapter, "
+                             "--image-encoder, --standardized and --one-stage do not apply (give --base)")
+        if (args.reference is None and args.standardized is None and args.method != "consistent-attention"
+                and args.embedding is None):
+            raise ValueError("give --reference IMAGE (or --standardized IMAGE, a reference standardized earlier"
+                             + (", or --embedding EMB.safetensors" if args.method == "beyond-inserting" else "") + ")")
         if args.method != "layout-retouch" and (args.switch is not None or args.retouch_strength is not None):
             raise ValueError("--switch and --retouch-strength are layout-retouch options: add --method layout-retouch")
         if args.one_stage and args.standardized:
@@ -200,18 +208,25 @@ def _generate(args) -> int:
         from .pipelines.serial import SerialGenPipeline
 
         _device_options(args)  # refused before any model loads
-        pipe = _placed(SerialGenPipeline.from_pretrained(args.pipeline, standardizer=args.standardizer,
-                                                         adapter=args.adapter, base=args.base,
-                                                         image_encoder=args.image_encoder,
-                                                         one_stage=True if args.one_stage or args.standardized else None,
-                                                         allow_pickle=args.allow_pickle), args)
-        from .pipelines import compose_method
+        from .pipelines import BeyondInsertingPipeline, compose_method
 
-        pipe = compose_method(pipe, args.method, **{
-            "serialgen": {}, "consistent-attention": {"identity_images": args.identity_images},
-            "layout-retouch": {k: v for k, v in (("switch", args.switch), ("retouch_strength", args.retouch_strength))
-                               if v is not None}}[args.method])
+        if args.method == "beyond-inserting":
+            pipe = _placed(BeyondInsertingPipeline.from_pretrained(args.base, allow_pickle=args.allow_pickle), args)
+        else:
+            serial = _placed(SerialGenPipeline.from_pretrained(
+                args.pipeline, standardizer=args.standardizer, adapter=args.adapter, base=args.base,
+                image_encoder=args.image_encoder, one_stage=True if args.one_stage or args.standardized else None,
+                allow_pickle=args.allow_pickle), args)
+            pipe = compose_method(serial, args.method, **{
+                "serialgen": {}, "consistent-attention": {"identity_images": args.identity_images},
+                "layout-retouch": {k: v for k, v in (("switch", args.switch),
+                                                     ("retouch_strength", args.retouch_strength)) if v is not None}
+            }[args.method])
         options = {} if args.reference is None and args.standardized is None else {"use_pose": not args.no_pose}
+        if args.embedding is not None:
+            from .models.identity_embedding import IdentityEmbedding
+
+            options["embedding"] = IdentityEmbedding.load(args.embedding, pipe.serial.personalize.unet)
         result = pipe(args.reference, prompts, standardized=args.standardized,
                       num_inference_steps=args.steps, guidance_scale=args.guidance, scale=args.scale, seed=args.seed,
                       batch_size=args.batch_size, **options)
@@ -265,6 +280,41 @@ def _placed(pipe, args):
     if not getattr(args, "offload", False):
         return pipe.to(device, dtype)
     return pipe.to("cpu", dtype).enable_model_cpu_offload(device)
+
+
+def _personalize(args) -> int:
+    """Beyond Inserting's per-character optimization: an identity embedding from a character's images."""
+    prog = "serialgen personalize"
+    out = Path(args.out)
+    try:
+        if out.suffix != ".safetensors":
+            raise ValueError(f"--out {out} must end in .safetensors")
+        import numpy as np
+
+        from .pipelines.beyond_inserting import BeyondInsertingPipeline, Optimization
+        from .preprocess import load_image, prepare_reference
+
+        optimization = Optimization(steps=args.steps, lr=args.lr, stages=args.stages, tokens=args.tokens,
+                                    attention_weight=None if args.no_attention_loss else args.attention_weight,
+                                    seed=args.seed)  # refused settings before any model loads
+        for image in args.images:
+            load_image(image)
+        _writable_dir(out.parent if str(out.parent) else Path("."))
+        _device_options(args)
+        pipe = _placed(BeyondInsertingPipeline.from_pretrained(args.base, optimization,
+                                                               allow_pickle=args.allow_pickle), args)
+        size = pipe.serial.personalize.default_size()
+        refs = [prepare_reference(image, size, use_pose=not args.no_pose) for image in args.images]
+        masks = None
+        if args.no_pose:  # no person detection: the region is the whole canvas
+            masks = [np.ones(r.image.shape[:2], np.float32) for r in refs]
+            print("note: --no-pose: the attention loss keeps the identity on the whole canvas, not on the person")
+        embedding = pipe.optimize(refs, masks)
+        embedding.save(out)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        return _fail(prog, str(error))
+    print(f"wrote {out} ({embedding.stages} stages x {embedding.key.shape[1]} tokens, for this base)")
+    return 0
 
 
 def _demo(args) -> int:
@@ -508,6 +558,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-pickle", action="store_true", help="load .bin/.ckpt weights (pickles can run code)")
 
 
+METHOD_NAMES = ("serialgen", "consistent-attention", "layout-retouch", "beyond-inserting")  # pipelines.METHODS
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="serialgen", description="SerialGen: one character, drawn consistently in any number of scenes.")
     parser.add_argument("--verbose", action="store_true",
@@ -628,13 +681,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pose", action="store_true", help="Stage I without person detection (no mask or pose guidance)")
     p.add_argument("--pipeline", help="a pipeline folder (SerialGenPipeline.save_pretrained; default: the bundled mini "
                                       "models); --standardizer, --adapter, --base, --image-encoder replace its parts")
-    p.add_argument("--method", choices=("serialgen", "consistent-attention", "layout-retouch"), default="serialgen",
+    p.add_argument("--method", choices=METHOD_NAMES, default="serialgen",
                    help="serialgen (default): Stage I, then the image adapter; consistent-attention: the same, while "
                         "the series' images share their self-attention tokens (StoryDiffusion; training-free; "
                         "without --reference, the text-to-image base alone); layout-retouch: the base alone draws "
                         "the first steps (the layout), the adapter the rest, then the layout is inverted and "
                         "re-denoised reading the layout's and the reference's self-attention (Layout-and-Retouch; "
-                        "training-free)")
+                        "training-free); beyond-inserting: an identity embedding optimized on the reference (or "
+                        "--embedding, made by `serialgen personalize`) drawn by the base model (Beyond Inserting)")
+    p.add_argument("--embedding", help="beyond-inserting: an identity embedding (.safetensors) from `serialgen personalize`")
     p.add_argument("--identity-images", type=int, default=4,
                    help="consistent-attention: the first images, denoised together, whose tokens the rest read "
                         "(default 4)")
@@ -646,6 +701,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_args(p)
     _model_options(p)
     p.set_defaults(run=_generate)
+
+    p = sub.add_parser(
+        "personalize", help="optimize an identity embedding on a character's images (Beyond Inserting)",
+        description="Beyond Inserting (Li et al. 2024): one identity as per-stage tokens, each a key and a value "
+                    "feature, optimized on the character's images with the frozen text-to-image base's diffusion loss "
+                    "and an attention loss that keeps the identity's cross-attention on the character (its mask, "
+                    "from person detection). Writes a small .safetensors that records the base it was made for; "
+                    "`serialgen generate --method beyond-inserting --embedding OUT` draws with it.",
+    )
+    p.add_argument("--method", choices=("beyond-inserting",), default="beyond-inserting",
+                   help="the per-character method (beyond-inserting, the only one)")
+    p.add_argument("--images", nargs="+", required=True, help="images of the character (any format Pillow opens)")
+    p.add_argument("--out", required=True, help="the embedding file to write (.safetensors)")
+    p.add_argument("--steps", type=int, default=150, help="optimization steps (default 150)")
+    p.add_argument("--lr", type=float, default=0.1, help="AdamW learning rate (default 0.1)")
+    p.add_argument("--stages", type=int, default=4, help="timestep stages, one token set each (default 4)")
+    p.add_argument("--tokens", type=int, default=2, help="identity tokens per stage (default 2)")
+    p.add_argument("--attention-weight", type=float, default=0.1, help="weight of the attention loss (default 0.1)")
+    p.add_argument("--no-attention-loss", action="store_true", help="plain token optimization (no attention loss)")
+    p.add_argument("--no-pose", action="store_true", help="no person detection: the attention region is the canvas")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the batches and noise (default 0)")
+    p.add_argument("--base", help="Stable Diffusion 1.5 / SDXL pipeline folder (default: bundled mini text-to-image)")
+    p.add_argument("--allow-pickle", action="store_true", help="load .bin/.ckpt weights (pickles can run code)")
+    _add_device_args(p)
+    p.set_defaults(run=_personalize)
 
     p = sub.add_parser(
         "demo", help="the whole pipeline on the bundled models: one unseen character in four scenes",
@@ -727,7 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", action="append", help="stage1: standardizer folder; repeat to compare (default bundled)")
     p.add_argument("--adapter", action="append", help="stage2: IP-Adapter file or folder; repeat (default bundled)")
     p.add_argument("--standardizer", help="stage2: Stage I folder for standardized adapters (default bundled)")
-    p.add_argument("--method", choices=("serialgen", "consistent-attention", "layout-retouch"), default="serialgen",
+    p.add_argument("--method", choices=METHOD_NAMES, default="serialgen",
                    help="stage2: the generation method run on each adapter (default serialgen; its default settings)")
     p.add_argument("--base", help="t2i/stage2: text-to-image pipeline folder (default bundled)")
     p.add_argument("--image-encoder", help="stage2: the adapters' CLIP vision folder (default bundled)")

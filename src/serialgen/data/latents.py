@@ -22,14 +22,16 @@ from tqdm.auto import tqdm
 from .memory import to_float
 
 
-def weights_digest(module, prefixes: tuple[str, ...] = (), config: dict | None = None) -> str:
-    """A digest of a module's weights (those whose names start with one of `prefixes`; all when
-    empty) and, when given, a config: which weights made something."""
+def weights_digest(module, prefixes: tuple[str, ...] = (), config: dict | None = None,
+                   exclude: tuple[str, ...] = ()) -> str:
+    """A digest of a module's weights (those whose names start with one of `prefixes`, all when
+    empty, less those whose names contain one of `exclude`) and, when given, a config: which weights
+    made something."""
     h = hashlib.blake2b(digest_size=16)
     if config is not None:
         h.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(module.state_dict().items()):
-        if not prefixes or name.startswith(prefixes):
+        if (not prefixes or name.startswith(prefixes)) and not any(part in name for part in exclude):
             h.update(name.encode())
             h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()

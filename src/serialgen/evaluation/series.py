@@ -135,8 +135,8 @@ def evaluate_series(serial, judge: Judge, test: WorldArrays, protocol: Protocol 
                          num_inference_steps=protocol.steps, guidance_scale=protocol.guidance,
                          seed=protocol.seed * 1000 + k, batch_size=protocol.batch_size, use_pose=True)
             took += time.perf_counter() - started
-            if standardize and standardized is None:
-                standardized = out.standardized  # Stage I once per character
+            if standardize and standardized is None and out.standardized is not None:
+                standardized = out.standardized  # Stage I once per character (a method without it: none)
                 truth = test.characters["standard_image"][test.character_row[first]]
                 made = np.asarray(standardized)[None]
                 fidelity.append((float(psnr(made, truth[None])[0]), float(ssim(made, truth[None])[0])))

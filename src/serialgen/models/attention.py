@@ -13,17 +13,23 @@ import torch.nn.functional as F
 
 
 def attend(attn, hidden_states: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None,
-           extra: tuple[torch.Tensor, torch.Tensor] | None = None, extra_scale: float = 1.0) -> torch.Tensor:
+           extra: tuple[torch.Tensor, torch.Tensor] | None = None, extra_scale: float = 1.0,
+           value_context: torch.Tensor | None = None, probabilities: list | None = None) -> torch.Tensor:
     """Queries from hidden_states (N, T, C), keys and values from context (N, S, Cc) through the
     layer's to_k / to_v; mask (N, 1, 1, S) bool of allowed keys. extra: already projected
     (keys, values) (N, S2, inner) attended with the same queries, added times extra_scale before
-    the output projection. -> (N, T, C)."""
+    the output projection. value_context: the values' own context (N, S, Cc) where it differs from
+    the keys' (Beyond Inserting's disentangled identity tokens). probabilities: a list to append
+    the attention probabilities (N, heads, T, S) to, computed explicitly (for a loss on them)
+    rather than by the fused kernel. -> (N, T, C)."""
     if hidden_states.ndim != 3:
         raise ValueError(f"Attention expects (N, tokens, channels) hidden states, got {tuple(hidden_states.shape)}")
     n, t, _ = hidden_states.shape
     if attn.norm_cross is not None and context is not hidden_states:
         context = attn.norm_encoder_hidden_states(context)
-    q, k, v = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)  # (N, T|S, inner)
+        value_context = None if value_context is None else attn.norm_encoder_hidden_states(value_context)
+    values = context if value_context is None else value_context
+    q, k, v = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(values)  # (N, T|S, inner)
     head = k.shape[-1] // attn.heads
 
     def split(x: torch.Tensor) -> torch.Tensor:  # (N, S, inner) -> (N, heads, S, head)
@@ -32,7 +38,15 @@ def attend(attn, hidden_states: torch.Tensor, context: torch.Tensor, mask: torch
     q, k, v = split(q), split(k), split(v)
     if attn.norm_q is not None:
         q, k = attn.norm_q(q), attn.norm_k(k)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (N, heads, T, head)
+    if probabilities is None:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (N, heads, T, head)
+    else:
+        logits = (q @ k.transpose(-1, -2)) * head ** -0.5
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        weights = logits.softmax(-1)  # (N, heads, T, S)
+        probabilities.append(weights)
+        out = weights @ v
     if extra is not None:
         out = out + extra_scale * F.scaled_dot_product_attention(q, split(extra[0]), split(extra[1]))
     out = out.transpose(1, 2).reshape(n, t, attn.heads * head).to(q.dtype)  # (N, T, inner)

@@ -1,7 +1,8 @@
 """Inference pipelines, one task each: standardize (Stage I), personalize (Stage II), the
 serial pipeline that composes them, and the other methods built on them (consistent
-self-attention, Layout-and-Retouch). See docs/ARCHITECTURE.md."""
+self-attention, Layout-and-Retouch, Beyond Inserting). See docs/ARCHITECTURE.md."""
 
+from .beyond_inserting import BeyondInsertingPipeline, Optimization
 from .consistent import ConsistentAttentionPipeline
 from .layout_retouch import LayoutRetouchOutput, LayoutRetouchPipeline
 from .personalize import PersonalizeOutput, PersonalizePipeline
@@ -9,13 +10,13 @@ from .serial import SerialGenOutput, SerialGenPipeline
 from .standardize import StandardizeOutput, StandardizePipeline
 
 # the generation methods, each a pipeline composed on a SerialGenPipeline (`compose_method`)
-METHODS = ("serialgen", "consistent-attention", "layout-retouch")
+METHODS = ("serialgen", "consistent-attention", "layout-retouch", "beyond-inserting")
 
 
 def compose_method(serial: SerialGenPipeline, method: str = "serialgen", **options):
     """The pipeline of `method` (METHODS) on `serial`'s models; options: that pipeline's own
     settings (consistent-attention: identity_images, sample_rate; layout-retouch: switch,
-    retouch_strength)."""
+    retouch_strength; beyond-inserting: optimization, an `Optimization`)."""
     if method == "serialgen":
         if options:
             raise ValueError(f"the serialgen method takes no options, got {sorted(options)}")
@@ -24,9 +25,23 @@ def compose_method(serial: SerialGenPipeline, method: str = "serialgen", **optio
         return ConsistentAttentionPipeline(serial, **options)
     if method == "layout-retouch":
         return LayoutRetouchPipeline(serial, **options)
+    if method == "beyond-inserting":
+        return BeyondInsertingPipeline(serial, **options)
     raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
-__all__ = ["METHODS", "ConsistentAttentionPipeline", "LayoutRetouchOutput", "LayoutRetouchPipeline",
-           "PersonalizeOutput", "PersonalizePipeline", "SerialGenOutput", "SerialGenPipeline", "StandardizeOutput",
-           "StandardizePipeline", "compose_method"]
+__all__ = [
+    "METHODS",
+    "BeyondInsertingPipeline",
+    "ConsistentAttentionPipeline",
+    "LayoutRetouchOutput",
+    "LayoutRetouchPipeline",
+    "Optimization",
+    "PersonalizeOutput",
+    "PersonalizePipeline",
+    "SerialGenOutput",
+    "SerialGenPipeline",
+    "StandardizeOutput",
+    "StandardizePipeline",
+    "compose_method",
+]
