@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from serialgen.cli import main as cli
+from serialgen.evaluation.report import OTHER_METHODS
 
 from .tiny import saved_adapter
 
@@ -50,6 +51,11 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     pairings = json.loads((scores / "pairings.json").read_text())
     assert pairings["SerialGen (two-stage)"]["images"] == 4 and "stage1_psnr" in pairings["SerialGen (two-stage)"]
     assert "stage1_psnr" not in pairings["paired one-stage"]
+    assert "## Other methods" in text and "| Layout-and-Retouch |" in text and "| Beyond Inserting |" in text
+    methods = json.loads((scores / "methods.json").read_text())
+    assert set(methods) == {name for name, _, _ in OTHER_METHODS}
+    assert all(m["images"] == 4 and m["seconds_per_character"]["mean"] > 0 for m in methods.values())
+    assert "The attention loss raises identity accuracy over plain token optimization" in text
 
     (scores / "discussion.md").write_text("Our honest reading.")
     real_series, real_stage1 = evaluation.evaluate_series, evaluation.evaluate_stage1
@@ -66,6 +72,8 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     assert cli(base + rows + missing) == 0
     text = (tmp_path / "docs" / "REPRODUCTION.md").read_text()
     assert "| ghost" not in text and "| full |" in text and "| SerialGen (two-stage) |" in text
+    # (the other methods, which run on the two-stage row's models, are left out from here: --no-methods)
+    base.append("--no-methods")
     # one adapter retrained: only it is scored again, and the figure is redrawn with the others' sheets
     (adapters[2] / "training.json").write_text(json.dumps({"pairing": "standardized", "run": 2}))
     figure = (scores / "pairings.png").stat().st_mtime_ns

@@ -395,7 +395,7 @@ def _report(args) -> int:
                            "--gap-characters at least 2")
     try:
         from .evaluation import Protocol
-        from .evaluation.report import STAGE1_RUNS, ReportConfig, make_report
+        from .evaluation.report import OTHER_METHODS, STAGE1_RUNS, ReportConfig, make_report
 
         _writable_dir(Path(args.out).parent if str(Path(args.out).parent) else Path("."))
         cfg = ReportConfig(data=args.data, out=args.out, scores=args.scores or "",
@@ -403,8 +403,10 @@ def _report(args) -> int:
                            adapters=_named(args.adapter, "--adapter"), standardizer=args.standardizer,
                            base=args.base, image_encoder=args.image_encoder,
                            judge=args.judge, face_model=args.face_model, stage1_samples=args.stage1_samples,
-                           gap_characters=args.gap_characters, force=args.force, protocol=Protocol(characters=args.characters, prompts=args.prompts,
-                                                               seeds=args.seeds, steps=args.steps, seed=args.seed))
+                           gap_characters=args.gap_characters, force=args.force,
+                           methods=() if args.no_methods else OTHER_METHODS,
+                           protocol=Protocol(characters=args.characters, prompts=args.prompts, seeds=args.seeds,
+                                             steps=args.steps, seed=args.seed))
         out = make_report(cfg, "serialgen " + " ".join(shlex.quote(a) for a in args.argv))
     except (ValueError, FileNotFoundError, ImportError) as error:
         return _fail(prog, str(error))
@@ -784,6 +786,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-encoder", help="the adapters' CLIP vision folder (default bundled)")
     p.add_argument("--judge", help="judge folder (default bundled)")
     p.add_argument("--face-model", help="an ArcFace .onnx model for face similarity (default dlib's descriptor)")
+    p.add_argument("--no-methods", action="store_true",
+                   help="score none of the other methods (consistent self-attention, Layout-and-Retouch, Beyond "
+                        "Inserting and its plain token optimization; about 4x the two-stage row's time together)")
     p.add_argument("--force", action="store_true", help="recompute every score")
     p.set_defaults(run=_report)
 

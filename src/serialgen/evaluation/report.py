@@ -36,6 +36,14 @@ STAGE1_RUNS = (("full", "runs/stage1-full/model"), ("no FBDM", "runs/stage1-no-f
 PAIRINGS = (("unpaired one-stage", "stage2-unpaired"), ("paired one-stage", "stage2-paired"),
             ("SerialGen (two-stage)", "stage2"))  # name, bundled adapter
 
+# The other methods' rows (name, method, its options), each run on the shipped two-stage models
+# (`pipelines.compose_method`); the last is Beyond Inserting's own comparison, plain token optimization.
+OTHER_METHODS = (("consistent self-attention (StoryDiffusion)", "consistent-attention", {}),
+                 ("Layout-and-Retouch", "layout-retouch", {}),
+                 ("Beyond Inserting", "beyond-inserting", {}),
+                 ("token optimization (Beyond Inserting without its attention loss)", "beyond-inserting",
+                  {"attention_weight": None}))
+
 # What the paper reports (arXiv 2412.01485 v2, §4.3.1 text; Table 3's values are not in its text).
 PAPER_TABLE2 = {
     "unpaired one-stage": {"clip_t": 16.08, "clip_i": 89.62, "face_sim": 0.52},
@@ -60,6 +68,7 @@ class ReportConfig:
     gap_characters: int = 48  # held-out characters for the adapters' loss gap
     face_model: str | None = None
     force: bool = False
+    methods: tuple = OTHER_METHODS  # (name, method, options) rows of "Other methods"; () skips them
 
     def scores_dir(self) -> Path:
         return Path(self.scores) if self.scores else Path(self.out).parent / "reproduction"
@@ -159,7 +168,8 @@ def grouped(pairs) -> dict[str, list[str]]:
 PAIRING_METRICS = {"clip_t": "clip_t", "clip_i": "clip_i", "ap_clip_i": "ap_clip_i", "face_sim": "face_sim",
                    "text_control": "text_control.mean", "appearance": "appearance.mean", "loss_gap": "loss_gap",
                    "own_vs_none": "loss_parts.own_vs_none", "other_vs_none": "loss_parts.other_vs_none",
-                   "look_vs_none": "loss_parts.look_vs_none"}
+                   "look_vs_none": "loss_parts.look_vs_none", "layout_diversity": "layout_diversity",
+                   "seconds": "seconds_per_character"}
 STAGE1_METRICS = {"psnr": "psnr_ci", "ssim": "ssim_ci", "figure_psnr": "figure_psnr_ci", "figure_ssim": "figure_ssim_ci",
                   "appearance": "appearance_ci"}
 
@@ -328,6 +338,80 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
     return cache
 
 
+def run_methods(cfg: ReportConfig, test, made: dict | None = None) -> dict:
+    """Score each other method (`cfg.methods`) on the shipped two-stage models under the same protocol
+    (cached by what made it: the models, the settings, the method and its options)."""
+    from ..pipelines import Optimization, compose_method
+    from ..pipelines.serial import SerialGenPipeline
+    from . import Judge, evaluate_series
+
+    folder = cfg.scores_dir()
+    cache = _load_json(folder / "methods.json")
+    adapter = grouped(cfg.adapters).get("SerialGen (two-stage)", [None])[0]  # the two-stage row's first model
+    settings = dataclasses.asdict(cfg.protocol) | (made or provenance(test)) | {
+        "face": cfg.face_model or "dlib", "base": _made_by(cfg.base, "t2i"), "judge": _made_by(cfg.judge, "judge"),
+        "standardizer": _made_by(cfg.standardizer, "stage1"), "image_encoder": _made_by(cfg.image_encoder, "clip"),
+        "adapter": _made_by(adapter and str(Path(adapter) if Path(adapter).is_dir() else Path(adapter).parent), "stage2")}
+    judge, face, serial = None, None, None
+    for name, method, options in cfg.methods:
+        key = hashlib.sha256(json.dumps(settings | {"method": method, "options": options}, sort_keys=True)
+                             .encode()).hexdigest()[:16]
+        kept = _kept_runs(cache.get(name))
+        if kept and kept[0].get("fingerprint") == key and not cfg.force:
+            continue
+        if judge is None:
+            from ..face import face_embedder
+
+            judge, face = Judge.from_pretrained(cfg.judge), face_embedder(cfg.face_model)
+            serial = SerialGenPipeline.from_pretrained(standardizer=cfg.standardizer, adapter=adapter, base=cfg.base,
+                                                       image_encoder=cfg.image_encoder, one_stage=False)
+            serial.progress = False
+        built = {"optimization": Optimization(**options)} if method == "beyond-inserting" else dict(options)
+        print(f"report: {name}: {cfg.protocol.characters} characters x {cfg.protocol.prompts} prompts x "
+              f"{cfg.protocol.seeds} seeds")
+        scores = evaluate_series(compose_method(serial, method, **built), judge, test, cfg.protocol, True, face=face)
+        save_image(_sheet_file(folder, name), sheet_rows(scores.pop("sheets")))
+        cache[name] = merge_runs([scores | {"fingerprint": key, "method": method, "options": options,
+                                            "data": settings["data"]}], PAIRING_METRICS)
+        _save_json(folder / "methods.json", cache)  # each method kept as soon as it is measured
+    return {name: cache[name] for name, _, _ in cfg.methods if name in cache}
+
+
+def method_claims(pairings: dict, methods: dict, data: str | None = None) -> list[dict]:
+    """Each other method's own claim, against its own comparison, judged by the same rules."""
+    out = []
+    s = pairings.get("SerialGen (two-stage)")
+    c, lr = methods.get("consistent self-attention (StoryDiffusion)"), methods.get("Layout-and-Retouch")
+    bi = methods.get("Beyond Inserting")
+    plain = methods.get("token optimization (Beyond Inserting without its attention loss)")
+
+    def claim(text, paper, comparisons):
+        if any(_stale(a, data) or _stale(b, data) for _, a, b, _, _ in comparisons):
+            out.append({"claim": text, "paper": paper, "ours": "–",
+                        "verdict": "not judged: a row was measured on other characters (†)"})
+            return
+        diffs = [(label, difference(a, b, m), sign, m) for label, a, b, m, sign in comparisons]
+        out.append({"claim": text, "paper": paper, "ours": "; ".join(f"{label} {_fmt_diff(d)}" for label, d, _, _ in diffs),
+                    "verdict": verdict([d for _, d, _, _ in diffs], [sg for _, _, sg, _ in diffs],
+                                       [MARGINS[m] for _, _, _, m in diffs])})
+
+    if s and c:
+        claim("Consistent self-attention makes a series more consistent (AP-CLIP-I) than the same model without it",
+              "StoryDiffusion: higher character similarity across a story",
+              [("AP-CLIP-I consistent - SerialGen", c, s, "ap_clip_i", +1)])
+    if s and lr:
+        claim("Step-blended layout gives more varied layouts than the personalized model alone, keeping the character",
+              "Layout-and-Retouch: the vanilla model's layout diversity with the personalized identity",
+              [("layout diversity L&R - SerialGen", lr, s, "layout_diversity", +1),
+               ("appearance L&R - SerialGen", lr, s, "appearance", +1)])
+    if bi and plain:
+        claim("The attention loss raises identity accuracy over plain token optimization, keeping text control",
+              "Beyond Inserting: better ID accuracy and semantic fidelity than prior token optimization",
+              [("appearance BI - plain", bi, plain, "appearance", +1), ("CLIP-I BI - plain", bi, plain, "clip_i", +1),
+               ("text control BI - plain", bi, plain, "text_control", +1)])
+    return out
+
+
 def _sheet_file(folder: Path, name: str) -> Path:
     return folder / f"sheet_{re.sub('[^a-z0-9]+', '-', name.lower()).strip('-')}.png"
 
@@ -369,7 +453,7 @@ MIN_CHARACTERS = 5  # fewer make an interval over characters meaningless
 # +-d is "no effect within +-d". CLIP scores are x100 cosines; the loss gap is in percentage points;
 # accuracies are shares of attributes; PSNR in dB.
 MARGINS = {"clip_t": 2.0, "clip_i": 2.0, "ap_clip_i": 2.0, "loss_gap": 0.5, "appearance": 0.03,
-           "text_control": 0.03, "psnr": 0.2, "ssim": 0.005, "figure_psnr": 0.2, "figure_ssim": 0.005}
+           "text_control": 0.03, "layout_diversity": 0.03, "psnr": 0.2, "ssim": 0.005, "figure_psnr": 0.2, "figure_ssim": 0.005}
 
 
 def verdict(diffs: list[dict], signs: list[int], margins: list[float] | None = None) -> str:
@@ -464,7 +548,8 @@ def claims(stage1: dict, pairings: dict, data: str | None = None) -> list[dict]:
     return out
 
 
-def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str, data: str | None = None) -> str:
+def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str, data: str | None = None,
+                   methods: dict | None = None) -> str:
     """data: the digest of the samples this report read (`data_digest`); rows measured on others are marked."""
     folder = cfg.scores_dir()
     rel = os.path.relpath(folder, Path(cfg.out).parent)
@@ -585,6 +670,27 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
             drawn = _load_json(folder / "stage1_ablation_rows.json").get("rows") or list(stage1)
             lines += ["", f"![ablation]({rel}/stage1_ablation.png)", "",
                       "Rows: test references; " + "; ".join(drawn) + "; the true standard render."]
+    if methods:
+        rows = ({"SerialGen (two-stage)": pairings["SerialGen (two-stage)"]} if "SerialGen (two-stage)" in pairings
+                else {}) | methods
+        lines += ["", "## Other methods", "",
+                  "The seed papers' other systems and the most-used training-free anchor, as serialgen methods "
+                  "(`serialgen generate --method`), on the shipped models and this protocol: the same test "
+                  "characters, prompts and seeds. Layout diversity: for each prompt, 1 - IoU of the person masks "
+                  "of two seeds' images, averaged (0: every seed draws the same layout). Seconds per character: "
+                  f"all {pr.seeds} seeds of the {pr.prompts} prompts on this machine's 2 cores, Stage I and "
+                  "per-character optimization included.", "",
+                  "| method | CLIP-T | CLIP-I | AP-CLIP-I | text control | appearance | layout diversity | s/character |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, sc in rows.items():
+            lines.append(f"| {_row_name(name, sc, data)} | {_fmt(sc['clip_t'])} | {_fmt(sc['clip_i'])} | "
+                         f"{_fmt(sc['ap_clip_i'])} | {_fmt(sc['text_control']['mean'], 3)} | "
+                         f"{_fmt(sc['appearance']['mean'], 3)} | {_fmt(sc.get('layout_diversity'), 3)} | "
+                         f"{_fmt(sc.get('seconds_per_character'), 0)} |")
+        found = method_claims(pairings, methods, data)
+        if found:
+            lines += ["", "| claim | paper | ours (difference, 95% interval) | verdict |", "|---|---|---|---|"]
+            lines += [f"| {c['claim']} | {c['paper']} | {c['ours']} | **{c['verdict']}** |" for c in found]
     lines += ["", "## What the runs support, and what they do not", ""]
     discussion = folder / "discussion.md"
     if discussion.exists():
@@ -606,7 +712,8 @@ def make_report(cfg: ReportConfig, command: str = "serialgen report") -> Path:
     made = provenance(test)  # the code, data and MediaPipe digests, once for every row
     stage1 = run_stage1(cfg, test, made) if cfg.stage1 else _load_json(folder / "stage1_ablation.json")
     pairings = run_pairings(cfg, test, made)
-    text = write_markdown(cfg, stage1, pairings, command, made["data"])
+    methods = run_methods(cfg, test, made) if cfg.methods else {}
+    text = write_markdown(cfg, stage1, pairings, command, made["data"], methods)
     out = Path(cfg.out)
     write_text(out, text)
     return out
