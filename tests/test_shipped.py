@@ -161,6 +161,9 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     names = ["reference.png", "standardized.png", "sheet.png", "series.json"] + [f"{k:02d}.png" for k in range(1, 5)]
     assert all((tmp_path / n).exists() for n in names)
     assert json.loads((tmp_path / "series.json").read_text())["steps"] == 4
+    assert cli(["demo", "--out", str(tmp_path / "lr"), "--steps", "2", "--method", "layout-retouch"]) == 0
+    record = json.loads((tmp_path / "lr" / "series.json").read_text())
+    assert record["method"] == "layout-retouch" and len(record["files"]) == 4
 
 
 def test_demo_without_weights_says_how_to_make_them(tmp_path, capsys, monkeypatch):

@@ -336,7 +336,7 @@ def _demo(args) -> int:
     print(f"reference: {caption} -> {out / 'reference.png'}")
     return main(["generate", "--reference", str(out / "reference.png"), "--prompts-file", str(assets / "prompts.txt"),
                  "--out", str(out), "--seed", str(args.seed), "--steps", str(args.steps), "--device", args.device,
-                 "--dtype", args.dtype] + (["--offload"] if args.offload else []))
+                 "--dtype", args.dtype, "--method", args.method] + (["--offload"] if args.offload else []))
 
 
 def _serve(args) -> int:
@@ -696,7 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="consistent-attention: the first images, denoised together, whose tokens the rest read "
                         "(default 4)")
     p.add_argument("--switch", type=_share,
-                   help="layout-retouch: the share of the steps the base alone denoises, in [0, 1] (default 0.3)")
+                   help="layout-retouch: the share of the steps the base alone denoises, in [0, 1] (default 0.2, "
+                        "chosen on validation characters)")
     p.add_argument("--retouch-strength", type=_share,
                    help="layout-retouch: the share of the schedule the layout is inverted and re-denoised, in [0, 1] "
                         "(0: no retouch; default 0.5)")
@@ -740,6 +741,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument("--seed", type=_seed, default=0, help="generation seed (default 0)")
     p.add_argument("--steps", type=_steps, default=20, help="DDIM steps (default 20)")
+    p.add_argument("--method", choices=METHOD_NAMES, default="serialgen",
+                   help="the generation method (default serialgen; see `serialgen generate --help`)")
     _add_device_args(p)
     p.set_defaults(run=_demo)
 
