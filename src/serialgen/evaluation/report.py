@@ -42,7 +42,20 @@ OTHER_METHODS = (("consistent self-attention (StoryDiffusion)", "consistent-atte
                  ("Layout-and-Retouch", "layout-retouch", {}),
                  ("Beyond Inserting", "beyond-inserting", {}),
                  ("token optimization (Beyond Inserting without its attention loss)", "beyond-inserting",
-                  {"attention_weight": None}))
+                  {"attention_weight": None}),
+                 ("text-to-image base alone (no reference: the floor)", "base-alone", {}))
+
+
+class BaseAlone:
+    """The floor of the other methods' table: the two-stage pipeline with its image adapter at scale
+    0, i.e. the text-to-image base drawing each prompt without seeing the character. What CLIP-I
+    and the judge's appearance give a model that was never shown the reference."""
+
+    def __init__(self, serial):
+        self.serial = serial
+
+    def __call__(self, reference, prompts, **options):
+        return self.serial(reference, prompts, **(options | {"scale": 0.0}))
 
 # What the paper reports (arXiv 2412.01485 v2, §4.3.1 text; Table 3's values are not in its text).
 PAPER_TABLE2 = {
@@ -369,7 +382,8 @@ def run_methods(cfg: ReportConfig, test, made: dict | None = None) -> dict:
         built = {"optimization": Optimization(**options)} if method == "beyond-inserting" else dict(options)
         print(f"report: {name}: {cfg.protocol.characters} characters x {cfg.protocol.prompts} prompts x "
               f"{cfg.protocol.seeds} seeds")
-        scores = evaluate_series(compose_method(serial, method, **built), judge, test, cfg.protocol, True, face=face)
+        runner = BaseAlone(serial) if method == "base-alone" else compose_method(serial, method, **built)
+        scores = evaluate_series(runner, judge, test, cfg.protocol, True, face=face)
         save_image(_sheet_file(folder, name), sheet_rows(scores.pop("sheets")))
         cache[name] = merge_runs([scores | {"fingerprint": key, "method": method, "options": options,
                                             "data": settings["data"]}], PAIRING_METRICS)
