@@ -56,6 +56,7 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     assert set(methods) == {name for name, _, _ in OTHER_METHODS}
     assert all(m["images"] == 4 and m["seconds_per_character"]["mean"] > 0 for m in methods.values())
     assert "The attention loss raises identity accuracy over plain token optimization" in text
+    assert "Cost: scoring took" in text and "SerialGen (two-stage) " in text[text.index("Cost: scoring"):]
     floor = methods["text-to-image base alone (no reference: the floor)"]
     assert floor["images"] == 4 and "stage1_psnr" in floor  # Stage I ran; the adapter read it at scale 0
 

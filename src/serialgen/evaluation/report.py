@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -260,6 +261,7 @@ def run_stage1(cfg: ReportConfig, test, made: dict | None = None) -> dict:
                 continue
             pipe = StandardizePipeline.from_pretrained(path)
             judge = judge or Judge.from_pretrained(cfg.judge)  # only when some row is scored
+            started = time.perf_counter()
             scores = evaluate_stage1(pipe, test, cfg.stage1_samples, cfg.protocol.steps, 2.5, cfg.protocol.seed,
                                      judge=judge)
             images = scores.pop("images")[:len(refs)]
@@ -267,7 +269,8 @@ def run_stage1(cfg: ReportConfig, test, made: dict | None = None) -> dict:
                 columns.append(images)
                 drawn.append(name)
             scores.pop("silhouettes", None)  # the trivial baseline's images; its scores stay in "baselines"
-            runs.append(scores | {"fingerprint": key, "model": str(path), "data": settings["data"]})
+            runs.append(scores | {"fingerprint": key, "model": str(path), "data": settings["data"],
+                                  "cost": _cost(started)})
             cache[name] = merge_runs(runs, STAGE1_METRICS)
             _save_json(folder / "stage1_ablation.json", cache)  # each model kept as soon as it is measured
             changed = True
@@ -324,6 +327,7 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
             serial.progress = False
             print(f"report: {name}{f' (training seed {k + 1} of {len(paths)})' if len(paths) > 1 else ''}: "
                   f"{cfg.protocol.characters} characters x {cfg.protocol.prompts} prompts x {cfg.protocol.seeds} seeds")
+            started = time.perf_counter()
             scores = evaluate_series(serial, judge, test, cfg.protocol, two_stage, face=face)
             sheets = scores.pop("sheets")
             if k == 0:
@@ -334,7 +338,7 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
                 scores["per_character"] |= loss_gap_parts(gap)
                 scores["loss_gap_losses"] = {k: v for k, v in gap.items() if k not in ("per_target", "gap_per_target")}
             runs.append(scores | {"fingerprint": key, "adapter": str(path), "pairing": info.get("pairing", "standardized"),
-                                  "data": settings["data"]})
+                                  "data": settings["data"], "cost": _cost(started)})
             cache[name] = merge_runs(runs, PAIRING_METRICS)
             _save_json(folder / "pairings.json", cache)  # each model kept as soon as it is measured
         if runs:
@@ -383,12 +387,38 @@ def run_methods(cfg: ReportConfig, test, made: dict | None = None) -> dict:
         print(f"report: {name}: {cfg.protocol.characters} characters x {cfg.protocol.prompts} prompts x "
               f"{cfg.protocol.seeds} seeds")
         runner = BaseAlone(serial) if method == "base-alone" else compose_method(serial, method, **built)
+        started = time.perf_counter()
         scores = evaluate_series(runner, judge, test, cfg.protocol, True, face=face)
         save_image(_sheet_file(folder, name), sheet_rows(scores.pop("sheets")))
         cache[name] = merge_runs([scores | {"fingerprint": key, "method": method, "options": options,
-                                            "data": settings["data"]}], PAIRING_METRICS)
+                                            "data": settings["data"], "cost": _cost(started)}], PAIRING_METRICS)
         _save_json(folder / "methods.json", cache)  # each method kept as soon as it is measured
     return {name: cache[name] for name, _, _ in cfg.methods if name in cache}
+
+
+def _cost(started: float) -> dict:
+    """What scoring one model took: wall seconds since `started`, and the threads and CPUs it had."""
+    import torch
+
+    return {"seconds": round(time.perf_counter() - started, 1), "threads": torch.get_num_threads(),
+            "cpus": os.cpu_count()}
+
+
+def cost_lines(*tables: dict) -> list[str]:
+    """The report's cost: each scored model's wall time as recorded when it was scored."""
+    rows = [(name, run.get("cost")) for table in tables for name, row in table.items()
+            for run in row.get("runs", [row])]
+    timed = [(name, c) for name, c in rows if c]
+    if not timed:
+        return []
+    total = sum(c["seconds"] for _, c in timed) / 3600
+    parts = "; ".join(f"{name} {c['seconds'] / 60:.0f} min ({c['threads']} thread{'s' if c['threads'] > 1 else ''})"
+                      for name, c in timed)
+    missing = len(rows) - len(timed)
+    return ["", f"Cost: scoring took {total:.1f} h of wall time for the models timed ({parts})"
+                + (f"; {missing} kept model{'s' if missing > 1 else ''} scored before times were recorded" if missing
+                   else "") + ". Times include the judge's grading, MediaPipe's segmentation and the loss gap, on "
+                "this project's 2-core CPU machines, and depend on what else ran beside them."]
 
 
 def method_claims(pairings: dict, methods: dict, data: str | None = None) -> list[dict]:
@@ -705,6 +735,7 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
         if found:
             lines += ["", "| claim | paper | ours (difference, 95% interval) | verdict |", "|---|---|---|---|"]
             lines += [f"| {c['claim']} | {c['paper']} | {c['ours']} | **{c['verdict']}** |" for c in found]
+    lines += cost_lines(pairings, methods or {}, stage1)
     lines += ["", "## What the runs support, and what they do not", ""]
     discussion = folder / "discussion.md"
     if discussion.exists():
