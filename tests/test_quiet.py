@@ -13,7 +13,7 @@ import pytest
 
 PHOTO = Path(__file__).parent / "assets" / "images" / "fullbody-photo-1.png"
 NOISE = ("TensorFlow Lite", "absl::InitializeLog", "inference_feedback_manager", "GetPrototype", "Loading weights",
-         "Loading pipeline components", "requires torchvision")
+         "Loading pipeline components", "requires torchvision", "should be kept in float32")
 
 
 def _run(*argv) -> str:

@@ -276,10 +276,13 @@ def _placed(pipe, args):
     """pipe moved to --device/--dtype, or kept in CPU memory and offloaded model by model (--offload)."""
     from .devices import resolve
 
+    from .quiet import library_logs
+
     device, dtype = resolve(args.device, args.dtype)
-    if not getattr(args, "offload", False):
-        return pipe.to(device, dtype)
-    return pipe.to("cpu", dtype).enable_model_cpu_offload(device)
+    with library_logs():  # diffusers warns on every cast to a dtype, even float32 to float32
+        if not getattr(args, "offload", False):
+            return pipe.to(device, dtype)
+        return pipe.to("cpu", dtype).enable_model_cpu_offload(device)
 
 
 def _personalize(args) -> int:
