@@ -75,6 +75,11 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     assert cli(base + rows + missing) == 0
     text = (tmp_path / "docs" / "REPRODUCTION.md").read_text()
     assert "| ghost" not in text and "| full |" in text and "| SerialGen (two-stage) |" in text
+    # --kept-only writes the same tables from the kept scores, scoring nothing
+    before = text[text.index("## The claims"):text.index("## What the runs support")]
+    assert cli(base + ["--kept-only"]) == 0  # no rows named: the kept ones
+    text = (tmp_path / "docs" / "REPRODUCTION.md").read_text()
+    assert text[text.index("## The claims"):text.index("## What the runs support")] == before
     # (the other methods, which run on the two-stage row's models, are left out from here: --no-methods)
     base.append("--no-methods")
     # one adapter retrained: only it is scored again, and the figure is redrawn with the others' sheets

@@ -407,7 +407,7 @@ def _report(args) -> int:
                            base=args.base, image_encoder=args.image_encoder,
                            judge=args.judge, face_model=args.face_model, stage1_samples=args.stage1_samples,
                            gap_characters=args.gap_characters, force=args.force,
-                           methods=() if args.no_methods else OTHER_METHODS,
+                           methods=() if args.no_methods else OTHER_METHODS, kept_only=args.kept_only,
                            protocol=Protocol(characters=args.characters, prompts=args.prompts, seeds=args.seeds,
                                              steps=args.steps, seed=args.seed))
         out = make_report(cfg, "serialgen " + " ".join(shlex.quote(a) for a in args.argv))
@@ -796,6 +796,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score none of the other methods (consistent self-attention, Layout-and-Retouch, Beyond "
                         "Inserting and its plain token optimization; about 4x the two-stage row's time together)")
     p.add_argument("--force", action="store_true", help="recompute every score")
+    p.add_argument("--kept-only", action="store_true",
+                   help="score nothing: write the report from the scores kept in the scores folder (rows never "
+                        "scored are left out; stale ones keep their mark)")
     p.set_defaults(run=_report)
 
     p = sub.add_parser(

@@ -83,6 +83,7 @@ class ReportConfig:
     face_model: str | None = None
     force: bool = False
     methods: tuple = OTHER_METHODS  # (name, method, options) rows of "Other methods"; () skips them
+    kept_only: bool = False  # write the report from the kept scores alone, scoring nothing
 
     def scores_dir(self) -> Path:
         return Path(self.scores) if self.scores else Path(self.out).parent / "reproduction"
@@ -755,9 +756,15 @@ def make_report(cfg: ReportConfig, command: str = "serialgen report") -> Path:
         test = WorldArrays.load(cfg.data, "test", keys=("image", "foreground"), per_character=("standard_image",),
                                 limit=max(cfg.stage1_samples, cfg.protocol.characters, cfg.gap_characters) * 16)
     made = provenance(test)  # the code, data and MediaPipe digests, once for every row
-    stage1 = run_stage1(cfg, test, made) if cfg.stage1 else _load_json(folder / "stage1_ablation.json")
-    pairings = run_pairings(cfg, test, made)
-    methods = run_methods(cfg, test, made) if cfg.methods else {}
+    if cfg.kept_only:  # the tables from what is kept; rows never scored are absent
+        stage1 = _load_json(folder / "stage1_ablation.json")
+        pairings = _load_json(folder / "pairings.json")
+        kept = _load_json(folder / "methods.json")
+        methods = {name: kept[name] for name, _, _ in cfg.methods if name in kept}
+    else:
+        stage1 = run_stage1(cfg, test, made) if cfg.stage1 else _load_json(folder / "stage1_ablation.json")
+        pairings = run_pairings(cfg, test, made)
+        methods = run_methods(cfg, test, made) if cfg.methods else {}
     text = write_markdown(cfg, stage1, pairings, command, made["data"], methods)
     out = Path(cfg.out)
     write_text(out, text)
