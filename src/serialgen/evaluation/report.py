@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from ..atomic import save_image, write_json, write_text
-from . import APPEARANCE, TEXT_CONTROL, Protocol, bootstrap_ci
+from . import APPEARANCE, TEXT_CONTROL, Protocol
 from .gap import loss_gap, loss_gap_parts
 from .stats import seed_character_ci
 
