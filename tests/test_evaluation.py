@@ -137,3 +137,21 @@ def test_figure_box_bounds_the_figure_of_a_standard_render():
     ys, xs = figure_box(canvas, pad=2)
     assert (ys.start, ys.stop, xs.start, xs.stop) == (0, 22, 3, 30)
     assert figure_box(np.full((4, 4, 3), 255, np.uint8)) == (slice(None), slice(None))
+
+
+def test_layout_diversity_is_one_minus_the_mask_iou_across_seeds():
+    from serialgen.evaluation.series import layout_diversity
+
+    a = np.zeros((2, 8, 8), bool)  # (prompts, H, W)
+    a[:, 2:6, 2:6] = True
+    same = np.stack([a, a])  # two seeds, the same layouts
+    assert layout_diversity(same) == 0.0
+    b = np.zeros_like(a)
+    b[:, :2, :2] = True  # disjoint: IoU 0
+    assert layout_diversity(np.stack([a, b])) == 1.0
+    c = a.copy()
+    c[:, 2:6, 2:4] = False  # half of a: IoU 0.5
+    assert layout_diversity(np.stack([a, c])) == 0.5
+    empty = np.zeros((2, 2, 8, 8), bool)
+    assert layout_diversity(empty) == 0.0  # no figure in either: the same (empty) layout
+    assert np.isnan(layout_diversity(same[:1]))  # one seed: no pair
