@@ -104,3 +104,12 @@ def test_generate_takes_the_method(folders, tmp_path):
     assert cli(["generate", "--out", str(tmp_path / "c")] + prompts + models) == 2  # serialgen needs a reference
     assert cli(["generate", "--reference", str(tmp_path / "ref.png"), "--out", str(tmp_path / "d"),
                 "--method", "consistent-attention", "--identity-images", "0"] + prompts + models) == 2
+
+
+def test_a_tail_in_several_batches_reads_the_kept_tokens_step_by_step(serial):
+    prompts = PROMPTS + ["a character, jumping, front view", "a character, sitting, side view"]
+    pipe = ConsistentAttentionPipeline(serial, identity_images=2)
+    one_by_one = _pixels(pipe(REFERENCE, prompts, batch_size=1, **OPTIONS).images)  # the tail: three batches
+    together = _pixels(pipe(REFERENCE, prompts, batch_size=3, **OPTIONS).images)  # the tail: one batch
+    assert len(one_by_one) == 5
+    assert all(np.abs(a - b).max() <= 2 for a, b in zip(one_by_one, together, strict=True))  # float order only

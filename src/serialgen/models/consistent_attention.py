@@ -32,6 +32,7 @@ class ConsistentAttentionState:
         self.mode = "off"
         self.memory: dict[tuple[str, int, int], torch.Tensor] = {}
         self.calls: dict[str, int] = {}
+        self.written: dict[str, int] = {}  # calls per layer of the last "write" batch: one denoising loop
         self.generator = torch.Generator().manual_seed(0)
 
     def start(self, mode: str, seed: int | None = None) -> None:
@@ -40,6 +41,8 @@ class ConsistentAttentionState:
             raise ValueError(f"mode must be one of {', '.join(self.MODES)}, got {mode!r}")
         if mode == "read" and not self.memory:
             raise ValueError("Nothing kept to read: denoise the identity images in mode 'write' first")
+        if self.mode == "write":
+            self.written = dict(self.calls)
         self.mode, self.calls = mode, {}
         if mode == "write":
             self.memory = {}
@@ -62,6 +65,8 @@ class ConsistentSelfAttnProcessor:
             return attend(attn, hidden_states, context)
         call = state.calls.get(self.name, 0)
         state.calls[self.name] = call + 1
+        if state.mode == "read":  # every later batch runs the same loop: step k reads what step k kept
+            call %= state.written[self.name]
         halves = hidden_states.chunk(state.halves) if len(hidden_states) % state.halves == 0 else (hidden_states,)
         out = []
         for h, half in enumerate(halves):
