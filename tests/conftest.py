@@ -61,3 +61,16 @@ def judge_folder(tmp_path_factory):
             head.bias[values.index("front" if attribute == "view" else values[0])] = 1.0  # a constant guess
     classifier.save_pretrained(root / "classifier")
     return root
+
+
+@pytest.fixture(scope="module")
+def tiny_serial(folders):
+    """A SerialGenPipeline of the tiny models (`folders`), quiet."""
+    from serialgen.pipelines.serial import SerialGenPipeline
+
+    from .tiny import saved_adapter
+
+    serial = SerialGenPipeline.from_pretrained(standardizer=folders / "stage1", base=folders / "sd15",
+                                               image_encoder=folders / "image_encoder", adapter=saved_adapter(folders))
+    serial.progress = False
+    return serial

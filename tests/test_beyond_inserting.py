@@ -20,10 +20,8 @@ from serialgen.models.identity_embedding import (
     identity_attention_loss,
 )
 from serialgen.pipelines.beyond_inserting import BeyondInsertingPipeline, Optimization
-from serialgen.pipelines.serial import SerialGenPipeline
 from serialgen.preprocess import Reference
 
-from .tiny import saved_adapter
 
 PROMPTS = ["a character, waving, front view", "a character, running, side view"]
 
@@ -37,11 +35,8 @@ def _reference() -> Reference:
 
 
 @pytest.fixture(scope="module")
-def serial(folders):
-    serial = SerialGenPipeline.from_pretrained(standardizer=folders / "stage1", base=folders / "sd15",
-                                               image_encoder=folders / "image_encoder", adapter=saved_adapter(folders))
-    serial.progress = False
-    return serial
+def serial(tiny_serial):
+    return tiny_serial
 
 
 def test_zero_attention_weight_is_plain_token_optimization_and_embeddings_round_trip(serial, tmp_path):

@@ -11,7 +11,6 @@ from PIL import Image
 
 from serialgen.models.consistent_attention import ConsistentAttentionState
 from serialgen.pipelines.consistent import ConsistentAttentionPipeline
-from serialgen.pipelines.serial import SerialGenPipeline
 
 from .tiny import saved_adapter
 
@@ -19,11 +18,8 @@ PROMPTS = [f"a character, waving, {v} view" for v in ("front", "side", "back")]
 
 
 @pytest.fixture(scope="module")
-def serial(folders):
-    serial = SerialGenPipeline.from_pretrained(standardizer=folders / "stage1", base=folders / "sd15",
-                                               image_encoder=folders / "image_encoder", adapter=saved_adapter(folders))
-    serial.progress = False
-    return serial
+def serial(tiny_serial):
+    return tiny_serial
 
 
 def _pixels(images) -> list[np.ndarray]:

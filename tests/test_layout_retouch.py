@@ -13,7 +13,6 @@ from serialgen.models.attention import PlainProcessor
 from serialgen.models.attention_swap import AttentionSwapState, SwapSelfAttnProcessor
 from serialgen.pipelines import compose_method
 from serialgen.pipelines.layout_retouch import LayoutRetouchPipeline
-from serialgen.pipelines.serial import SerialGenPipeline
 
 from .tiny import saved_adapter
 
@@ -23,11 +22,8 @@ OPTIONS = {"num_inference_steps": 4, "standardize_steps": 2, "use_pose": False, 
 
 
 @pytest.fixture(scope="module")
-def serial(folders):
-    serial = SerialGenPipeline.from_pretrained(standardizer=folders / "stage1", base=folders / "sd15",
-                                               image_encoder=folders / "image_encoder", adapter=saved_adapter(folders))
-    serial.progress = False
-    return serial
+def serial(tiny_serial):
+    return tiny_serial
 
 
 def _pixels(images) -> np.ndarray:

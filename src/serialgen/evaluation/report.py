@@ -431,14 +431,7 @@ def method_claims(pairings: dict, methods: dict, data: str | None = None) -> lis
     plain = methods.get("token optimization (Beyond Inserting without its attention loss)")
 
     def claim(text, paper, comparisons):
-        if any(_stale(a, data) or _stale(b, data) for _, a, b, _, _ in comparisons):
-            out.append({"claim": text, "paper": paper, "ours": "–",
-                        "verdict": "not judged: a row was measured on other characters (†)"})
-            return
-        diffs = [(label, difference(a, b, m), sign, m) for label, a, b, m, sign in comparisons]
-        out.append({"claim": text, "paper": paper, "ours": "; ".join(f"{label} {_fmt_diff(d)}" for label, d, _, _ in diffs),
-                    "verdict": verdict([d for _, d, _, _ in diffs], [sg for _, _, sg, _ in diffs],
-                                       [MARGINS[m] for _, _, _, m in diffs])})
+        out.append(judged(text, paper, comparisons, data))
 
     if s and c:
         claim("Consistent self-attention makes a series more consistent (AP-CLIP-I) than the same model without it",
@@ -549,6 +542,19 @@ def _fmt_diff(d: dict, digits: int = 2) -> str:
     return f"{d['mean']:+.{digits}f} [{d['lo']:+.{digits}f}, {d['hi']:+.{digits}f}]"
 
 
+def judged(text: str, paper: str, comparisons: list[tuple], data: str | None = None) -> dict:
+    """One claim: comparisons (label, row a, row b, metric, expected sign of a - b), their paired
+    differences and the verdict; not judged when a row was measured on other samples than `data`."""
+    if any(_stale(a, data) or _stale(b, data) for _, a, b, _, _ in comparisons):
+        return {"claim": text, "paper": paper, "ours": "–",
+                "verdict": "not judged: a row was measured on other characters (†)"}
+    diffs = [(label, difference(a, b, m), sign, m) for label, a, b, m, sign in comparisons]
+    return {"claim": text, "paper": paper,
+            "ours": "; ".join(f"{label} {_fmt_diff(d, 4 if m == 'ssim' else 2)}" for label, d, _, m in diffs),
+            "verdict": verdict([d for _, d, _, _ in diffs], [sg for _, _, sg, _ in diffs],
+                               [MARGINS[m] for _, _, _, m in diffs])}
+
+
 def claims(stage1: dict, pairings: dict, data: str | None = None) -> list[dict]:
     """Each claim of the paper: the comparisons that test it, their paired differences, a verdict.
     A comparison with a row measured on other samples than `data` is not judged."""
@@ -556,15 +562,7 @@ def claims(stage1: dict, pairings: dict, data: str | None = None) -> list[dict]:
     u, p, s = (pairings.get(k) for k in ("unpaired one-stage", "paired one-stage", "SerialGen (two-stage)"))
 
     def claim(text, paper, comparisons):
-        if any(_stale(a, data) or _stale(b, data) for _, a, b, _, _ in comparisons):
-            out.append({"claim": text, "paper": paper, "ours": "–",
-                        "verdict": "not judged: a row was measured on other characters (†)"})
-            return
-        diffs = [(label, difference(a, b, m), sign, m) for label, a, b, m, sign in comparisons]
-        out.append({"claim": text, "paper": paper,
-                    "ours": "; ".join(f"{label} {_fmt_diff(d, 4 if m == 'ssim' else 2)}" for label, d, _, m in diffs),
-                    "verdict": verdict([d for _, d, _, _ in diffs], [sg for _, _, sg, _ in diffs],
-                                       [MARGINS[m] for _, _, _, m in diffs])})
+        out.append(judged(text, paper, comparisons, data))
 
     if u and p and s:
         claim("Unpaired one-stage training copies the reference: higher CLIP-I, lower CLIP-T than paired",
