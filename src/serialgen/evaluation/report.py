@@ -721,8 +721,8 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
                   "(`serialgen generate --method`), on the shipped models and this protocol: the same test "
                   "characters, prompts and seeds. Layout diversity: for each prompt, 1 - IoU of the person masks "
                   "of two seeds' images, averaged (0: every seed draws the same layout). Seconds per character: "
-                  f"all {pr.seeds} seeds of the {pr.prompts} prompts on this machine's 2 cores, Stage I and "
-                  "per-character optimization included.", "",
+                  f"all {pr.seeds} seeds of the {pr.prompts} prompts, Stage I and per-character optimization "
+                  "included, with the threads the Cost line below records, beside whatever else ran.", "",
                   "| method | CLIP-T | CLIP-I | AP-CLIP-I | text control | appearance | layout diversity | s/character |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, sc in rows.items():
