@@ -297,9 +297,11 @@ def _personalize(args) -> int:
         from .pipelines.beyond_inserting import BeyondInsertingPipeline, Optimization
         from .preprocess import load_image, prepare_reference
 
-        optimization = Optimization(steps=args.steps, lr=args.lr, stages=args.stages, tokens=args.tokens,
-                                    attention_weight=None if args.no_attention_loss else args.attention_weight,
-                                    seed=args.seed)  # refused settings before any model loads
+        given = {k: getattr(args, k) for k in ("steps", "lr", "stages", "tokens", "attention_weight", "seed")
+                 if getattr(args, k) is not None}  # the rest: Optimization's own defaults
+        if args.no_attention_loss:
+            given["attention_weight"] = None
+        optimization = Optimization(**given)  # refused settings before any model loads
         for image in args.images:
             load_image(image)
         _writable_dir(out.parent if str(out.parent) else Path("."))
@@ -624,7 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "paper's recipe; stage1 and stage2 only, the paper trains no other model)")
     p.add_argument("--config", help="TOML file overriding the preset's values (unknown keys and wrong types are refused)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint (made with the same config)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    from .devices import DEVICES
+
+    p.add_argument("--device", choices=DEVICES, default="auto",
                    help="where to train: auto (default: CUDA when there is one, else the CPU), cpu or cuda; several "
                         "GPUs: start with `accelerate launch`")
     p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"),
@@ -720,14 +724,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the per-character method (beyond-inserting, the only one)")
     p.add_argument("--images", nargs="+", required=True, help="images of the character (any format Pillow opens)")
     p.add_argument("--out", required=True, help="the embedding file to write (.safetensors)")
-    p.add_argument("--steps", type=int, default=150, help="optimization steps (default 150)")
-    p.add_argument("--lr", type=float, default=0.1, help="AdamW learning rate (default 0.1)")
-    p.add_argument("--stages", type=int, default=4, help="timestep stages, one token set each (default 4)")
-    p.add_argument("--tokens", type=int, default=2, help="identity tokens per stage (default 2)")
-    p.add_argument("--attention-weight", type=float, default=0.1, help="weight of the attention loss (default 0.1)")
+    p.add_argument("--steps", type=int, help="optimization steps (default 150)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default 0.1)")
+    p.add_argument("--stages", type=int, help="timestep stages, one token set each (default 4)")
+    p.add_argument("--tokens", type=int, help="identity tokens per stage (default 2)")
+    p.add_argument("--attention-weight", type=float, help="weight of the attention loss (default 0.1)")
     p.add_argument("--no-attention-loss", action="store_true", help="plain token optimization (no attention loss)")
     p.add_argument("--no-pose", action="store_true", help="no person detection: the attention region is the canvas")
-    p.add_argument("--seed", type=_seed, default=0, help="seed of the batches and noise (default 0)")
+    p.add_argument("--seed", type=_seed, help="seed of the batches and noise (default 0)")
     p.add_argument("--base", help="Stable Diffusion 1.5 / SDXL pipeline folder (default: bundled mini text-to-image)")
     p.add_argument("--allow-pickle", action="store_true", help="load .bin/.ckpt weights (pickles can run code)")
     _add_device_args(p)
