@@ -8,8 +8,26 @@ See docs/ARCHITECTURE.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
+
+
+@contextmanager
+def processors_on(unet, layer: str, make: Callable[[str], object]) -> Iterator[None]:
+    """Within the block, every attention of `unet` named `layer` ("attn1": the self-attentions,
+    "attn2": the cross-attentions) runs the processor `make(name)` returns for it (name: diffusers'
+    processor name); every processor the UNet had is back afterwards, whatever happened."""
+    before = dict(unet.attn_processors)
+    suffix = f"{layer}.processor"
+    unet.set_attn_processor({name: make(name) if name.endswith(suffix) else processor
+                             for name, processor in before.items()})
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(before)
 
 
 def attend(attn, hidden_states: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None,

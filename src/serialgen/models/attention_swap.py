@@ -65,11 +65,3 @@ class SwapSelfAttnProcessor:
         out[targets] = attend(attn, hidden_states[targets], context)
         return out
 
-
-def attach_attention_swap(unet, state: AttentionSwapState) -> dict:
-    """Give every self-attention (attn1) of `unet` a SwapSelfAttnProcessor; -> the processors it
-    had, for `unet.set_attn_processor` to put back."""
-    before = dict(unet.attn_processors)
-    unet.set_attn_processor({name: SwapSelfAttnProcessor(state) if name.endswith("attn1.processor") else processor
-                             for name, processor in before.items()})
-    return before

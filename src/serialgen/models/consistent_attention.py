@@ -87,11 +87,3 @@ class ConsistentSelfAttnProcessor:
             out.append(attend(attn, half, context))
         return torch.cat(out)
 
-
-def attach_consistent_attention(unet, state: ConsistentAttentionState) -> dict:
-    """Give every self-attention (attn1) of `unet` a ConsistentSelfAttnProcessor; -> the processors
-    it had, for `unet.set_attn_processor` to put back."""
-    before = dict(unet.attn_processors)
-    unet.set_attn_processor({name: ConsistentSelfAttnProcessor(name, state) if name.endswith("attn1.processor")
-                             else processor for name, processor in before.items()})
-    return before

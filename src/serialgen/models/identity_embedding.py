@@ -145,14 +145,6 @@ class IdentityCrossAttnProcessor:
                       value_context=torch.cat([encoder_hidden_states, values], 1), probabilities=state.probabilities)
 
 
-def attach_identity(unet, state: IdentityState) -> dict:
-    """Give every cross-attention (attn2) of `unet` an IdentityCrossAttnProcessor; -> the processors
-    it had, for `unet.set_attn_processor` to put back."""
-    before = dict(unet.attn_processors)
-    unet.set_attn_processor({name: IdentityCrossAttnProcessor(state) if name.endswith("attn2.processor") else processor
-                             for name, processor in before.items()})
-    return before
-
 
 def identity_attention_loss(probabilities: list[torch.Tensor], masks: torch.Tensor, tokens: int) -> torch.Tensor:
     """Beyond Inserting's region attention loss, on the subject: each layer's attention of the

@@ -24,15 +24,17 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from ..models.attention import processors_on
 from ..models.identity_embedding import (
+    IdentityCrossAttnProcessor,
     IdentityEmbedding,
     IdentityState,
-    attach_identity,
     base_digest,
     identity_attention_loss,
 )
 from ..models.loading import add_time_ids
-from .serial import SerialGenOutput, SerialGenPipeline
+from .personalize import prompt_list
+from .serial import SerialGenOutput, SerialGenPipeline, SerialMethod
 
 CAPTION = "a character, full body shot"  # what the optimization's images are described as
 
@@ -60,7 +62,7 @@ class Optimization:
             raise ValueError(f"attention_weight must be a finite number >= 0 (or None), got {self.attention_weight}")
 
 
-class BeyondInsertingPipeline:
+class BeyondInsertingPipeline(SerialMethod):
     """Components: serial (`SerialGenPipeline`: its text-to-image base runs; its Stage I and image
     adapter do not). optimization: the `Optimization` an identity gets when a call is given a
     reference instead of an embedding."""
@@ -82,22 +84,6 @@ class BeyondInsertingPipeline:
         encoder = load_image_encoder(None).eval()
         adapter = IPAdapter.for_unet(pipe.unet, encoder.config.hidden_size).eval()
         return cls(SerialGenPipeline(None, PersonalizePipeline(pipe, encoder, adapter), "unpaired"), optimization)
-
-    def to(self, device=None, dtype=None) -> "BeyondInsertingPipeline":
-        self.serial.to(device, dtype)
-        return self
-
-    def enable_model_cpu_offload(self, device="cuda") -> "BeyondInsertingPipeline":
-        self.serial.enable_model_cpu_offload(device)
-        return self
-
-    @property
-    def progress(self) -> bool:
-        return self.serial.progress
-
-    @progress.setter
-    def progress(self, value: bool) -> None:
-        self.serial.progress = value
 
     # -- optimization --------------------------------------------------------------------------
 
@@ -141,36 +127,35 @@ class BeyondInsertingPipeline:
         optimizer = torch.optim.AdamW(embedding.parameters(), lr=cfg.lr, weight_decay=0.0)
         scheduler = personalize.base.scheduler
         state = IdentityState(embedding)
-        before = attach_identity(unet, state)
         frozen = [p.requires_grad for p in unet.parameters()]
         unet.requires_grad_(False)
         rng = np.random.default_rng([cfg.seed, 0xB1])
         generator = torch.Generator().manual_seed(cfg.seed)
         added = None
         try:
-            for _ in tqdm(range(cfg.steps), desc="identity", disable=not personalize.progress, leave=False):
-                idx = rng.integers(len(latents), size=cfg.batch_size)
-                t = torch.from_numpy(rng.integers(scheduler.config.num_train_timesteps, size=cfg.batch_size)).long()
-                noise = torch.randn(latents[idx].shape, generator=generator).to(device)
-                x_t = scheduler.add_noise(latents[idx], noise, t.to(device))
-                state.set(t, torch.ones(cfg.batch_size, dtype=torch.bool))
-                state.probabilities = [] if cfg.attention_weight is not None else None
-                if personalize.is_sdxl:
-                    added = {"text_embeds": pooled.expand(cfg.batch_size, -1).to(unet.dtype),
-                             "time_ids": add_time_ids(personalize.base, height, width).to(device, unet.dtype)
-                             .repeat(cfg.batch_size, 1)}
-                eps = unet(x_t.to(unet.dtype), t.to(device), pe.expand(cfg.batch_size, -1, -1).to(unet.dtype),
-                           added_cond_kwargs=added).sample
-                loss = F.mse_loss(eps.float(), noise)
-                if cfg.attention_weight is not None:
-                    loss = loss + cfg.attention_weight * identity_attention_loss(state.probabilities, mask[idx],
-                                                                                 cfg.tokens)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+            with processors_on(unet, "attn2", lambda name: IdentityCrossAttnProcessor(state)):
+                for _ in tqdm(range(cfg.steps), desc="identity", disable=not personalize.progress, leave=False):
+                    idx = rng.integers(len(latents), size=cfg.batch_size)
+                    t = torch.from_numpy(rng.integers(scheduler.config.num_train_timesteps, size=cfg.batch_size)).long()
+                    noise = torch.randn(latents[idx].shape, generator=generator).to(device)
+                    x_t = scheduler.add_noise(latents[idx], noise, t.to(device))
+                    state.set(t, torch.ones(cfg.batch_size, dtype=torch.bool))
+                    state.probabilities = [] if cfg.attention_weight is not None else None
+                    if personalize.is_sdxl:
+                        added = {"text_embeds": pooled.expand(cfg.batch_size, -1).to(unet.dtype),
+                                 "time_ids": add_time_ids(personalize.base, height, width).to(device, unet.dtype)
+                                 .repeat(cfg.batch_size, 1)}
+                    eps = unet(x_t.to(unet.dtype), t.to(device), pe.expand(cfg.batch_size, -1, -1).to(unet.dtype),
+                               added_cond_kwargs=added).sample
+                    loss = F.mse_loss(eps.float(), noise)
+                    if cfg.attention_weight is not None:
+                        loss = loss + cfg.attention_weight * identity_attention_loss(state.probabilities, mask[idx],
+                                                                                     cfg.tokens)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
         finally:
             state.probabilities = None
-            unet.set_attn_processor(before)
             for p, flag in zip(unet.parameters(), frozen, strict=True):
                 p.requires_grad_(flag)
         return embedding.requires_grad_(False)
@@ -197,12 +182,7 @@ class BeyondInsertingPipeline:
         as is and runs no adapter."""
         from ..preprocess import Reference, prepare_reference
 
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts:
-            raise ValueError("Give at least one prompt")
-        if batch_size < 1 or num_inference_steps < 1:
-            raise ValueError(f"batch_size and num_inference_steps must be at least 1, got {batch_size} and "
-                             f"{num_inference_steps}")
+        prompts = prompt_list(prompts, batch_size=batch_size, num_inference_steps=num_inference_steps)
         personalize = self.serial.personalize
         unet = personalize.unet
         notes, prepared = [], None
@@ -223,9 +203,8 @@ class BeyondInsertingPipeline:
         width, height = personalize.default_size()
         scheduler = personalize.base.scheduler
         state = IdentityState(embedding.to(personalize.device))
-        before = attach_identity(unet, state)
         images = []
-        try:
+        with processors_on(unet, "attn2", lambda name: IdentityCrossAttnProcessor(state)):
             for start in range(0, len(prompts), batch_size):
                 batch = prompts[start:start + batch_size]
                 b = len(batch)
@@ -234,7 +213,7 @@ class BeyondInsertingPipeline:
                 added = None
                 if personalize.is_sdxl:
                     added = {"text_embeds": torch.cat([npooled, pooled]).to(unet.dtype),
-                             "time_ids": add_time_ids(personalize.base, height, width).to(unet.device, unet.dtype)
+                             "time_ids": add_time_ids(personalize.base, height, width).to(personalize.device, unet.dtype)
                              .repeat(2 * b, 1)}
                 latents = personalize.initial_noise(range(first_index + start, first_index + start + b), seed, width,
                                                     height)
@@ -247,11 +226,5 @@ class BeyondInsertingPipeline:
                     uncond, cond = unet(x, t, text, added_cond_kwargs=added).sample.chunk(2)
                     latents = scheduler.step(uncond + guidance_scale * (cond - uncond), t, latents).prev_sample
                 images += personalize.decode(latents)
-        finally:
-            unet.set_attn_processor(before)
         return SerialGenOutput(images, None, prepared, notes)
 
-
-def load_embedding(path: str | Path, serial: SerialGenPipeline) -> IdentityEmbedding:
-    """The embedding at `path`, checked against `serial`'s base."""
-    return IdentityEmbedding.load(path, serial.personalize.unet)

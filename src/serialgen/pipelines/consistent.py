@@ -16,11 +16,13 @@ from pathlib import Path
 
 import torch
 
-from ..models.consistent_attention import ConsistentAttentionState, attach_consistent_attention
-from .serial import SerialGenOutput, SerialGenPipeline
+from ..models.attention import processors_on
+from ..models.consistent_attention import ConsistentAttentionState, ConsistentSelfAttnProcessor
+from .personalize import prompt_list
+from .serial import SerialGenOutput, SerialGenPipeline, SerialMethod
 
 
-class ConsistentAttentionPipeline:
+class ConsistentAttentionPipeline(SerialMethod):
     """Components: serial (`SerialGenPipeline`). sample_rate: the share of the other images' tokens
     each image attends to (StoryDiffusion: 0.5); identity_images: how many of the series' first
     images are denoised together and shared with the rest."""
@@ -37,39 +39,17 @@ class ConsistentAttentionPipeline:
         """serial: SerialGenPipeline.from_pretrained's arguments (every one None: the bundled models)."""
         return cls(SerialGenPipeline.from_pretrained(**serial), sample_rate, identity_images)
 
-    def to(self, device=None, dtype=None) -> "ConsistentAttentionPipeline":
-        self.serial.to(device, dtype)
-        return self
-
-    def enable_model_cpu_offload(self, device="cuda") -> "ConsistentAttentionPipeline":
-        """SerialGenPipeline.enable_model_cpu_offload."""
-        self.serial.enable_model_cpu_offload(device)
-        return self
-
-    @property
-    def progress(self) -> bool:
-        return self.serial.progress
-
-    @progress.setter
-    def progress(self, value: bool) -> None:
-        self.serial.progress = value
-
     @torch.no_grad()
     def __call__(self, reference=None, prompts: list[str] | str = (), *, seed: int = 0, batch_size: int = 8,
                  standardized=None, **options) -> SerialGenOutput:
         """reference: as SerialGenPipeline's, or None for the base model alone; options: the rest of
         SerialGenPipeline's arguments (guidance_scale, scale, num_inference_steps, ...). Image i
         starts from the noise SerialGenPipeline gives it, so with one prompt this is that pipeline."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts:
-            raise ValueError("Give at least one prompt")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        prompts = prompt_list(prompts, batch_size=batch_size)
         first = min(self.identity_images, len(prompts))
         unet = self.serial.personalize.unet
         state = ConsistentAttentionState(self.sample_rate)
-        before = attach_consistent_attention(unet, state)
-        try:
+        with processors_on(unet, "attn1", lambda name: ConsistentSelfAttnProcessor(name, state)):
             state.start("write", seed)
             head = self._draw(reference, prompts[:first], seed, first, standardized, 0, options)
             images, seen = list(head.images), head.standardized
@@ -78,8 +58,6 @@ class ConsistentAttentionPipeline:
                 tail = self._draw(reference, prompts[first:], seed, batch_size, seen if seen is not None else standardized,
                                   first, options)
                 images += tail.images
-        finally:
-            unet.set_attn_processor(before)
         notes = head.notes + [f"consistent self-attention: images 1-{first} shared their self-attention tokens, "
                               "the rest read them"]
         return SerialGenOutput(images, head.standardized, head.reference, notes)

@@ -28,9 +28,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..models.attention_swap import AttentionSwapState, attach_attention_swap
+from ..models.attention import processors_on
+from ..models.attention_swap import AttentionSwapState, SwapSelfAttnProcessor
 from ..models.loading import add_time_ids
-from .serial import SerialGenOutput, SerialGenPipeline
+from .personalize import prompt_list
+from .serial import SerialGenOutput, SerialGenPipeline, SerialMethod
 
 
 @dataclass
@@ -38,7 +40,7 @@ class LayoutRetouchOutput(SerialGenOutput):
     layouts: list[Image.Image] = field(default_factory=list)  # the layout stage's images, before the retouch
 
 
-class LayoutRetouchPipeline:
+class LayoutRetouchPipeline(SerialMethod):
     """Components: serial (`SerialGenPipeline`: Stage I and the personalized model). switch: the share
     of the steps the vanilla base denoises in the layout stage; retouch_strength: the share of the
     schedule the layout is inverted and denoised again (0: no retouch)."""
@@ -58,23 +60,6 @@ class LayoutRetouchPipeline:
         """serial: SerialGenPipeline.from_pretrained's arguments (every one None: the bundled models)."""
         return cls(SerialGenPipeline.from_pretrained(**serial), switch, retouch_strength)
 
-    def to(self, device=None, dtype=None) -> "LayoutRetouchPipeline":
-        self.serial.to(device, dtype)
-        return self
-
-    def enable_model_cpu_offload(self, device="cuda") -> "LayoutRetouchPipeline":
-        """SerialGenPipeline.enable_model_cpu_offload."""
-        self.serial.enable_model_cpu_offload(device)
-        return self
-
-    @property
-    def progress(self) -> bool:
-        return self.serial.progress
-
-    @progress.setter
-    def progress(self, value: bool) -> None:
-        self.serial.progress = value
-
     @torch.no_grad()
     def __call__(self, reference=None, prompts: list[str] | str = (), *, standardized=None,
                  standardize: bool | None = None, seed: int = 0,
@@ -86,12 +71,7 @@ class LayoutRetouchPipeline:
         """reference, standardized, standardize, seed, ...: as SerialGenPipeline's (image i starts from
         the same noise there). switch, retouch_strength: this call's, default the pipeline's.
         reference_source=False: the retouch reads the layout alone (a DDIM reconstruction of it)."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts:
-            raise ValueError("Give at least one prompt")
-        if batch_size < 1 or num_inference_steps < 1:
-            raise ValueError(f"batch_size and num_inference_steps must be at least 1, got {batch_size} and "
-                             f"{num_inference_steps}")
+        prompts = prompt_list(prompts, batch_size=batch_size, num_inference_steps=num_inference_steps)
         if not (math.isfinite(guidance_scale) and guidance_scale >= 0 and math.isfinite(scale) and scale >= 0):
             raise ValueError(f"guidance_scale and scale must be finite numbers >= 0, got {guidance_scale} and {scale}")
         switch = self.switch if switch is None else _share("switch", switch)
@@ -139,7 +119,7 @@ class LayoutRetouchPipeline:
         added = None
         if personalize.is_sdxl:
             added = {"text_embeds": pooled.to(unet.dtype),
-                     "time_ids": add_time_ids(personalize.base, size[1], size[0]).to(unet.device, unet.dtype)
+                     "time_ids": add_time_ids(personalize.base, size[1], size[0]).to(personalize.device, unet.dtype)
                      .repeat(len(text), 1)}
         return {"text": text.to(unet.dtype), "tokens": tokens.to(unet.dtype), "added": added}
 
@@ -203,10 +183,9 @@ class LayoutRetouchPipeline:
         state = AttentionSwapState()
         state.set(torch.cat([r + rows, r + b + rows]), torch.cat([reads, reads]))  # both guidance halves swap
         unet = personalize.unet
-        before = attach_attention_swap(unet, state)
         scheduler.set_timesteps(steps, device=personalize.device)
         source, target = noised, noised[:b].clone()
-        try:
+        with processors_on(unet, "attn1", lambda name: SwapSelfAttnProcessor(state)):
             for t in tqdm(scheduler.timesteps[steps - _count(strength, steps):], desc="retouch",
                           disable=not personalize.progress, leave=False):
                 x = scheduler.scale_model_input(torch.cat([source, target, target]), t)
@@ -214,8 +193,6 @@ class LayoutRetouchPipeline:
                 uncond, conditional = eps[r:r + b], eps[r + b:]
                 source = scheduler.step(eps[:r], t, source).prev_sample
                 target = scheduler.step(uncond + guidance * (conditional - uncond), t, target).prev_sample
-        finally:
-            unet.set_attn_processor(before)
         return target
 
 

@@ -28,6 +28,18 @@ from ..models.loading import add_time_ids
 from ..models.personalizer import Personalizer
 
 
+def prompt_list(prompts: list[str] | str, *, batch_size: int = 1, num_inference_steps: int = 1) -> list[str]:
+    """A prompt or prompts as a non-empty list, with the batch size and step count every series
+    pipeline checks the same way."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise ValueError("Give at least one prompt")
+    if batch_size < 1 or num_inference_steps < 1:
+        raise ValueError(f"batch_size and num_inference_steps must be at least 1, got {batch_size} and "
+                         f"{num_inference_steps}")
+    return prompts
+
+
 @dataclass
 class PersonalizeOutput:
     images: list[Image.Image]
@@ -173,13 +185,9 @@ class PersonalizePipeline:
         `image_tokens()` to skip encoding. Image i of the series starts from noise seeded (seed, i);
         first_index: the series index of the first prompt (a series drawn in several calls)."""
         # 1. Check inputs
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts:
-            raise ValueError("Give at least one prompt")
+        prompts = prompt_list(prompts, batch_size=batch_size, num_inference_steps=num_inference_steps)
         if (reference is None) == (image_tokens is None):
             raise ValueError("Give either a reference image or precomputed image_tokens")
-        if num_inference_steps < 1 or batch_size < 1:
-            raise ValueError("num_inference_steps and batch_size must be at least 1")
         if not (math.isfinite(guidance_scale) and guidance_scale >= 0 and math.isfinite(scale) and scale >= 0):
             raise ValueError(f"guidance_scale and scale must be finite numbers >= 0, got {guidance_scale} and {scale}")
         dw, dh = self.default_size()

@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ..preprocess import Reference, load_image, prepare_reference
-from .personalize import ADAPTER_FILE, PersonalizePipeline
+from .personalize import ADAPTER_FILE, PersonalizePipeline, prompt_list
 from .standardize import StandardizePipeline
 
 # pairings (train/stage2.py) whose adapters read a standardized reference
@@ -333,9 +334,7 @@ class SerialGenPipeline:
         first_index: the series index of the first prompt (a series drawn in several calls)."""
         # 1. Check inputs
         standardize = self.standardize is not None if standardize is None else standardize
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts:
-            raise ValueError("Give at least one prompt")
+        prompts = prompt_list(prompts)
 
         # 2. Stage I, once: the standardized reference (or the given one, or none for one-stage use)
         image, prepared, notes = self.reference_image(reference, standardized, standardize, seed=seed,
@@ -349,3 +348,27 @@ class SerialGenPipeline:
                                   seed=seed, batch_size=batch_size, first_index=first_index)
         return SerialGenOutput(series.images, image if (standardize or standardized is not None) else None, prepared,
                                notes)
+
+
+class SerialMethod:
+    """What every method built on a `SerialGenPipeline` (its `serial`) shares: the serial pipeline's
+    device, dtype, model offload and progress bars are the method's."""
+
+    serial: SerialGenPipeline
+
+    def to(self, device=None, dtype=None) -> Self:
+        self.serial.to(device, dtype)
+        return self
+
+    def enable_model_cpu_offload(self, device="cuda") -> Self:
+        """SerialGenPipeline.enable_model_cpu_offload."""
+        self.serial.enable_model_cpu_offload(device)
+        return self
+
+    @property
+    def progress(self) -> bool:
+        return self.serial.progress
+
+    @progress.setter
+    def progress(self, value: bool) -> None:
+        self.serial.progress = value
