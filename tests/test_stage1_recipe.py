@@ -4,6 +4,7 @@ judge it (trivial baselines, body height, background leak)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,6 +15,7 @@ from serialgen import evaluation
 from serialgen.diffusion import epsilon_loss, region_weights, training_scheduler
 from serialgen.models.backbones import attention_at_every_level
 from serialgen.models.loading import bundled
+from serialgen.models.pose_guider import PoseGuider
 from serialgen.models.standard_pose import StandardPoseEstimator, normalized
 from serialgen.models.standardizer import Standardizer, StandardizerConfig
 from serialgen.preprocess import Reference
@@ -264,3 +266,89 @@ def test_fourth_phase_options_train_and_record_adapter_norms(dataset, tmp_path, 
     a = Standardizer.from_pretrained(tmp_path / "p4" / "model").state_dict()
     b = stage1.initial_model(later, model.config).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k].float(), b[k].float()) for k in a if "standard_pose" not in k)
+
+
+def _prior_standardizer(plain: Standardizer | None = None) -> Standardizer:
+    """A tiny posed standardizer with the colour prior, from `plain`'s weights (widened) if given."""
+    wide = dataclasses.replace((plain or _posed_standardizer()).config, colour_prior=True)
+    model = Standardizer.from_unet(TINY_UNET.build(), wide)
+    if plain is not None:
+        state = PoseGuider.widened_state(plain.state_dict(), 6, prefix="pose_guider.")
+        model.load_state_dict(state)
+    return model
+
+
+def test_a_colour_prior_widened_from_a_plain_guider_computes_the_same_until_its_inputs_train():
+    plain = _posed_standardizer()
+    with torch.no_grad():  # a trained guider: its zero output conv would hide any difference
+        plain.pose_guider.conv_out.weight.normal_(0, 0.1)
+    model = _prior_standardizer(plain)
+    assert model.pose_guider.in_channels == 6 and plain.pose_guider.in_channels == 3
+    pose, prior = torch.rand(2, 3, 192, 128) * 2 - 1, torch.rand(2, 3, 192, 128) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(model.pose_features(pose, prior), plain.pose_features(pose), atol=1e-6)
+        model.pose_guider.body[0].weight[:, 3:].normal_(0, 1.0)
+        assert (model.pose_features(pose, prior) - plain.pose_features(pose)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="pass prior"):
+        model.pose_features(pose)
+    with pytest.raises(ValueError, match="no colour prior"):
+        plain.pose_features(pose, prior)
+    with pytest.raises(ValueError, match="must match"):
+        model.pose_features(pose, prior[:, :, :96])
+    with pytest.raises(ValueError, match="narrowed"):
+        PoseGuider.widened_state(model.state_dict(), 3, prefix="pose_guider.")
+
+
+def test_the_pipeline_gives_the_guider_each_references_colour_silhouette_at_its_predicted_pose(tmp_path):
+    from serialgen.diffusion import sampling_scheduler
+    from serialgen.pipelines import StandardizePipeline
+    from serialgen.silhouette import colour_silhouette
+
+    from .tiny import TINY_VAE, tiny_image_encoder
+
+    model = _prior_standardizer()
+    model.save_pretrained(tmp_path / "s")
+    model = Standardizer.from_pretrained(tmp_path / "s")  # the option round-trips
+    assert model.config.colour_prior
+    pipe = StandardizePipeline(TINY_VAE.build(), tiny_image_encoder(32), model.eval(), sampling_scheduler())
+    pipe.progress = False
+    rng = np.random.default_rng(0)
+    refs = []
+    for colour in ((200, 30, 30), (30, 30, 200)):
+        image = np.full((192, 128, 3), 255, np.uint8)
+        image[40:160, 30:100] = colour
+        kp = np.concatenate([rng.uniform(40, 90, (18, 2)), np.ones((18, 1))], -1).astype(np.float32)
+        kp[:, 1] = np.linspace(45, 155, 18)
+        mask = (image < 255).any(-1).astype(np.float32)
+        refs.append(Reference(image, mask=mask, keypoints=kp))
+    seen = []
+    original = model.pose_guider.forward
+    model.pose_guider.forward = lambda x: seen.append(x) or original(x)
+    pipe(refs, num_inference_steps=2)
+    (inputs,) = seen
+    assert inputs.shape == (2, 6, 192, 128)
+    keypoints = pipe.target_keypoints(refs)
+    for k, r in enumerate(refs):
+        want = colour_silhouette(r, keypoints[k], 128, 192, normalized=False)
+        got = ((inputs[k, 3:].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+        assert np.array_equal(got, want)
+        assert np.array_equal(((inputs[k, :3].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy(),
+                              pipe.target_poses([r])[0])
+    assert not torch.equal(inputs[0, 3:], inputs[1, 3:])  # red and blue figures: their own colours
+    with pytest.raises(ValueError, match="no keypoints to draw"):
+        pipe(refs[0], target_pose=np.zeros((192, 128, 3), np.uint8))
+
+
+def test_colour_prior_trains_from_a_plain_standardizer_its_new_inputs_leaving_zero(dataset, tmp_path, config):  # noqa: F811
+    assert train_with(stage1, _args(dataset, tmp_path / "plain", config)) == 0
+    phase = tmp_path / "prior.toml"
+    phase.write_text(config.read_text() + f"colour_prior = true\ninit_from = {json.dumps(str(tmp_path / 'plain' / 'model'))}\n")
+    cfg = load_config(stage1.Stage1TrainConfig, stage1.PRESETS, "mini", phase)
+    plain = Standardizer.from_pretrained(tmp_path / "plain" / "model")
+    start = stage1.initial_model(cfg, dataclasses.replace(plain.config, colour_prior=True))
+    first = start.pose_guider.body[0].weight
+    assert first.shape[1] == 6 and torch.equal(first[:, :3], plain.pose_guider.body[0].weight.float())
+    assert not first[:, 3:].any()
+    assert train_with(stage1, _args(dataset, tmp_path / "prior", phase)) == 0
+    trained = Standardizer.from_pretrained(tmp_path / "prior" / "model")
+    assert trained.config.colour_prior and trained.pose_guider.body[0].weight[:, 3:].abs().max() > 0

@@ -34,5 +34,21 @@ class PoseGuider(nn.Module):
             nn.init.zeros_(self.conv_out.weight)
             nn.init.zeros_(self.conv_out.bias)
 
+    @property
+    def in_channels(self) -> int:
+        return self.body[0].in_channels
+
+    @staticmethod
+    def widened_state(state: dict[str, torch.Tensor], in_channels: int, prefix: str = "") -> dict[str, torch.Tensor]:
+        """A guider's state dict with its first conv taking `in_channels` inputs: the saved input
+        channels keep their weights and the added ones start at zero, so the wider guider computes
+        what the saved one does until the new inputs' weights train."""
+        key = f"{prefix}body.0.weight"
+        weight = state[key]
+        if weight.shape[1] > in_channels:
+            raise ValueError(f"A pose guider with {weight.shape[1]} input channels cannot be narrowed to {in_channels}")
+        extra = weight.new_zeros(weight.shape[0], in_channels - weight.shape[1], *weight.shape[2:])
+        return {**state, key: torch.cat([weight, extra], 1)}
+
     def forward(self, pose_map: torch.Tensor) -> torch.Tensor:
         return self.conv_out(self.body(pose_map))  # (N, out, H / 2^(len-1), W / 2^(len-1))

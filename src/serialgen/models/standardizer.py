@@ -69,6 +69,11 @@ class StandardizerConfig:
     # for the weights they are saved with
     start: str = "canvas"
     strength: float = 0.8
+    # the PoseGuider also reads the reference's colour silhouette drawn at the target pose
+    # (`silhouette.colour_silhouette`: its own part colours, flat-shaded) beside the pose map, so the
+    # denoiser is told each part's colour where the part goes instead of recalling it through
+    # reference attention alone. Not in the paper (see README, Stage I)
+    colour_prior: bool = False
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -103,7 +108,8 @@ class Standardizer(nn.Module):
         self.config = config
         self.reference_net, self.denoiser = reference_net, denoiser
         width = denoiser.config.block_out_channels[0]
-        self.pose_guider = PoseGuider(width, config.pose_channels, zero_out=True)
+        self.pose_guider = PoseGuider(width, config.pose_channels, in_channels=6 if config.colour_prior else 3,
+                                      zero_out=True)
         self.rpim = rpim.encoder(width, config.pose_channels) if config.rpim else None  # eq. 4's E_p
         if config.standard_pose and len(config.template_keypoints) != 18:
             raise ValueError("standard_pose needs the config's template_keypoints (18 rows): the estimator predicts offsets from it")
@@ -154,8 +160,17 @@ class Standardizer(nn.Module):
         return self.standard_pose(keypoints.float().to(self.standard_pose.template.device), w, h).float().cpu()
 
     @apply_forward_hook  # model CPU offload: these call parts directly, not forward
-    def pose_features(self, pose_map: torch.Tensor) -> torch.Tensor:
-        """Target pose map (N, 3, H, W) in [-1, 1] -> (N, C0, h, w), added after conv_in."""
+    def pose_features(self, pose_map: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """Target pose map (N, 3, H, W) in [-1, 1] -> (N, C0, h, w), added after conv_in. prior
+        (N, 3, H, W) in [-1, 1]: the reference's colour silhouette at the target pose, which a
+        standardizer with `colour_prior` needs and any other refuses."""
+        if (prior is not None) != self.config.colour_prior:
+            raise ValueError("This standardizer reads a colour silhouette beside the target pose: pass prior"
+                             if self.config.colour_prior else "This standardizer has no colour prior (config colour_prior = false)")
+        if prior is not None:
+            if prior.shape != pose_map.shape:
+                raise ValueError(f"The colour prior {tuple(prior.shape)} must match the pose map {tuple(pose_map.shape)}")
+            pose_map = torch.cat([pose_map, prior.to(pose_map)], 1)
         return self.pose_guider(pose_map.to(self.dtype))
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:

@@ -174,11 +174,15 @@ class StandardizePipeline:
         keypoints = self.target_keypoints(refs) if keypoints is None else keypoints
         return np.stack([draw_pose_map(k, w, h) for k in keypoints])
 
-    def silhouette_latents(self, refs: list[Reference], keypoints: np.ndarray) -> torch.Tensor:
-        """The VAE latents (N, 4, h, w) of each reference's colour silhouette (`colour_silhouette`:
-        its own part colours, flat-shaded, at its standard keypoints)."""
+    def colour_silhouettes(self, refs: list[Reference], keypoints: np.ndarray) -> np.ndarray:
+        """Each reference's colour silhouette (`colour_silhouette`: its own part colours, flat-shaded)
+        at its standard keypoints (N, 18, 3) in canvas pixels. -> (N, H, W, 3) uint8."""
         w, h = self.size
-        pixels = to_tensor(np.stack([colour_silhouette(r, k, w, h, normalized=False) for r, k in zip(refs, keypoints, strict=True)]))
+        return np.stack([colour_silhouette(r, k, w, h, normalized=False) for r, k in zip(refs, keypoints, strict=True)])
+
+    def silhouette_latents(self, refs: list[Reference], keypoints: np.ndarray) -> torch.Tensor:
+        """The VAE latents (N, 4, h, w) of each reference's colour silhouette at its standard keypoints."""
+        pixels = to_tensor(self.colour_silhouettes(refs, keypoints))
         latents = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist.mode()
         return (latents * self.vae.config.scaling_factor).to(self.dtype)
 
@@ -252,6 +256,9 @@ class StandardizePipeline:
         if start == "silhouette" and target_pose is not None:
             raise ValueError("start='silhouette' draws each reference's silhouette at its predicted standard pose: "
                              "with a given target_pose use start='canvas'")
+        if config.colour_prior and target_pose is not None:
+            raise ValueError("This standardizer reads each reference's colour silhouette drawn at its predicted standard "
+                             "pose (config colour_prior): a given target_pose map has no keypoints to draw it at")
         w, h = self.size
         refs = [r if isinstance(r, Reference) else prepare_reference(r, (w, h), use_pose=use_pose, detector=detector)
                 for r in items]
@@ -304,11 +311,16 @@ class StandardizePipeline:
             bank.keep = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]).to(device)
             embeds = torch.cat([torch.zeros_like(embeds), embeds])  # (2N, 1, D)
 
-        # 4. Target pose features, once
-        keypoints = self.target_keypoints(refs) if target_pose is None and start == "silhouette" else None
+        # 4. Target pose features (with the colour prior: each reference's colour silhouette at its pose), once
+        prior = self.standardizer.config.colour_prior
+        keypoints = self.target_keypoints(refs) if target_pose is None and (start == "silhouette" or prior) else None
         pose = target_pose if target_pose is not None else self.target_poses(refs, keypoints)  # (H, W, 3) or (N, H, W, 3)
-        pose_features = self.standardizer.pose_features(to_tensor(pose if pose.ndim == 4 else pose[None]).to(device, dtype))
-        pose_features = pose_features.expand(n, -1, -1, -1)  # (N, C0, h, w)
+        pose_pixels = to_tensor(pose if pose.ndim == 4 else pose[None]).to(device, dtype)  # (N or 1, 3, H, W)
+        if prior:
+            silhouettes = to_tensor(self.colour_silhouettes(refs, keypoints)).to(device, dtype)  # (N, 3, H, W)
+            pose_features = self.standardizer.pose_features(pose_pixels.expand(n, -1, -1, -1), silhouettes)
+        else:
+            pose_features = self.standardizer.pose_features(pose_pixels).expand(n, -1, -1, -1)  # (N, C0, h, w)
         if cfg:
             pose_features = torch.cat([pose_features, pose_features])
 

@@ -30,11 +30,13 @@ from ..data.memory import WorldArrays, batch_indices
 from ..diffusion import epsilon_loss, latent_masks, region_weights, sampling_scheduler, training_scheduler
 from ..metrics import psnr, ssim
 from ..models.backbones import UNET_PRESETS, preset
+from ..models.pose_guider import PoseGuider
 from ..models.standard_pose import StandardPoseEstimator
 from ..models.standardizer import Standardizer, StandardizerConfig
 from ..pose import draw_pose_map
 from ..preprocess import Reference
 from ..sheet import grid
+from ..silhouette import colour_silhouette
 from ..world.backgrounds import SCENES, render_background
 from ..world.generator import CharacterWorld
 from . import loop
@@ -62,6 +64,9 @@ class Stage1TrainConfig(LoopConfig):
     # a standard render is about nine-tenths white canvas
     figure_weight: float = 0.0
     pose_channels: tuple[int, ...] = (16, 32, 96, 256)
+    # the PoseGuider also reads the reference's colour silhouette at the target pose (StandardizerConfig
+    # colour_prior); from a standardizer without it, the new input channels start at zero
+    colour_prior: bool = False
     init_from: Weights = None  # start the whole standardizer from this Stage I folder (or the bundled one); overrides unet
     offset_noise: float = 0.0  # per (sample, channel) noise offset (diffusion.training_noise); 0.1 is usual
     reference_dropout: float = 0.1  # reference bank and CLIP embedding dropped together
@@ -101,10 +106,10 @@ class Stage1Objective(torch.nn.Module):
         self.offset_noise = offset_noise
 
     def forward(self, ref_latents, embeds, background, ref_pose, target_pose, keep, x0, scheduler, generator,
-                weights=None):
+                weights=None, prior=None):
         bank = self.model.encode_reference(ref_latents, embeds, background, ref_pose)
         bank.keep = keep
-        cond = {"reference": bank, "pose": self.model.pose_features(target_pose),
+        cond = {"reference": bank, "pose": self.model.pose_features(target_pose, prior),
                 "image": torch.where(keep.view(-1, 1, 1), embeds, torch.zeros_like(embeds))}  # (B, 1, D)
         return epsilon_loss(self.model, x0, cond, scheduler, generator, self.offset_noise, weights)
 
@@ -208,7 +213,10 @@ def initial_model(cfg: Stage1TrainConfig, config: StandardizerConfig) -> Standar
         unet = attention_at_every_level(unet)
     model = Standardizer.from_unet(unet, config)
     if source is not None:
-        missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+        state = source.state_dict()
+        if config.colour_prior and not source.config.colour_prior:  # the colour prior's inputs start at zero
+            state = PoseGuider.widened_state(state, model.pose_guider.in_channels, prefix="pose_guider.")
+        missing, unexpected = model.load_state_dict(state, strict=False)
         new = [k for k in missing if ".attentions." not in k and not k.startswith(("adapters.", "standard_pose."))]
         if unexpected or new:
             raise ValueError(f"{cfg.init_from} does not match this config's standardizer (fbdm, rpim, pose_channels): "
@@ -244,7 +252,9 @@ def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str =
     keypoints = np.array([m["keypoints"] for m in train.meta], np.float32)  # (N, 18, 3)
     first = train.first_of_each_character()
     template = template_keypoints([train.meta[i] for i in first], w, h)
-    template_map = draw_pose_map(np.array(template) * np.array([w, h, 1.0]), w, h)
+    template_px = np.array(template) * np.array([w, h, 1.0])  # (18, 3) canvas pixels
+    template_map = draw_pose_map(template_px, w, h)
+    standard_keypoints = np.array([m["standard_keypoints"] for m in train.meta], np.float32)  # (N, 18, 3)
     pool_rng = np.random.default_rng([cfg.seed, 99])
     backgrounds = np.stack([render_background(str(pool_rng.choice(SCENES)), w, h, pool_rng,
                                               float(np.clip(pool_rng.normal(0.6, 0.1), 0.2, 0.9)))
@@ -262,9 +272,8 @@ def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str =
     # 3. Model (both UNets from one checkpoint, or a whole standardizer), EMA, optimizer
     model = initial_model(cfg, StandardizerConfig(width=w, height=h, pose_channels=tuple(cfg.pose_channels),
                                                   fbdm=cfg.fbdm, rpim=cfg.rpim, template_keypoints=template,
-                                                  standard_pose=cfg.standard_pose))
+                                                  standard_pose=cfg.standard_pose, colour_prior=cfg.colour_prior))
     if model.standard_pose is not None:  # deterministic and seconds long: refitted on resume too
-        standard_keypoints = np.array([m["standard_keypoints"] for m in train.meta], np.float32)  # (N, 18, 3)
         fit_standard_pose(model.standard_pose, keypoints, standard_keypoints, w, h, steps=cfg.standard_pose_steps,
                           seed=cfg.seed, progress=main_process)
         model.standard_pose.requires_grad_(False)
@@ -295,6 +304,12 @@ def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str =
         target_pose = np.stack([template_map if use_template[k] else train.characters["standard_pose_map"][c]
                                 for k, c in enumerate(chars)])
         ref_pose = np.stack([draw_pose_map(keypoints[i], w, h) for i in idx])
+        prior = None
+        if cfg.colour_prior:  # each reference's part colours, drawn where its target pose puts the parts
+            target_kp = [template_px if use_template[k] else standard_keypoints[i] for k, i in enumerate(idx)]
+            prior = to_tensor(np.stack([
+                colour_silhouette(Reference(ref[k], foreground[k][..., 3].astype(np.float32) / 255.0, keypoints[i]),
+                                  target_kp[k], w, h, normalized=False) for k, i in enumerate(idx)])).to(device)
         keep = torch.from_numpy(rng.random(len(idx)) >= cfg.reference_dropout).to(device)
         with torch.no_grad():
             ref_latents, embeds = encode_images(vae, image_encoder, to_tensor(ref).to(device))
@@ -303,7 +318,8 @@ def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str =
             loss = objective(ref_latents.float(), embeds.float(), background, to_tensor(ref_pose).to(device),
                              to_tensor(target_pose).to(device), keep, standard_latents[chars].to(device),
                              noise_scheduler, g,
-                             region_weights(figure_share[chars], cfg.figure_weight).to(device) if cfg.figure_weight else None)
+                             region_weights(figure_share[chars], cfg.figure_weight).to(device) if cfg.figure_weight else None,
+                             prior)
         return loop.StepResult(loss)
 
     def sample(done: int, bar) -> None:
