@@ -8,13 +8,13 @@ import torch
 
 
 def world_reference(seed: int = 0):
-    """A held-out world sample as a prepared Reference, and the standard pose map of the world."""
+    """A held-out world sample as a prepared Reference."""
     from serialgen.preprocess import Reference
     from serialgen.world.generator import CharacterWorld
 
     world = CharacterWorld(128, 192, seed=seed)
     s = world.sample(4, 0)  # character 4 is in the test split
-    return Reference.from_world(s["image"], s["foreground"], s["keypoints"]), s["standard_pose_map"]
+    return Reference.from_world(s["image"], s["foreground"], s["keypoints"])
 
 
 def _mini_vision(projection_dim: int = 256):
@@ -76,10 +76,11 @@ def personalize_pipeline(random: bool = False):
             "mini architectures, random weights (no bundled weights installed)")
 
 
-def standardize_loop(pipe, reference, standard_pose, steps: int):
+def standardize_loop(pipe, reference, steps: int):
     """-> a callable running the Stage I sampler's bare loop: `steps` calls of the denoising UNet
     with the reference-concatenated attention on the guided batch of 2 (one reference), with the
-    ReferenceNet bank, pose features and initial noise made once, outside it."""
+    ReferenceNet bank, the target pose's features (and colour prior) and initial noise made once,
+    outside it."""
     from serialgen.pipelines.standardize import to_tensor
 
     model = pipe.standardizer
@@ -87,7 +88,11 @@ def standardize_loop(pipe, reference, standard_pose, steps: int):
     background = 1.0 - torch.from_numpy(reference.mask[None, None]).float()
     bank = model.encode_reference(latents, embeds, background, to_tensor(reference.pose_map[None]))
     bank.keep = torch.tensor([False, True])
-    pose = model.pose_features(to_tensor(standard_pose[None])).expand(2, -1, -1, -1)
+    keypoints = pipe.target_keypoints([reference])
+    pose_map = pipe.target_poses([reference], keypoints)
+    prior = to_tensor(pipe.colour_silhouettes([reference], keypoints)) if model.config.colour_prior else None
+    pose = model.pose_features(to_tensor(pose_map if pose_map.ndim == 4 else pose_map[None]), prior)
+    pose = pose.expand(2, -1, -1, -1)
     cond = {"reference": bank, "pose": pose, "image": torch.cat([torch.zeros_like(embeds), embeds])}
     x = torch.randn(2, *latents.shape[1:])
     timesteps = np.linspace(999, 0, steps).round().astype(int)

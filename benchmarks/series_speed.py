@@ -44,7 +44,7 @@ def main() -> None:
     stage2, source2 = personalize_pipeline(args.random)
     serial = SerialGenPipeline(stage1, stage2)
     serial.progress = False
-    reference, standard_pose = world_reference()
+    reference = world_reference()
     prompts = [f"a character, {SCENES[k % len(SCENES)]}, full body shot" for k in range(args.prompts)]
     print(f"Stage I: {source1}; Stage II: {source2}; {args.prompts} prompts, {args.steps} steps; "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
@@ -71,7 +71,7 @@ def main() -> None:
         for t in timesteps:
             unet(x, int(t), encoder_hidden_states=text, cross_attention_kwargs={"ip_tokens": ip})
 
-    stage1_loop = standardize_loop(stage1, reference, standard_pose, args.steps)
+    stage1_loop = standardize_loop(stage1, reference, args.steps)
     vae1, vae2 = stage1.vae, stage2.base.vae
     z1, z2 = torch.randn(1, 4, h, w), torch.randn(args.prompts, 4, h, w)
 
