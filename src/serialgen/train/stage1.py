@@ -228,6 +228,55 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
 
 
+@dataclass
+class Pairs:
+    """One training batch's pixels and poses (uint8 images, before encoding)."""
+
+    reference: np.ndarray  # (B, H, W, 3) the posed renders, some over fresh backdrops
+    foreground: np.ndarray  # (B, H, W, 4) their RGBA figures
+    characters: np.ndarray  # (B,) character rows: the standard image each one targets
+    target_pose: np.ndarray  # (B, H, W, 3) the standard pose map, or the template's
+    reference_pose: np.ndarray  # (B, H, W, 3) the render's own pose map (RPIM)
+    prior: np.ndarray | None  # (B, H, W, 3) colour silhouettes at the target pose, with colour_prior
+    keep: np.ndarray  # (B,) bool: the reference is kept (else dropped for guidance)
+
+
+class PairMaker:
+    """Draws a training batch from the training split: re-composited backdrops (a share of them one
+    saturated colour), the target pose (the character's standard pose or the template A-pose), the
+    reference's pose map, the colour prior and the guidance dropout, all from one rng."""
+
+    def __init__(self, cfg: Stage1TrainConfig, train: WorldArrays, template: tuple, backgrounds: np.ndarray):
+        self.cfg, self.train, self.backgrounds = cfg, train, backgrounds
+        self.height, self.width = train.images["image"].shape[1:3]
+        self.keypoints = np.array([m["keypoints"] for m in train.meta], np.float32)  # (N, 18, 3)
+        self.standard_keypoints = np.array([m["standard_keypoints"] for m in train.meta], np.float32)  # (N, 18, 3)
+        self.template_px = np.array(template) * np.array([self.width, self.height, 1.0])  # (18, 3) canvas pixels
+        self.template_map = draw_pose_map(self.template_px, self.width, self.height)
+
+    def __call__(self, idx: np.ndarray, rng: np.random.Generator) -> Pairs:
+        cfg, train, w, h = self.cfg, self.train, self.width, self.height
+        foreground = train.images["foreground"][idx]
+        ref = train.images["image"][idx].copy()
+        for k in np.flatnonzero(rng.random(len(idx)) < cfg.recomposite):
+            backdrop = (solid_background(rng, w, h) if cfg.solid_backgrounds and rng.random() < cfg.solid_backgrounds
+                        else self.backgrounds[rng.integers(len(self.backgrounds))])
+            ref[k] = CharacterWorld.composite(foreground[k], backdrop)
+        chars = train.character_row[idx]
+        use_template = rng.random(len(idx)) < cfg.template_pose
+        target_pose = np.stack([self.template_map if use_template[k] else train.characters["standard_pose_map"][c]
+                                for k, c in enumerate(chars)])
+        ref_pose = np.stack([draw_pose_map(self.keypoints[i], w, h) for i in idx])
+        prior = None
+        if cfg.colour_prior:  # each reference's part colours, drawn where its target pose puts the parts
+            prior = np.stack([colour_silhouette(
+                Reference(ref[k], foreground[k][..., 3].astype(np.float32) / 255.0, self.keypoints[i]),
+                self.template_px if use_template[k] else self.standard_keypoints[i], w, h, normalized=False)
+                for k, i in enumerate(idx)])
+        keep = rng.random(len(idx)) >= cfg.reference_dropout
+        return Pairs(ref, foreground, chars, target_pose, ref_pose, prior, keep)
+
+
 def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str = "auto") -> Path:
     """Train, score on held-out characters and export the EMA standardizer to OUT/model. -> that folder."""
     from accelerate import DistributedDataParallelKwargs
@@ -249,16 +298,13 @@ def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str =
     test = WorldArrays.load(data, "validation", keys=("image", "foreground"), limit=cfg.eval_samples * 16,
                             per_character=("standard_image",), progress=False)
     h, w = train.images["image"].shape[1:3]
-    keypoints = np.array([m["keypoints"] for m in train.meta], np.float32)  # (N, 18, 3)
     first = train.first_of_each_character()
     template = template_keypoints([train.meta[i] for i in first], w, h)
-    template_px = np.array(template) * np.array([w, h, 1.0])  # (18, 3) canvas pixels
-    template_map = draw_pose_map(template_px, w, h)
-    standard_keypoints = np.array([m["standard_keypoints"] for m in train.meta], np.float32)  # (N, 18, 3)
     pool_rng = np.random.default_rng([cfg.seed, 99])
     backgrounds = np.stack([render_background(str(pool_rng.choice(SCENES)), w, h, pool_rng,
                                               float(np.clip(pool_rng.normal(0.6, 0.1), 0.2, 0.9)))
                             for _ in range(cfg.backgrounds)])
+    pairs_for = PairMaker(cfg, train, template, backgrounds)
 
     # 2. Frozen encoders; the standard images' latents once
     vae = load_vae(folder(cfg.vae)).to(device).eval().requires_grad_(False)
@@ -274,7 +320,7 @@ def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str =
                                                   fbdm=cfg.fbdm, rpim=cfg.rpim, template_keypoints=template,
                                                   standard_pose=cfg.standard_pose, colour_prior=cfg.colour_prior))
     if model.standard_pose is not None:  # deterministic and seconds long: refitted on resume too
-        fit_standard_pose(model.standard_pose, keypoints, standard_keypoints, w, h, steps=cfg.standard_pose_steps,
+        fit_standard_pose(model.standard_pose, pairs_for.keypoints, pairs_for.standard_keypoints, w, h, steps=cfg.standard_pose_steps,
                           seed=cfg.seed, progress=main_process)
         model.standard_pose.requires_grad_(False)
     if model.denoiser.config.cross_attention_dim != image_encoder.config.projection_dim:
@@ -293,33 +339,17 @@ def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str =
         idx = batch_indices(len(train), cfg.batch_size, step, cfg.seed, accelerator.process_index, accelerator.num_processes)
         rng = np.random.default_rng([cfg.seed, step, 11])
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        foreground = train.images["foreground"][idx]
-        ref = train.images["image"][idx].copy()
-        for k in np.flatnonzero(rng.random(len(idx)) < cfg.recomposite):
-            backdrop = (solid_background(rng, w, h) if cfg.solid_backgrounds and rng.random() < cfg.solid_backgrounds
-                        else backgrounds[rng.integers(len(backgrounds))])
-            ref[k] = CharacterWorld.composite(foreground[k], backdrop)
-        chars = train.character_row[idx]
-        use_template = rng.random(len(idx)) < cfg.template_pose
-        target_pose = np.stack([template_map if use_template[k] else train.characters["standard_pose_map"][c]
-                                for k, c in enumerate(chars)])
-        ref_pose = np.stack([draw_pose_map(keypoints[i], w, h) for i in idx])
-        prior = None
-        if cfg.colour_prior:  # each reference's part colours, drawn where its target pose puts the parts
-            target_kp = [template_px if use_template[k] else standard_keypoints[i] for k, i in enumerate(idx)]
-            prior = to_tensor(np.stack([
-                colour_silhouette(Reference(ref[k], foreground[k][..., 3].astype(np.float32) / 255.0, keypoints[i]),
-                                  target_kp[k], w, h, normalized=False) for k, i in enumerate(idx)])).to(device)
-        keep = torch.from_numpy(rng.random(len(idx)) >= cfg.reference_dropout).to(device)
+        pairs = pairs_for(idx, rng)
+        chars = pairs.characters
         with torch.no_grad():
-            ref_latents, embeds = encode_images(vae, image_encoder, to_tensor(ref).to(device))
-        background = 1.0 - torch.from_numpy(foreground[..., 3].astype(np.float32) / 255.0)[:, None].to(device)
+            ref_latents, embeds = encode_images(vae, image_encoder, to_tensor(pairs.reference).to(device))
+        background = 1.0 - torch.from_numpy(pairs.foreground[..., 3].astype(np.float32) / 255.0)[:, None].to(device)
         with accelerator.autocast():
-            loss = objective(ref_latents.float(), embeds.float(), background, to_tensor(ref_pose).to(device),
-                             to_tensor(target_pose).to(device), keep, standard_latents[chars].to(device),
-                             noise_scheduler, g,
+            loss = objective(ref_latents.float(), embeds.float(), background, to_tensor(pairs.reference_pose).to(device),
+                             to_tensor(pairs.target_pose).to(device), torch.from_numpy(pairs.keep).to(device),
+                             standard_latents[chars].to(device), noise_scheduler, g,
                              region_weights(figure_share[chars], cfg.figure_weight).to(device) if cfg.figure_weight else None,
-                             prior)
+                             None if pairs.prior is None else to_tensor(pairs.prior).to(device))
         return loop.StepResult(loss)
 
     def sample(done: int, bar) -> None:
