@@ -352,3 +352,26 @@ def test_colour_prior_trains_from_a_plain_standardizer_its_new_inputs_leaving_ze
     assert train_with(stage1, _args(dataset, tmp_path / "prior", phase)) == 0
     trained = Standardizer.from_pretrained(tmp_path / "prior" / "model")
     assert trained.config.colour_prior and trained.pose_guider.body[0].weight[:, 3:].abs().max() > 0
+
+
+def test_stage1_differences_pair_models_character_by_character():
+    from serialgen.evaluation.commands import DIFFERENCES, stage1_differences, table
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(15, 2, 40)
+
+    def scores(shift: float, heights) -> dict:
+        per = {"psnr": list(base + shift), "ssim": list(base / 20), "figure_psnr": list(base + 2 * shift),
+               "figure_ssim": list(base / 20), "appearance": list(np.full(40, 0.2 + shift / 10))}
+        return {"count": 40, "per_character": per, "height": {"per_character": heights}}
+
+    a = scores(0.0, [0.0] * 20 + [0.2] * 20)
+    b = scores(1.0, [0.0] * 30 + [0.2] * 10)
+    (name, diff), = stage1_differences([("a", a), ("b", b)])
+    assert name == "b - a"
+    # the same shift on every character: paired, the interval has no width (unpaired, it would be wide)
+    assert diff["psnr"]["mean"] == pytest.approx(1.0) and diff["psnr"]["hi"] - diff["psnr"]["lo"] < 1e-9
+    assert diff["figure_psnr"]["mean"] == pytest.approx(2.0) and diff["ssim"]["mean"] == pytest.approx(0.0)
+    assert diff["appearance"]["mean"] == pytest.approx(0.1)
+    assert diff["within_5pct"]["mean"] == pytest.approx(0.25) and diff["within_5pct"]["lo"] > 0
+    assert "b - a" in table([(name, diff)], DIFFERENCES)

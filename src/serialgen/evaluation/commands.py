@@ -79,7 +79,31 @@ def score_stage1(test: WorldArrays, weights: list[str | None], judge: Judge, sam
                ("height within 5%", "height.within_5pct_ci"), ("characters", "count")]
     if leak:
         headers += [("leak", "leak.fbdm.leak_ci"), ("leak without FBDM", "leak.no_fbdm.leak_ci")]
-    return Scored(rows, grid(columns + [list(truth)]), [table(rows, headers)])
+    tables = [table(rows, headers)]
+    if len(weights) > 1:
+        tables.append(f"Each model minus {rows[0][0]}, paired over the same characters (t intervals):\n"
+                      + table(stage1_differences(rows[:len(weights)]), DIFFERENCES))
+    return Scored(rows, grid(columns + [list(truth)]), tables)
+
+
+DIFFERENCES = [("PSNR (dB)", "psnr"), ("SSIM", "ssim"), ("figure PSNR", "figure_psnr"), ("figure SSIM", "figure_ssim"),
+               ("appearance read back", "appearance"), ("height within 5%", "within_5pct")]
+
+
+def stage1_differences(models: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """Each of `models[1:]` ((name, evaluate_stage1's scores), on the same characters) minus the
+    first, per character, as t intervals (`seed_character_ci` with one model per row) of every
+    DIFFERENCES column. -> rows for `table`."""
+    from .stats import seed_character_ci
+
+    def values(scores: dict, key: str) -> np.ndarray:
+        if key == "within_5pct":
+            return (np.asarray(scores["height"]["per_character"]) <= 0.05).astype(float)
+        return np.asarray(scores["per_character"].get(key, [np.nan] * scores["count"]), np.float64)
+
+    first, base = models[0]
+    return [(f"{name} - {first}", {key: seed_character_ci(values(scores, key), values(base, key)) for _, key in DIFFERENCES})
+            for name, scores in models[1:]]
 
 
 def score_t2i(test: WorldArrays, base: str | None, judge: Judge, samples: int, steps: int, guidance: float,
