@@ -43,6 +43,10 @@ ship stage1 runs/stage1-p3/model
 # saturated backdrops, the standard-pose estimator (init_from the third phase, shipped just above)
 run stage1-p4 stage1 --data data/world128 --config configs/mini/stage1_phase4.toml
 ship stage1 runs/stage1-p4/model
+# Fifth phase: the colour prior (the reference's own part colours drawn at the target pose, read
+# by the PoseGuider beside the pose map), init_from the fourth (shipped just above); 1500 steps of
+# 16, 2.0 h on one thread beside other jobs
+run stage1-p5 stage1 --data data/world128 --config configs/mini/stage1_phase5.toml
 
 # Text-to-image base, second phase (Stage I above started from the first phase's UNet; the
 # ablation below and Stage II build on this one)
