@@ -75,14 +75,13 @@ def main() -> None:
 
     def whole():
         pairs = pairs_for(idx, np.random.default_rng(1))
+        batch = pairs.tensors("cpu")
         with torch.no_grad():
-            latents, embeds = encode_images(vae, clip, stage1.to_tensor(pairs.reference))
-        background = 1.0 - torch.from_numpy(pairs.foreground[..., 3].astype(np.float32) / 255.0)[:, None]
-        loss = objective(latents, embeds, background, stage1.to_tensor(pairs.reference_pose),
-                         stage1.to_tensor(pairs.target_pose), torch.from_numpy(pairs.keep), x0, scheduler,
-                         torch.Generator().manual_seed(0),
+            latents, embeds = encode_images(vae, clip, batch["pixels"])
+        loss = objective(latents, embeds, batch["background"], batch["reference_pose"], batch["target_pose"],
+                         batch["keep"], x0, scheduler, torch.Generator().manual_seed(0),
                          region_weights(figure[pairs.characters], cfg.figure_weight) if cfg.figure_weight else None,
-                         None if pairs.prior is None else stage1.to_tensor(pairs.prior))
+                         batch["prior"])
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -64,4 +64,3 @@ class SwapSelfAttnProcessor:
         context = hidden_states[sources.reshape(-1)].reshape(len(targets), -1, c)  # (T, S * tokens, C)
         out[targets] = attend(attn, hidden_states[targets], context)
         return out
-

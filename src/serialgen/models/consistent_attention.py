@@ -86,4 +86,3 @@ class ConsistentSelfAttnProcessor:
                 state.memory[(self.name, call, h)] = half.reshape(-1, c)[pool.to(half.device)].detach()
             out.append(attend(attn, half, context))
         return torch.cat(out)
-

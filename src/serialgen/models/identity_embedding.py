@@ -145,7 +145,6 @@ class IdentityCrossAttnProcessor:
                       value_context=torch.cat([encoder_hidden_states, values], 1), probabilities=state.probabilities)
 
 
-
 def identity_attention_loss(probabilities: list[torch.Tensor], masks: torch.Tensor, tokens: int) -> torch.Tensor:
     """Beyond Inserting's region attention loss, on the subject: each layer's attention of the
     identity tokens (the last `tokens` keys; heads and tokens averaged), scaled to a maximum of 1
@@ -168,4 +167,3 @@ def identity_attention_loss(probabilities: list[torch.Tensor], masks: torch.Tens
         target = F.adaptive_avg_pool2d(masks.to(attention), (h, w))[:, 0]
         losses.append(F.mse_loss(attention, target))
     return torch.stack(losses).mean()
-

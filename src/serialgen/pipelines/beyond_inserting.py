@@ -131,7 +131,11 @@ class BeyondInsertingPipeline(SerialMethod):
         unet.requires_grad_(False)
         rng = np.random.default_rng([cfg.seed, 0xB1])
         generator = torch.Generator().manual_seed(cfg.seed)
-        added = None
+        added = None  # SDXL's pooled text and size ids: the same for every step
+        if personalize.is_sdxl:
+            added = {"text_embeds": pooled.expand(cfg.batch_size, -1).to(unet.dtype),
+                     "time_ids": add_time_ids(personalize.base, height, width).to(device, unet.dtype)
+                     .repeat(cfg.batch_size, 1)}
         try:
             with processors_on(unet, "attn2", lambda name: IdentityCrossAttnProcessor(state)):
                 for _ in tqdm(range(cfg.steps), desc="identity", disable=not personalize.progress, leave=False):
@@ -141,10 +145,6 @@ class BeyondInsertingPipeline(SerialMethod):
                     x_t = scheduler.add_noise(latents[idx], noise, t.to(device))
                     state.set(t, torch.ones(cfg.batch_size, dtype=torch.bool))
                     state.probabilities = [] if cfg.attention_weight is not None else None
-                    if personalize.is_sdxl:
-                        added = {"text_embeds": pooled.expand(cfg.batch_size, -1).to(unet.dtype),
-                                 "time_ids": add_time_ids(personalize.base, height, width).to(device, unet.dtype)
-                                 .repeat(cfg.batch_size, 1)}
                     eps = unet(x_t.to(unet.dtype), t.to(device), pe.expand(cfg.batch_size, -1, -1).to(unet.dtype),
                                added_cond_kwargs=added).sample
                     loss = F.mse_loss(eps.float(), noise)

@@ -240,6 +240,15 @@ class Pairs:
     prior: np.ndarray | None  # (B, H, W, 3) colour silhouettes at the target pose, with colour_prior
     keep: np.ndarray  # (B,) bool: the reference is kept (else dropped for guidance)
 
+    def tensors(self, device) -> dict[str, torch.Tensor | None]:
+        """The batch as the objective reads it, on `device`: images and pose maps in [-1, 1] (N, 3, H,
+        W), the FBDM background mask (N, 1, H, W), the keep flags (N,), the colour prior or None."""
+        return {"pixels": to_tensor(self.reference).to(device),
+                "background": 1.0 - torch.from_numpy(self.foreground[..., 3].astype(np.float32) / 255.0)[:, None].to(device),
+                "reference_pose": to_tensor(self.reference_pose).to(device),
+                "target_pose": to_tensor(self.target_pose).to(device), "keep": torch.from_numpy(self.keep).to(device),
+                "prior": None if self.prior is None else to_tensor(self.prior).to(device)}
+
 
 class PairMaker:
     """Draws a training batch from the training split: re-composited backdrops (a share of them one
@@ -340,16 +349,14 @@ def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str =
         rng = np.random.default_rng([cfg.seed, step, 11])
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         pairs = pairs_for(idx, rng)
-        chars = pairs.characters
+        chars, batch = pairs.characters, pairs.tensors(device)
         with torch.no_grad():
-            ref_latents, embeds = encode_images(vae, image_encoder, to_tensor(pairs.reference).to(device))
-        background = 1.0 - torch.from_numpy(pairs.foreground[..., 3].astype(np.float32) / 255.0)[:, None].to(device)
+            ref_latents, embeds = encode_images(vae, image_encoder, batch["pixels"])
         with accelerator.autocast():
-            loss = objective(ref_latents.float(), embeds.float(), background, to_tensor(pairs.reference_pose).to(device),
-                             to_tensor(pairs.target_pose).to(device), torch.from_numpy(pairs.keep).to(device),
-                             standard_latents[chars].to(device), noise_scheduler, g,
+            loss = objective(ref_latents.float(), embeds.float(), batch["background"], batch["reference_pose"],
+                             batch["target_pose"], batch["keep"], standard_latents[chars].to(device), noise_scheduler, g,
                              region_weights(figure_share[chars], cfg.figure_weight).to(device) if cfg.figure_weight else None,
-                             None if pairs.prior is None else to_tensor(pairs.prior).to(device))
+                             batch["prior"])
         return loop.StepResult(loss)
 
     def sample(done: int, bar) -> None:
