@@ -3,6 +3,7 @@ intervals, and `serialgen eval`, on tiny models and a tiny judge."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -125,6 +126,34 @@ def test_protocol_scores_each_character_with_intervals(dataset, folders, judge_f
         float(protocol_scenes(4)[2]["view"] == "front"))
     assert 0.0 <= scores["face_found"] <= 1.0 and 0.0 <= scores["mask_found"] <= 1.0
     assert len(scores["sheets"]) == 3 and len(scores["sheets"][0][2]) == 4
+
+
+def test_protocol_resumes_character_by_character(dataset, folders, judge_folder, tmp_path):
+    from serialgen.evaluation import Judge, Protocol, evaluate_series
+
+    serial = SerialGenPipeline.from_pretrained(standardizer=folders / "stage1", base=folders / "sd15",
+                                               image_encoder=folders / "image_encoder", adapter=saved_adapter(folders),
+                                               one_stage=False)
+    serial.progress = False
+    calls = []
+    serial.standardize.standardizer.reference_net.register_forward_hook(lambda *_: calls.append(1))
+    train = WorldArrays.load(dataset, "train", keys=("image", "foreground"), per_character=("standard_image",),
+                             progress=False)
+    judge, kept = Judge.from_pretrained(judge_folder), tmp_path / "kept"
+    two = Protocol(characters=2, prompts=4, seeds=2, steps=2, bootstrap=200)
+    first = evaluate_series(serial, judge, train, two, standardize=True, progress=False, resume=kept)
+    assert len(calls) == 2 and sorted(p.name for p in kept.iterdir()) == ["0000.npz", "0001.npz"]
+    again = evaluate_series(serial, judge, train, two, standardize=True, progress=False, resume=kept)
+    assert len(calls) == 2  # everything read back: nothing standardized or drawn again
+    for key in ("clip_t", "clip_i", "ap_clip_i", "stage1_psnr", "layout_diversity", "per_character", "appearance"):
+        assert again[key] == first[key], key
+    for (ref, std, ims, _), (ref2, std2, ims2, _) in zip(first["sheets"], again["sheets"], strict=True):
+        assert np.array_equal(ref, ref2) and np.array_equal(np.asarray(std), np.asarray(std2))
+        assert all(np.array_equal(a, b) for a, b in zip(ims, ims2, strict=True))
+    more = evaluate_series(serial, judge, train, dataclasses.replace(two, characters=3), standardize=True,
+                           progress=False, resume=kept)
+    assert len(calls) == 3 and more["characters"] == 3  # only the new character was scored
+    assert more["per_character"]["clip_i"][:2] == first["per_character"]["clip_i"]
 
 def test_figure_box_bounds_the_figure_of_a_standard_render():
     from serialgen.evaluation import figure_box

@@ -59,6 +59,10 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     assert "Cost: scoring took" in text and "SerialGen (two-stage) " in text[text.index("Cost: scoring"):]
     floor = methods["text-to-image base alone (no reference: the floor)"]
     assert floor["images"] == 4 and "stage1_psnr" in floor  # Stage I ran; the adapter read it at scale 0
+    # every row kept its one character's scores as they were measured (an interrupted report resumes there)
+    kept = sorted((scores / "characters").iterdir())
+    assert len(kept) == 3 + len(OTHER_METHODS) and all((k / "0000.npz").exists() for k in kept)
+    assert any(k.name.startswith("serialgen-two-stage-") for k in kept)
 
     (scores / "discussion.md").write_text("Our honest reading.")
     real_series, real_stage1 = evaluation.evaluate_series, evaluation.evaluate_stage1

@@ -148,6 +148,19 @@ def _fingerprint(path: str | Path, settings: dict) -> str:
     return h.hexdigest()[:16]
 
 
+def _per_character_settings(settings: dict) -> dict:
+    """What one character's scores depend on: the settings but how many characters are scored and
+    how the intervals over them are drawn."""
+    return {k: v for k, v in settings.items() if k not in ("characters", "bootstrap")}
+
+
+def _characters_dir(folder: Path, name: str, key: str) -> Path:
+    """Where a row's per-character scores are kept while it is scored (`evaluate_series(resume=)`),
+    named after the row and what made its numbers: an interrupted report goes on from the last
+    character, and one over more characters scores only the new ones."""
+    return folder / "characters" / f"{re.sub('[^a-z0-9]+', '-', name.lower()).strip('-')}-{key}"
+
+
 def _made_by(folder: str | None, bundled_name: str) -> str:
     """Identity of a component the scores depend on (the judge, the base, the standardizer): its
     files, so retraining, re-shipping or re-configuring it makes the kept scores stale."""
@@ -329,7 +342,10 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
             print(f"report: {name}{f' (training seed {k + 1} of {len(paths)})' if len(paths) > 1 else ''}: "
                   f"{cfg.protocol.characters} characters x {cfg.protocol.prompts} prompts x {cfg.protocol.seeds} seeds")
             started = time.perf_counter()
-            scores = evaluate_series(serial, judge, test, cfg.protocol, two_stage, face=face)
+            scores = evaluate_series(serial, judge, test, cfg.protocol, two_stage, face=face,
+                                     resume=_characters_dir(folder, name, _fingerprint(
+                                         path, _per_character_settings(settings | standardizer if two_stage
+                                                                       else settings))))
             sheets = scores.pop("sheets")
             if k == 0:
                 save_image(_sheet_file(folder, name), sheet_rows(sheets))
@@ -389,7 +405,9 @@ def run_methods(cfg: ReportConfig, test, made: dict | None = None) -> dict:
               f"{cfg.protocol.seeds} seeds")
         runner = BaseAlone(serial) if method == "base-alone" else compose_method(serial, method, **built)
         started = time.perf_counter()
-        scores = evaluate_series(runner, judge, test, cfg.protocol, True, face=face)
+        per_character = _per_character_settings(settings) | {"method": method, "options": options}
+        scores = evaluate_series(runner, judge, test, cfg.protocol, True, face=face, resume=_characters_dir(
+            folder, name, hashlib.sha256(json.dumps(per_character, sort_keys=True).encode()).hexdigest()[:16]))
         save_image(_sheet_file(folder, name), sheet_rows(scores.pop("sheets")))
         cache[name] = merge_runs([scores | {"fingerprint": key, "method": method, "options": options,
                                             "data": settings["data"], "cost": _cost(started)}], PAIRING_METRICS)

@@ -5,13 +5,17 @@ held-out loss gap of an image adapter (`adapter_loss_gap`, through the Stage II 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
+from ..atomic import atomic_path
 from ..data.memory import WorldArrays, to_float
 from ..metrics import psnr, ssim
 from ..world.attributes import probe_value
@@ -96,9 +100,80 @@ def _per_character(records: list[dict], key, characters: int) -> np.ndarray:
     return out
 
 
+def _save_character(path: Path, part: dict) -> None:
+    """One character's scores (`_score_character`) as a compressed npz, atomically."""
+    ref, std, images, _ = part["sheet"]
+    arrays = {"reference": ref, "images": np.stack(images)} | ({} if std is None else {"standardized": np.asarray(std)})
+    numbers = {k: v for k, v in part.items() if k != "sheet"}
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, numbers=np.asarray(json.dumps(numbers)), **arrays)
+
+
+def _load_character(path: Path, prompts: list[str]) -> dict:
+    with np.load(path) as f:
+        part = json.loads(str(f["numbers"]))
+        std = Image.fromarray(f["standardized"]) if "standardized" in f else None
+        part["sheet"] = (f["reference"], std, list(f["images"]), prompts)
+    return part
+
+
+def _score_character(serial, judge: Judge, test: WorldArrays, first: int, c: int, protocol: Protocol, scenes: list[dict],
+                     text, standardize: bool, face, detector, bar) -> dict:
+    """One character through the protocol: its image records, AP-CLIP-I, layout diversity, seconds,
+    Stage I fidelity (PSNR, SSIM; None without Stage I) and its sheet (reference, standardized,
+    seed 0's images, prompts)."""
+    from ..preprocess import Reference
+
+    prompts = [s["prompt"] for s in scenes]
+    attributes = TEXT_CONTROL + APPEARANCE
+    image, foreground = test.images["image"][first], test.images["foreground"][first]
+    ref = Reference.from_world(image, foreground, test.meta[first]["keypoints"])
+    ref_feature = judge.image_features([on_white(image, foreground[..., 3] / 255.0)])[0]
+    ref_face = face(image) if face is not None else None
+    standardized, fidelity, masked_features, first_images, figures, took = None, None, [], None, [], 0.0
+    records = []
+    for k in range(protocol.seeds):
+        started = time.perf_counter()
+        out = serial(ref, prompts, standardized=standardized, standardize=standardize,
+                     num_inference_steps=protocol.steps, guidance_scale=protocol.guidance,
+                     seed=protocol.seed * 1000 + k, batch_size=protocol.batch_size, use_pose=True)
+        took += time.perf_counter() - started
+        if standardize and standardized is None and out.standardized is not None:
+            standardized = out.standardized  # Stage I once per character (a method without it: none)
+            truth = test.characters["standard_image"][test.character_row[first]]
+            made = np.asarray(standardized)[None]
+            fidelity = (float(psnr(made, truth[None])[0]), float(ssim(made, truth[None])[0]))
+        images = [np.asarray(im) for im in out.images]
+        first_images = first_images or images
+        masks = [detector.segment(im) for im in images]
+        figures.append(np.stack(masks) > 0.5)  # (prompts, H, W)
+        full = judge.image_features(images)
+        masked = judge.image_features([on_white(im, m) if m.mean() > 0.01 else im for im, m in zip(images, masks)])
+        masked_features.append(masked)
+        truths = [{"attributes": test.meta[first]["attributes"], **scene} for scene in scenes]
+        reads = judge.read(images)
+        for i, (scene, meta) in enumerate(zip(scenes, truths, strict=True)):
+            emb = face(images[i]) if face is not None and ref_face is not None else None
+            records.append({
+                "character": c, "prompt": i, "seed": k, "category": scene["category"],
+                "clip_t": float(100 * full[i] @ text[i]), "clip_i": float(100 * masked[i] @ ref_feature),
+                "face_sim": None if emb is None else float(emb @ ref_face),
+                "mask_found": bool(masks[i].mean() > 0.01),
+                "correct": {a: (None if probe_value(meta, a) is None else bool(reads[a][i] == probe_value(meta, a)))
+                            for a in attributes}})
+        bar.update()
+    f = torch.cat(masked_features)
+    sim = (f @ f.T).numpy()
+    return {"sample": int(first), "records": records, "fidelity": fidelity, "seconds": took,
+            "ap_clip_i": float(100 * sim[np.triu_indices(len(f), 1)].mean()) if len(f) > 1 else float("nan"),
+            "layout_diversity": layout_diversity(np.stack(figures)),
+            "sheet": (image, standardized, first_images, prompts)}
+
+
 @torch.no_grad()
 def evaluate_series(serial, judge: Judge, test: WorldArrays, protocol: Protocol = Protocol(),
-                    standardize: bool = True, face=None, detector=None, progress: bool = True) -> dict:
+                    standardize: bool = True, face=None, detector=None, progress: bool = True,
+                    resume: str | Path | None = None) -> dict:
     """Run the protocol through `serial` (a SerialGenPipeline; standardize=False for one-stage
     adapters) and grade it with the judge.
 
@@ -112,59 +187,42 @@ def evaluate_series(serial, judge: Judge, test: WorldArrays, protocol: Protocol 
     (`layout_diversity` of the images' person masks across seeds) and the seconds `serial` took
     (all its seeds, Stage I included). Every score is a mean
     over characters with a 95% bootstrap interval. Each character is standardized once and its
-    reference encoded once per seed."""
-    from ..preprocess import PersonDetector, Reference
+    reference encoded once per seed.
+
+    resume: a folder where each character's scores are kept as soon as they are measured
+    (NNNN.npz); a character found there is read back rather than scored again. The caller names
+    the folder after everything the scores depend on (the models, the code, the data and the
+    protocol but its `characters`, which only says how many are scored), so an interrupted run
+    goes on where it stopped and a run over more characters scores only the new ones."""
+    from ..preprocess import PersonDetector
 
     detector = detector or PersonDetector()
     scenes = protocol_scenes(protocol.prompts, protocol.seed)
     prompts = [s["prompt"] for s in scenes]
     text = judge.text_features(prompts)
     rows = test.first_of_each_character()[:protocol.characters]
-    attributes = TEXT_CONTROL + APPEARANCE
+    folder = Path(resume) if resume is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
     records, ap, fidelity, sheets, diversity, seconds = [], [], [], [], [], []
     bar = tqdm(total=len(rows) * protocol.seeds, desc="protocol", disable=not progress, leave=False)
     for c, first in enumerate(rows):
-        image, foreground = test.images["image"][first], test.images["foreground"][first]
-        ref = Reference.from_world(image, foreground, test.meta[first]["keypoints"])
-        ref_feature = judge.image_features([on_white(image, foreground[..., 3] / 255.0)])[0]
-        ref_face = face(image) if face is not None else None
-        standardized, masked_features, first_images, figures, took = None, [], None, [], 0.0
-        for k in range(protocol.seeds):
-            started = time.perf_counter()
-            out = serial(ref, prompts, standardized=standardized, standardize=standardize,
-                         num_inference_steps=protocol.steps, guidance_scale=protocol.guidance,
-                         seed=protocol.seed * 1000 + k, batch_size=protocol.batch_size, use_pose=True)
-            took += time.perf_counter() - started
-            if standardize and standardized is None and out.standardized is not None:
-                standardized = out.standardized  # Stage I once per character (a method without it: none)
-                truth = test.characters["standard_image"][test.character_row[first]]
-                made = np.asarray(standardized)[None]
-                fidelity.append((float(psnr(made, truth[None])[0]), float(ssim(made, truth[None])[0])))
-            images = [np.asarray(im) for im in out.images]
-            first_images = first_images or images
-            masks = [detector.segment(im) for im in images]
-            figures.append(np.stack(masks) > 0.5)  # (prompts, H, W)
-            full = judge.image_features(images)
-            masked = judge.image_features([on_white(im, m) if m.mean() > 0.01 else im for im, m in zip(images, masks)])
-            masked_features.append(masked)
-            truths = [{"attributes": test.meta[first]["attributes"], **scene} for scene in scenes]
-            reads = judge.read(images)
-            for i, (scene, meta) in enumerate(zip(scenes, truths, strict=True)):
-                emb = face(images[i]) if face is not None and ref_face is not None else None
-                records.append({
-                    "character": c, "prompt": i, "seed": k, "category": scene["category"],
-                    "clip_t": float(100 * full[i] @ text[i]), "clip_i": float(100 * masked[i] @ ref_feature),
-                    "face_sim": None if emb is None else float(emb @ ref_face),
-                    "mask_found": bool(masks[i].mean() > 0.01),
-                    "correct": {a: (None if probe_value(meta, a) is None else reads[a][i] == probe_value(meta, a))
-                                for a in attributes}})
-            bar.update()
-        diversity.append(layout_diversity(np.stack(figures)))
-        seconds.append(took)
-        f = torch.cat(masked_features)
-        sim = (f @ f.T).numpy()
-        ap.append(float(100 * sim[np.triu_indices(len(f), 1)].mean()) if len(f) > 1 else float("nan"))
-        sheets.append((image, standardized, first_images, prompts))
+        path = folder / f"{c:04d}.npz" if folder is not None else None
+        part = _load_character(path, prompts) if path is not None and path.exists() else None
+        if part is not None and part["sample"] == int(first):
+            bar.update(protocol.seeds)
+        else:
+            part = _score_character(serial, judge, test, first, c, protocol, scenes, text, standardize, face, detector,
+                                    bar)
+            if path is not None:
+                _save_character(path, part)
+        records += part["records"]
+        ap.append(part["ap_clip_i"])
+        diversity.append(part["layout_diversity"])
+        seconds.append(part["seconds"])
+        sheets.append(part["sheet"])
+        if part["fidelity"] is not None:
+            fidelity.append(tuple(part["fidelity"]))
     bar.close()
 
     n = len(rows)
