@@ -90,6 +90,21 @@ def test_a_series_does_not_depend_on_batching(sd):
     assert np.abs(_as_float(other_seed) - _as_float(together[:1])).mean() > 0.01
 
 
+def test_a_reference_per_prompt_draws_each_prompt_as_its_own_series_would(sd):
+    pipe = PersonalizePipeline(copy.deepcopy(sd), tiny_image_encoder(), _adapter(sd.unet))
+    pipe.progress = False
+    prompts = PROMPTS + ["a girl with red hair, sad, front view"]
+    refs = [_reference(), 255 - _reference(), np.roll(_reference(), 20, 0)]
+    together = pipe(refs, prompts, num_inference_steps=2, seed=5, batch_size=2).images
+    for i, ref in enumerate(refs):
+        alone = pipe(ref, prompts[i:i + 1], num_inference_steps=2, seed=5, first_index=i).images
+        assert np.abs(_as_float(alone) - _as_float(together[i:i + 1])).max() <= 1.5 / 255, i
+    shared = pipe(refs[0], prompts, num_inference_steps=2, seed=5).images
+    assert np.abs(_as_float(shared[1:]) - _as_float(together[1:])).mean() > 0.01  # each read its own reference
+    with pytest.raises(ValueError, match="one per prompt: got 2 for 3 prompts"):
+        pipe(refs[:2], prompts, num_inference_steps=2)
+
+
 @pytest.mark.parametrize("kind", ["sd", "sdxl"])
 def test_our_file_loads_in_diffusers_and_gives_the_same_images(kind, request, tmp_path):
     base = request.getfixturevalue(kind)

@@ -107,6 +107,46 @@ def test_own_reference_feeds_each_target_its_own_standardization(dataset, folder
     with pytest.raises(ValueError, match="own_reference needs pairing = standardized"):
         train_with(stage2, _args(dataset, tmp_path / "bad", config, "paired"))
 
+def test_generated_pairing_feeds_each_target_the_two_stage_models_drawing_of_it(dataset, folders, tmp_path,
+                                                                              monkeypatch):
+    """The paper's paired one-stage baseline (§4.3.1): pairs made by applying the two-stage model to
+    the data. Target x's reference is the two-stage adapter's drawing, from phi(x), of x's character
+    in a random scene; the trained adapter is one-stage."""
+    from serialgen.data.memory import batch_indices, to_float
+    from serialgen.pipelines.serial import SerialGenPipeline
+
+    from .tiny import saved_adapter
+
+    config = _config(folders, tmp_path / "c.toml", standardized_per_character=2, generator=str(saved_adapter(folders)),
+                     generate_steps=2)
+    seen = _spy_on_references(monkeypatch)
+    run = tmp_path / "run"
+    assert train_with(stage2, _args(dataset, run, config, "generated")) == 0
+    train = WorldArrays.load(dataset, "train", progress=False)
+    cfg = load_config(stage2.Stage2TrainConfig, stage2.PRESETS, "mini", str(config), pairing="generated")
+    sources = stage2.standardized_sources(train, cfg.standardized_per_character, cfg.seed)
+    standardized = stage2.load_standardized(run / "standardized", sources)
+    drawn = stage2.load_standardized(run / "generated", sources)
+    assert drawn.shape == standardized.shape and np.abs(drawn.astype(int) - standardized).mean() > 5
+    for step in range(cfg.steps):  # the targets are the standardized images, each fed its own drawing
+        idx = sources[batch_indices(len(sources), cfg.batch_size, step, cfg.seed, 0, 1)]
+        assert torch.equal(seen[step].cpu(), to_float(drawn[np.searchsorted(sources, idx)]))
+    # the drawings are the generator's images of phi(x) in the scene prompts, seeded per shard
+    drawer = PersonalizePipeline.from_pretrained(saved_adapter(folders), base=folders / "sd15",
+                                                 image_encoder=folders / "image_encoder")
+    drawer.progress = False
+    prompts = stage2.generation_prompts(train, sources, cfg.seed)
+    assert all(p.startswith("a character") for p in prompts) and len(set(prompts)) > 1
+    again = drawer(list(standardized[:3]), prompts[:3], num_inference_steps=2, guidance_scale=cfg.generate_guidance,
+                   seed=cfg.seed * 7919).images
+    assert np.abs(np.stack([np.asarray(im) for im in again]).astype(int) - drawn[:3]).max() <= 2
+    info = json.loads((run / "model" / "training.json").read_text())
+    assert info["pairing"] == "generated" and info["generator"].endswith("ip-adapter.safetensors")
+    serial = SerialGenPipeline.from_pretrained(adapter=run / "model", base=folders / "sd15",
+                                               image_encoder=folders / "image_encoder")
+    assert serial.standardize is None  # one stage at inference
+
+
 def test_stage2_resumes_exactly(dataset, folders, tmp_path, monkeypatch):
     config = _config(folders, tmp_path / "c.toml", steps=4, sample_every=100)
     assert train_with(stage2, _args(dataset, tmp_path / "straight", config, "unpaired")) == 0

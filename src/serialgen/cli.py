@@ -640,7 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stage2 only: reference of each training image: its standardized form (SerialGen, default), "
                         "another image of the same character (paired one-stage), itself cropped and flipped "
                         "(unpaired one-stage), or the world's true standard render of its character (standard: "
-                        "SerialGen with a perfect Stage I, an upper bound)")
+                        "SerialGen with a perfect Stage I, an upper bound), or an image the two-stage model drew "
+                        "of its character in a random scene (generated: the paper's paired one-stage baseline)")
     p.set_defaults(run=_train)
 
     p = sub.add_parser(

@@ -181,13 +181,19 @@ class PersonalizePipeline:
                  num_inference_steps: int = 20, guidance_scale: float = 5.0, scale: float = 1.0, seed: int = 0,
                  batch_size: int = 8, width: int | None = None, height: int | None = None,
                  first_index: int = 0) -> PersonalizeOutput:
-        """reference: PIL image or uint8 array; or image_tokens=(tokens, negative tokens) from
-        `image_tokens()` to skip encoding. Image i of the series starts from noise seeded (seed, i);
-        first_index: the series index of the first prompt (a series drawn in several calls)."""
+        """reference: PIL image or uint8 array, or a list of them, one per prompt (many characters
+        in one call); or image_tokens=(tokens, negative tokens) from `image_tokens()` to skip
+        encoding, tokens (1, T, cross_dim) or one row per prompt. Image i of the series starts from
+        noise seeded (seed, i); first_index: the series index of the first prompt (a series drawn
+        in several calls)."""
         # 1. Check inputs
         prompts = prompt_list(prompts, batch_size=batch_size, num_inference_steps=num_inference_steps)
         if (reference is None) == (image_tokens is None):
             raise ValueError("Give either a reference image or precomputed image_tokens")
+        count = len(reference) if isinstance(reference, (list, tuple)) else \
+            len(image_tokens[0]) if image_tokens is not None else 1
+        if count not in (1, len(prompts)):
+            raise ValueError(f"Give one reference, or one per prompt: got {count} for {len(prompts)} prompts")
         if not (math.isfinite(guidance_scale) and guidance_scale >= 0 and math.isfinite(scale) and scale >= 0):
             raise ValueError(f"guidance_scale and scale must be finite numbers >= 0, got {guidance_scale} and {scale}")
         dw, dh = self.default_size()
@@ -217,7 +223,8 @@ class PersonalizePipeline:
             # 3. Prompts, guidance halves stacked: [unconditional; conditional]
             pe, npe, pooled, npooled = self._encode_prompts(batch, negative_prompt)
             text = torch.cat([npe, pe]).to(unet.dtype)  # (2B, L, D)
-            ip = torch.cat([negative.expand(b, -1, -1), tokens.expand(b, -1, -1)])  # (2B, T, cross)
+            own = tokens[start:start + b] if len(tokens) > 1 else tokens.expand(b, -1, -1)  # a reference per prompt
+            ip = torch.cat([negative.expand(b, -1, -1), own])  # (2B, T, cross)
             added = None
             if self.is_sdxl:
                 added = {"text_embeds": torch.cat([npooled, pooled]).to(unet.dtype),

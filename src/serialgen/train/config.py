@@ -45,6 +45,8 @@ class Pairing(enum.StrEnum):
     PAIRED = "paired"  # one-stage: another image of the same character
     UNPAIRED = "unpaired"  # one-stage, IP-Adapter's recipe: itself, cropped and flipped
     STANDARD = "standard"  # the world's true standard render (a perfect Stage I)
+    # one-stage as the paper builds it (§4.3.1): an image the two-stage model drew of the character
+    GENERATED = "generated"
 
 
 PAIRINGS = tuple(p.value for p in Pairing)

@@ -13,6 +13,11 @@ frozen text-to-image base, under one of three pairings (the paper's Table 2):
 - `standard` (an upper bound, possible only on the world): the reference is the character's true
   standard render, i.e. standardization by a perfect Stage I. It tells what standardized
   references are worth apart from how well our Stage I makes them.
+- `generated` (one-stage, the paper's own paired baseline, §4.3.1): the pairs are made by
+  applying the two-stage model to the data: each target x is standardized by Stage I, the
+  two-stage adapter (`generator`) draws that character in a random scene, and the drawing is x's
+  reference. Both are cached in shards like the standardized references (OUT/standardized,
+  OUT/generated). The reference is not standardized; inference is one stage.
 
 Only the adapter trains (projector + to_k_ip/to_v_ip); the base UNet, VAE, text encoder(s) and
 CLIP image encoder are frozen. For guidance, the image, the text, or both are dropped (~5% each):
@@ -57,7 +62,10 @@ class Stage2TrainConfig(LoopConfig):
     pairing: Pairing = Pairing.STANDARDIZED
     base: Weights = Source.BUNDLED  # SD1.5/SDXL pipeline folder, or the bundled mini text-to-image model
     image_encoder: Weights = Source.BUNDLED  # CLIP vision folder
-    standardizer: Weights = Source.BUNDLED  # Stage I folder for pairing = standardized
+    standardizer: Weights = Source.BUNDLED  # Stage I folder for pairing = standardized or generated
+    generator: Weights = Source.BUNDLED  # pairing = generated: the two-stage adapter that draws the references
+    generate_steps: int = 20
+    generate_guidance: float = 5.0
     standardized_per_character: int = 4  # images standardized per character; 0 = all
     # SerialGen eq. 5: each target's reference is its own standardization phi(x), and the targets are
     # the images that were standardized (all of them with standardized_per_character = 0). False: a
@@ -138,13 +146,12 @@ def standardized_sources(train: WorldArrays, per_character: int, seed: int) -> n
     return np.sort(np.concatenate(picks))
 
 
-def precompute_standardized(train: WorldArrays, sources: np.ndarray, folder: Path, pipe, cfg: Stage2TrainConfig,
-                            rank: int = 0, world_size: int = 1, shard_size: int = 64, progress: bool = True,
-                            made_by: str = "") -> None:
-    """Standardize train[sources] into folder/NNNNN.safetensors shards (images uint8, sources), each
-    recording `made_by` (which standardizer, sampler and settings) in its metadata. A shard already
-    on disk with the same sources and the same `made_by` is kept, so an interrupted run resumes; one
-    made otherwise is made again."""
+def precompute_shards(sources: np.ndarray, folder: Path, make, made_by: str, rank: int = 0, world_size: int = 1,
+                      shard_size: int = 64, progress: bool = True, desc: str = "standardizing references") -> None:
+    """make(shard index, rows) -> uint8 images of those rows, kept in folder/NNNNN.safetensors shards
+    (images, sources), each recording `made_by` (what made them: models, sampler, settings) in its
+    metadata. A shard already on disk with the same sources and the same `made_by` is kept, so an
+    interrupted run resumes; one made otherwise is made again."""
     folder.mkdir(parents=True, exist_ok=True)
     shards = [sources[k:k + shard_size] for k in range(0, len(sources), shard_size)]
     todo = []
@@ -158,18 +165,62 @@ def precompute_standardized(train: WorldArrays, sources: np.ndarray, folder: Pat
                         np.array_equal(f.get_tensor("sources").numpy(), rows):
                     continue
         todo.append((s, rows, path))
-    pipe.progress = False
-    for s, rows, path in tqdm(todo, desc="standardizing references", unit="shard", disable=not progress):
-        refs = [Reference.from_world(train.images["image"][i], train.images["foreground"][i], train.meta[i]["keypoints"])
-                for i in rows]
-        images = pipe(refs, num_inference_steps=cfg.standardize_steps, guidance_scale=cfg.standardize_guidance,
-                      seed=cfg.seed * 7919 + s, batch_size=len(rows), start=cfg.standardize_start or None,
-                      strength=cfg.standardize_strength or None).images
+    for s, rows, path in tqdm(todo, desc=desc, unit="shard", disable=not progress):
+        images = make(s, rows)
         tensors = {"images": torch.from_numpy(np.stack([np.asarray(im) for im in images])),
                    "sources": torch.from_numpy(np.asarray(rows, np.int64))}
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata={"made_by": made_by})
         tmp.replace(path)
+
+
+def precompute_standardized(train: WorldArrays, sources: np.ndarray, folder: Path, pipe, cfg: Stage2TrainConfig,
+                            rank: int = 0, world_size: int = 1, shard_size: int = 64, progress: bool = True,
+                            made_by: str = "") -> None:
+    """Standardize train[sources] into folder's shards (`precompute_shards`)."""
+    pipe.progress = False
+
+    def make(s, rows):
+        refs = [Reference.from_world(train.images["image"][i], train.images["foreground"][i], train.meta[i]["keypoints"])
+                for i in rows]
+        return pipe(refs, num_inference_steps=cfg.standardize_steps, guidance_scale=cfg.standardize_guidance,
+                    seed=cfg.seed * 7919 + s, batch_size=len(rows), start=cfg.standardize_start or None,
+                    strength=cfg.standardize_strength or None).images
+
+    precompute_shards(sources, folder, make, made_by, rank, world_size, shard_size, progress)
+
+
+def generation_prompts(train: WorldArrays, sources: np.ndarray, seed: int) -> list[str]:
+    """pairing = generated: the scene each source's reference is drawn in, the scene-only caption
+    ("a character, ...") of a random training image (seeded)."""
+    rng = np.random.default_rng([seed, 41])
+    return [scene_caption(train.meta[j]) for j in rng.integers(0, len(train), len(sources))]
+
+
+def precompute_generated(standardized: np.ndarray, prompts: list[str], sources: np.ndarray, folder: Path, personalize,
+                         cfg: Stage2TrainConfig, rank: int = 0, world_size: int = 1, shard_size: int = 64,
+                         progress: bool = True, made_by: str = "") -> None:
+    """The paper's paired one-stage references (§4.3.1): each source's standardization
+    (`standardized`, in `sources` order) drawn by the two-stage model `personalize` in the scene of
+    its prompt, into folder's shards (`precompute_shards`)."""
+    personalize.progress = False
+
+    def make(s, rows):
+        at = slice(s * shard_size, s * shard_size + len(rows))
+        return personalize(list(standardized[at]), prompts[at], num_inference_steps=cfg.generate_steps,
+                           guidance_scale=cfg.generate_guidance, seed=cfg.seed * 7919 + s, batch_size=16).images
+
+    precompute_shards(sources, folder, make, made_by, rank, world_size, shard_size, progress,
+                      desc="drawing references")
+
+
+def _adapter_file(weights: Weights) -> Path:
+    """The IP-Adapter file of a Stage II folder (or file); the bundled two-stage adapter for BUNDLED."""
+    from ..models.loading import bundled
+    from ..pipelines.personalize import ADAPTER_FILE
+
+    path = folder(weights) or bundled("stage2")
+    return path / ADAPTER_FILE if path.is_dir() else path
 
 
 def load_standardized(folder: Path, sources: np.ndarray) -> np.ndarray:
@@ -210,7 +261,8 @@ def train(cfg: Stage2TrainConfig, data, out, resume: bool = False, device: str =
     sdxl = getattr(base, "text_encoder_2", None) is not None
 
     # 2. Data: targets (latents and captions, cached in OUT) and the references of the pairing
-    keys = {"standardized": ("image", "foreground"), "standard": ("image", "standard_image")}.get(cfg.pairing, ("image",))
+    keys = {"standardized": ("image", "foreground"), "generated": ("image", "foreground"),
+            "standard": ("image", "standard_image")}.get(cfg.pairing, ("image",))
     train = WorldArrays.load(data, "train", keys=keys, limit=cfg.limit or None, progress=main_process)
     h, w = train.images["image"].shape[1:3]
     cache = run.path / "cache.safetensors"
@@ -242,7 +294,7 @@ def train(cfg: Stage2TrainConfig, data, out, resume: bool = False, device: str =
 
     samples_of = [np.flatnonzero(train.character_row == c) for c in range(int(train.character_row.max()) + 1)]
     stage1 = None
-    if cfg.pairing == "standardized":
+    if cfg.pairing in ("standardized", "generated"):
         stage1 = StandardizePipeline.from_pretrained(folder(cfg.standardizer)).to(device)
         sources = standardized_sources(train, cfg.standardized_per_character, cfg.seed)
         shards = run.path / "standardized"
@@ -260,13 +312,25 @@ def train(cfg: Stage2TrainConfig, data, out, resume: bool = False, device: str =
         accelerator.wait_for_everyone()
         standardized = load_standardized(shards, sources)
         standardized_of = [np.flatnonzero(train.character_row[sources] == c) for c in range(len(samples_of))]
+    if cfg.pairing == "generated":  # the two-stage model draws each standardized target in a random scene
+        drawer = PersonalizePipeline(base, image_encoder, IPAdapter.load(_adapter_file(cfg.generator), base.unet).eval())
+        drawn = run.path / "generated"
+        origin = json.dumps({"references": shard_origin, "adapter": weights_digest(drawer.adapter),
+                             "steps": cfg.generate_steps, "guidance": cfg.generate_guidance, "seed": cfg.seed},
+                            sort_keys=True)
+        precompute_generated(standardized, generation_prompts(train, sources, cfg.seed), sources, drawn, drawer, cfg,
+                             accelerator.process_index, accelerator.num_processes, progress=main_process,
+                             made_by=origin)
+        accelerator.wait_for_everyone()
+        generated = load_standardized(drawn, sources)
+        stage1 = drawer = None  # one stage from here: the trained adapter reads the drawings
     with torch.no_grad():
         size = image_encoder.config.image_size  # CLIP of an all-zero *normalised* image, as sampling does
         negative = image_encoder(pixel_values=torch.zeros(1, 3, size, size, device=device),
                                  output_hidden_states=True).hidden_states[-2]
 
-    # the training targets: every training image, or (eq. 5) the standardized ones
-    targets = sources if cfg.own_reference else np.arange(len(train))
+    # the training targets: every training image, or (eq. 5, and the drawn pairs) the standardized ones
+    targets = sources if cfg.own_reference or cfg.pairing == "generated" else np.arange(len(train))
 
     def references(idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         """The reference of each target in idx, float (B, 3, H, W) in [-1, 1]."""
@@ -281,6 +345,8 @@ def train(cfg: Stage2TrainConfig, data, out, resume: bool = False, device: str =
             return to_float(train.images["image"][np.array(picks)])
         if cfg.pairing == "standard":
             return to_float(train.images["standard_image"][idx])
+        if cfg.pairing == "generated":
+            return to_float(generated[np.searchsorted(sources, idx)])
         if cfg.own_reference:
             return to_float(standardized[np.searchsorted(sources, idx)])
         return to_float(standardized[np.array([rng.choice(standardized_of[train.character_row[i]]) for i in idx])])
@@ -335,6 +401,7 @@ def train(cfg: Stage2TrainConfig, data, out, resume: bool = False, device: str =
             data=str(data), steps=cfg.steps, pairing=cfg.pairing.value, base=describe(cfg.base),
             base_made_by=record_digest(folder(cfg.base), "t2i"),
             image_encoder=describe(cfg.image_encoder), standardizer=describe(cfg.standardizer),
+            **({"generator": describe(cfg.generator)} if cfg.pairing == "generated" else {}),
             wall_time_s=round(elapsed, 1)))
         (model / "README.md").write_text(f"IP-Adapter (all CLIP tokens) trained with `{cfg.pairing.value}` pairing; "
                                          f"load with `PersonalizePipeline.from_pretrained('{model}')`.\n")
