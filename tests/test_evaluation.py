@@ -154,6 +154,13 @@ def test_protocol_resumes_character_by_character(dataset, folders, judge_folder,
                            progress=False, resume=kept)
     assert len(calls) == 3 and more["characters"] == 3  # only the new character was scored
     assert more["per_character"]["clip_i"][:2] == first["per_character"]["clip_i"]
+    # the oracle: the adapter reads each character's true standard render, and Stage I never runs
+    oracle = evaluate_series(serial, judge, train, dataclasses.replace(two, characters=1), standardize=True,
+                             progress=False, oracle=True)
+    assert len(calls) == 3 and "stage1_psnr" not in oracle
+    truth = train.characters["standard_image"][train.character_row[train.first_of_each_character()[0]]]
+    assert np.array_equal(np.asarray(oracle["sheets"][0][1]), truth)
+    assert oracle["per_character"]["clip_i"] != first["per_character"]["clip_i"][:1]
 
 def test_figure_box_bounds_the_figure_of_a_standard_render():
     from serialgen.evaluation import figure_box

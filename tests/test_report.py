@@ -214,3 +214,26 @@ def test_rows_measured_on_other_characters_are_marked_and_not_judged():
     assert claims(stage1, {}, data=None)[0]["verdict"] == "supported"  # without the check, a (wrong) comparison
     text = write_markdown(ReportConfig(data="world"), stage1, {}, "serialgen report", data="now")
     assert "| no FBDM † |" in text and "| full |" in text and "† measured on other characters" in text
+
+
+def test_the_papers_paired_baseline_gets_its_own_claims_against_the_two_stage_row():
+    """With the paper's paired one-stage (references drawn by the two-stage model) scored, the
+    two-stage row is compared with it too; the true-render paired row keeps its own claims."""
+    from serialgen.evaluation.report import PAIRING_METRICS, PAPER_PAIRED, claims, merge_runs
+
+    rng = np.random.default_rng(1)
+
+    def row(offset):
+        base = rng.normal(size=10)
+        return merge_runs([{"per_character": {m: list(50 + base + offset + 0.1 * rng.normal(size=10))
+                                              for m in ("clip_i", "ap_clip_i", "appearance", "clip_t",
+                                                        "text_control")}}], PAIRING_METRICS)
+
+    two_stage, drawn = row(3.0), row(0.0)
+    found = {c["claim"]: c for c in claims({}, {"SerialGen (two-stage)": two_stage, PAPER_PAIRED: drawn})}
+    mine = [c for name, c in found.items() if "the paper's paired one-stage" in name]
+    assert len(mine) == 3 and all(c["verdict"] == "supported" for c in mine)
+    assert "CLIP-I two-stage - paired (drawn) +3" in mine[0]["ours"]
+    assert not claims({}, {"SerialGen (two-stage)": two_stage})  # without the baseline, nothing to compare
+    worse = {c["claim"]: c for c in claims({}, {"SerialGen (two-stage)": drawn, PAPER_PAIRED: two_stage})}
+    assert all(c["verdict"] == "contradicted" for name, c in worse.items() if "paper's paired" in name)

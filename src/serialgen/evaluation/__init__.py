@@ -16,6 +16,7 @@ character's clothes and hair (appearance)?
 - report.py: `serialgen report`, the paper's tables and claims (docs/REPRODUCTION.md).
 """
 
+from ..silhouette import colour_silhouette, region_colours
 from .judge import APPEARANCE, COLOUR_FAMILIES, TEXT_CONTROL, Judge, accuracy_ci, attribute_accuracy, chance
 from .series import CATEGORIES, Protocol, adapter_loss_gap, evaluate_series, on_white, protocol_scenes
 from .stage1 import (
@@ -26,7 +27,6 @@ from .stage1 import (
                      figure_height,
                      height_error,
 )
-from ..silhouette import colour_silhouette, region_colours
 from .stats import bootstrap_ci
 from .t2i import evaluate_t2i
 

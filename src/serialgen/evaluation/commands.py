@@ -129,8 +129,8 @@ def score_series(test: WorldArrays, adapters: list[str | None], judge: Judge, pr
     adapter was trained on standardized references (`SerialGenPipeline.from_pretrained` decides);
     one standardizer is loaded once and shared. method: the generation method run on each (METHODS:
     serialgen, or one composed on it). Sheet: the two-stage model's series (else the last)."""
-    from ..pipelines import compose_method
     from ..models.loading import bundled
+    from ..pipelines import compose_method
     from ..pipelines.serial import TWO_STAGE_PAIRINGS, SerialGenPipeline, adapter_pairing
     from ..pipelines.standardize import StandardizePipeline
 

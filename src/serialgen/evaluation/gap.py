@@ -39,13 +39,19 @@ def standardized_rows(standardize, test, rows: np.ndarray, seed: int = 0) -> np.
                      for r in tqdm(prepared, desc="loss gap: Stage I", leave=False)])
 
 
-def loss_gap(serial, test, characters: int, two_stage: bool, seed: int = 0) -> dict:
+def loss_gap(serial, test, characters: int, two_stage: bool, seed: int = 0, oracle: bool = False) -> dict:
     """`adapter_loss_gap` on held-out characters (`loss_gap_rows`): the reference standardized by
-    `serial`'s Stage I for the two-stage model."""
+    `serial`'s Stage I for the two-stage model; oracle: the world's true standard render of the
+    character (`test.characters["standard_image"]`)."""
     from . import adapter_loss_gap
 
     firsts, targets = loss_gap_rows(test, characters)
     if len(firsts) < 2:
         return {}
-    references = standardized_rows(serial.standardize, test, firsts, seed) if two_stage else test.images["image"][firsts]
+    if oracle:
+        references = test.characters["standard_image"][test.character_row[firsts]]
+    elif two_stage:
+        references = standardized_rows(serial.standardize, test, firsts, seed)
+    else:
+        references = test.images["image"][firsts]
     return adapter_loss_gap(serial.personalize, test, references, targets, seed=seed)

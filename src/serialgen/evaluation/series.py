@@ -118,10 +118,10 @@ def _load_character(path: Path, prompts: list[str]) -> dict:
 
 
 def _score_character(serial, judge: Judge, test: WorldArrays, first: int, c: int, protocol: Protocol, scenes: list[dict],
-                     text, standardize: bool, face, detector, bar) -> dict:
+                     text, standardize: bool, face, detector, bar, oracle: bool = False) -> dict:
     """One character through the protocol: its image records, AP-CLIP-I, layout diversity, seconds,
     Stage I fidelity (PSNR, SSIM; None without Stage I) and its sheet (reference, standardized,
-    seed 0's images, prompts)."""
+    seed 0's images, prompts). oracle: the adapter reads the true standard render."""
     from ..preprocess import Reference
 
     prompts = [s["prompt"] for s in scenes]
@@ -130,7 +130,8 @@ def _score_character(serial, judge: Judge, test: WorldArrays, first: int, c: int
     ref = Reference.from_world(image, foreground, test.meta[first]["keypoints"])
     ref_feature = judge.image_features([on_white(image, foreground[..., 3] / 255.0)])[0]
     ref_face = face(image) if face is not None else None
-    standardized, fidelity, masked_features, first_images, figures, took = None, None, [], None, [], 0.0
+    standardized = test.characters["standard_image"][test.character_row[first]] if oracle else None
+    fidelity, masked_features, first_images, figures, took = None, [], None, [], 0.0
     records = []
     for k in range(protocol.seeds):
         started = time.perf_counter()
@@ -173,7 +174,7 @@ def _score_character(serial, judge: Judge, test: WorldArrays, first: int, c: int
 @torch.no_grad()
 def evaluate_series(serial, judge: Judge, test: WorldArrays, protocol: Protocol = Protocol(),
                     standardize: bool = True, face=None, detector=None, progress: bool = True,
-                    resume: str | Path | None = None) -> dict:
+                    resume: str | Path | None = None, oracle: bool = False) -> dict:
     """Run the protocol through `serial` (a SerialGenPipeline; standardize=False for one-stage
     adapters) and grade it with the judge.
 
@@ -193,7 +194,10 @@ def evaluate_series(serial, judge: Judge, test: WorldArrays, protocol: Protocol 
     (NNNN.npz); a character found there is read back rather than scored again. The caller names
     the folder after everything the scores depend on (the models, the code, the data and the
     protocol but its `characters`, which only says how many are scored), so an interrupted run
-    goes on where it stopped and a run over more characters scores only the new ones."""
+    goes on where it stopped and a run over more characters scores only the new ones.
+
+    oracle: the adapter reads each character's true standard render (`test.characters`), i.e.
+    SerialGen with a perfect Stage I (an adapter trained with the `standard` pairing)."""
     from ..preprocess import PersonDetector
 
     detector = detector or PersonDetector()
@@ -213,7 +217,7 @@ def evaluate_series(serial, judge: Judge, test: WorldArrays, protocol: Protocol 
             bar.update(protocol.seeds)
         else:
             part = _score_character(serial, judge, test, first, c, protocol, scenes, text, standardize, face, detector,
-                                    bar)
+                                    bar, oracle)
             if path is not None:
                 _save_character(path, part)
         records += part["records"]
