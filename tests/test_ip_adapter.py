@@ -193,6 +193,35 @@ def test_save_load_round_trip_and_bad_files(sd, tmp_path):
         IPAdapter.load(tmp_path / "plain.safetensors", sd.unet)
 
 
+def test_a_token_grid_keeps_cls_and_pools_the_patches_and_survives_save_and_load(sd, tmp_path):
+    from serialgen.models.ip_adapter import pool_tokens
+
+    hidden = torch.arange(2 * 17 * 3, dtype=torch.float32).reshape(2, 17, 3)  # CLS + a 4x4 patch grid
+    assert pool_tokens(hidden, None) is hidden
+    assert torch.equal(pool_tokens(hidden, 0), hidden[:, :1])
+    two = pool_tokens(hidden, 2)
+    assert two.shape == (2, 5, 3) and torch.equal(two[:, 0], hidden[:, 0])
+    grid = hidden[:, 1:].reshape(2, 4, 4, 3)
+    assert torch.allclose(two[:, 1], grid[:, :2, :2].mean((1, 2)))  # top-left 2x2 block
+    assert torch.allclose(two[:, 4], grid[:, 2:, 2:].mean((1, 2)))  # bottom-right
+    assert torch.allclose(pool_tokens(hidden, 1)[:, 1], hidden[:, 1:].mean(1))
+    with pytest.raises(ValueError, match="finer than"):
+        pool_tokens(hidden, 5)
+    with pytest.raises(ValueError, match="square patch grid"):
+        pool_tokens(hidden[:, :16], 2)
+
+    adapter = IPAdapter.for_unet(sd.unet, 24, token_grid=2)
+    assert adapter.tokens(torch.randn(3, 17, 24)).shape == (3, 5, TINY_UNET.cross_attention_dim)
+    back = IPAdapter.load(adapter.save(tmp_path / "g.safetensors"), sd.unet)
+    assert back.token_grid == 2
+    assert IPAdapter.load(_adapter(sd.unet).save(tmp_path / "all.safetensors"), sd.unet).token_grid is None
+    pipe = PersonalizePipeline(copy.deepcopy(sd), tiny_image_encoder(), back)
+    tokens, _ = pipe.image_tokens(_reference())
+    assert tokens.shape[1] == 5  # the pipeline draws from the pooled tokens
+    with pytest.raises(ValueError, match="token_grid must be >= 0"):
+        IPAdapter.for_unet(sd.unet, 24, token_grid=-2)
+
+
 def test_an_adapter_for_a_wider_unet_is_refused_with_what_to_do(sd, tmp_path):
     import dataclasses
 

@@ -147,6 +147,23 @@ def test_generated_pairing_feeds_each_target_the_two_stage_models_drawing_of_it(
     assert serial.standardize is None  # one stage at inference
 
 
+def test_token_grid_trains_a_weaker_encoder_and_bad_grids_fail_before_training(dataset, folders, tmp_path):
+    """The paper's token study: an unpaired adapter reading CLS + a 2x2 grid of pooled patch tokens."""
+    from serialgen.models.loading import load_base
+
+    run = tmp_path / "run"
+    assert train_with(stage2, _args(dataset, run, _config(folders, tmp_path / "c.toml", token_grid=2), "unpaired")) == 0
+    adapter = IPAdapter.load(run / "model" / "ip-adapter.safetensors", load_base(folders / "sd15").unet)
+    assert adapter.token_grid == 2
+    with pytest.raises(ValueError, match="finer than the image encoder's 4x4 patch grid"):
+        train_with(stage2, _args(dataset, tmp_path / "fine", _config(folders, tmp_path / "f.toml", token_grid=9),
+                                 "unpaired"))
+    assert not (tmp_path / "fine" / "model").exists()
+    with pytest.raises(ValueError, match="token_grid must be -1"):
+        load_config(stage2.Stage2TrainConfig, stage2.PRESETS, "mini", str(_config(folders, tmp_path / "b.toml",
+                                                                                     token_grid=-3)))
+
+
 def test_stage2_resumes_exactly(dataset, folders, tmp_path, monkeypatch):
     config = _config(folders, tmp_path / "c.toml", steps=4, sample_every=100)
     assert train_with(stage2, _args(dataset, tmp_path / "straight", config, "unpaired")) == 0

@@ -13,6 +13,11 @@ IP-Adapter §3.2, the "full" variant whose projector maps every token).
   over the UNet's cross-attentions in `attn_processors` order, which diffusers' `load_ip_adapter`
   reads as its IPAdapterFullImageProjection.
 
+A weaker encoder for the paper's token study (supplementary §10, Fig. 13): `token_grid` g keeps
+the CLS token and the patch tokens average-pooled to a g x g grid (g = 0: the CLS token alone),
+1 + g^2 tokens through the same projector. The file keeps the published layout and records g in
+its safetensors metadata; loaders that ignore it (diffusers) would feed every token.
+
 The processors are plain objects pointing at this module's parameters, so the UNet's own
 state dict stays stock. Image tokens reach them through `cross_attention_kwargs={"ip_tokens": ...}`.
 """
@@ -27,6 +32,24 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 from .attention import PlainProcessor, attend
+
+
+def pool_tokens(hidden_states: torch.Tensor, grid: int | None) -> torch.Tensor:
+    """(N, 1 + s*s, d) CLS + patch tokens -> the CLS token and the patches average-pooled to a
+    grid x grid map (grid 0: the CLS token alone; None: every token, unchanged)."""
+    if grid is None:
+        return hidden_states
+    cls, patches = hidden_states[:, :1], hidden_states[:, 1:]
+    side = round(patches.shape[1] ** 0.5)
+    if side * side != patches.shape[1]:
+        raise ValueError(f"pooling image tokens needs a square patch grid; got {patches.shape[1]} patch tokens")
+    if grid == 0:
+        return cls
+    if grid > side:
+        raise ValueError(f"token_grid {grid} is finer than the encoder's {side}x{side} patch grid")
+    n, _, d = patches.shape
+    pooled = nn.functional.adaptive_avg_pool2d(patches.transpose(1, 2).reshape(n, d, side, side), grid)
+    return torch.cat([cls, pooled.flatten(2).transpose(1, 2)], 1)
 
 
 class ImageProjection(nn.Module):
@@ -75,18 +98,22 @@ def cross_attention_layers(unet) -> list[tuple[str, nn.Module]]:
 class IPAdapter(nn.Module):
     """Projector + per-layer image keys/values for one UNet. `scale` weighs the image attention."""
 
-    def __init__(self, clip_dim: int, cross_dim: int, widths: list[int]):
+    def __init__(self, clip_dim: int, cross_dim: int, widths: list[int], token_grid: int | None = None):
         super().__init__()
+        if token_grid is not None and token_grid < 0:
+            raise ValueError(f"token_grid must be >= 0 (0: the CLS token alone) or None (every token), got {token_grid}")
+        self.token_grid = token_grid
         self.image_proj = ImageProjection(clip_dim, cross_dim)
         self.to_k_ip = nn.ModuleList(nn.Linear(cross_dim, w, bias=False) for w in widths)
         self.to_v_ip = nn.ModuleList(nn.Linear(cross_dim, w, bias=False) for w in widths)
         self.scale = 1.0
 
     @classmethod
-    def for_unet(cls, unet, clip_dim: int) -> "IPAdapter":
+    def for_unet(cls, unet, clip_dim: int, token_grid: int | None = None) -> "IPAdapter":
         """A fresh adapter whose image keys/values start as copies of each layer's text ones."""
         layers = cross_attention_layers(unet)
-        adapter = cls(clip_dim, unet.config.cross_attention_dim, [attn.to_k.out_features for _, attn in layers])
+        adapter = cls(clip_dim, unet.config.cross_attention_dim, [attn.to_k.out_features for _, attn in layers],
+                      token_grid)
         with torch.no_grad():
             for k, (_, attn) in enumerate(layers):
                 adapter.to_k_ip[k].weight.copy_(attn.to_k.weight)
@@ -111,8 +138,9 @@ class IPAdapter(nn.Module):
 
     @apply_forward_hook  # model CPU offload places the adapter
     def tokens(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """CLIP penultimate hidden states (N, T, d) -> image tokens (N, T, cross_dim)."""
-        return self.image_proj(hidden_states.to(self.image_proj.proj[0].weight.dtype))
+        """CLIP penultimate hidden states (N, T, d) -> image tokens (N, T', cross_dim): T' = T, or
+        1 + token_grid^2 (`pool_tokens`)."""
+        return self.image_proj(pool_tokens(hidden_states, self.token_grid).to(self.image_proj.proj[0].weight.dtype))
 
     # -- IP-Adapter's published file layout ----------------------------------------------
 
@@ -141,7 +169,8 @@ class IPAdapter(nn.Module):
         tensors = {k: (v.to(dtype) if dtype is not None else v).detach().cpu().contiguous()
                    for k, v in self.official_state_dict().items()}
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        extra = {} if self.token_grid is None else {"token_grid": str(self.token_grid)}
+        save_file(tensors, str(tmp), metadata={"format": "pt"} | extra)
         tmp.replace(path)
         return path
 
@@ -151,10 +180,15 @@ class IPAdapter(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"No image adapter at {path}: give an IP-Adapter .safetensors file")
+        token_grid = None
         if path.suffix == ".safetensors":
+            from safetensors import safe_open
             from safetensors.torch import load_file
 
             flat = load_file(str(path))
+            with safe_open(str(path), "pt") as f:
+                grid = (f.metadata() or {}).get("token_grid")
+            token_grid = int(grid) if grid is not None else None
         elif allow_pickle:
             nested = torch.load(path, map_location="cpu", weights_only=True)
             flat = {f"{part}.{k}": v for part, sub in nested.items() for k, v in sub.items()}
@@ -170,7 +204,7 @@ class IPAdapter(nn.Module):
             raise ValueError(f"{path} projects to {cross_dim}-d tokens; this UNet's cross-attention takes "
                              f"{unet.config.cross_attention_dim}")
         layers = cross_attention_layers(unet)
-        adapter = cls(clip_dim, cross_dim, [attn.to_k.out_features for _, attn in layers])
+        adapter = cls(clip_dim, cross_dim, [attn.to_k.out_features for _, attn in layers], token_grid)
         adapter.image_proj.load_state_dict(proj)
         for k in range(len(layers)):
             key = f"ip_adapter.{2 * k + 1}"

@@ -78,6 +78,9 @@ class Stage2TrainConfig(LoopConfig):
     standardize_start: str = ""
     standardize_strength: float = 0.0
     scene_captions: float = 0.5  # share of captions without the character's look
+    # the paper's token study (supplementary §10): CLS + patch tokens pooled to a g x g grid (0: CLS
+    # alone); -1 = every token (the adapter SerialGen uses)
+    token_grid: int = -1
     crop_scale: float = 0.7  # unpaired: smallest crop side, as a fraction of the image
     offset_noise: float = 0.0  # per (sample, channel) noise offset (diffusion.training_noise); 0.1 is usual
     drop_image: float = 0.05
@@ -94,6 +97,8 @@ class Stage2TrainConfig(LoopConfig):
         if not 0 <= self.standardize_strength <= 1:
             raise ValueError(f"standardize_strength must be in (0, 1] (or 0: the standardizer's own), "
                              f"got {self.standardize_strength}")
+        if self.token_grid < -1:
+            raise ValueError(f"token_grid must be -1 (every image token), 0 (CLS alone) or a grid side, got {self.token_grid}")
 
 
 PRESETS = {
@@ -259,6 +264,9 @@ def train(cfg: Stage2TrainConfig, data, out, resume: bool = False, device: str =
             module.float().eval().requires_grad_(False)
     image_encoder = load_image_encoder(folder(cfg.image_encoder)).float().to(device).eval().requires_grad_(False)
     sdxl = getattr(base, "text_encoder_2", None) is not None
+    side = image_encoder.config.image_size // image_encoder.config.patch_size
+    if cfg.token_grid > side:
+        raise ValueError(f"token_grid {cfg.token_grid} is finer than the image encoder's {side}x{side} patch grid")
 
     # 2. Data: targets (latents and captions, cached in OUT) and the references of the pairing
     keys = {"standardized": ("image", "foreground"), "generated": ("image", "foreground"),
@@ -352,7 +360,8 @@ def train(cfg: Stage2TrainConfig, data, out, resume: bool = False, device: str =
         return to_float(standardized[np.array([rng.choice(standardized_of[train.character_row[i]]) for i in idx])])
 
     # 3. The adapter, its optimizer; the UNet gets the decoupled processors
-    adapter = IPAdapter.for_unet(base.unet, image_encoder.config.hidden_size)
+    adapter = IPAdapter.for_unet(base.unet, image_encoder.config.hidden_size,
+                                 None if cfg.token_grid < 0 else cfg.token_grid)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=0.01)
     start, elapsed = loop.resume(run, cfg, model=adapter, optimizer=optimizer, requested=resume)
     model = Personalizer(base.unet, adapter)
