@@ -71,6 +71,17 @@ ship stage2-unpaired runs/stage2-unpaired/model
 run stage2-eq5 stage2 --data data/world128 --config configs/mini/stage2_eq5.toml --pairing standardized
 mkdir -p runs/stage2-sibling && { [ -d runs/stage2-sibling/standardized ] || cp -r runs/stage2-eq5/standardized runs/stage2-sibling/; }
 run stage2-sibling stage2 --data data/world128 --config configs/mini/stage2_sibling.toml --pairing standardized
+# The two-stage adapter the paper's way (eq. 5) on the fifth-phase standardizer
+run stage2-eq5-p5 stage2 --data data/world128 --config configs/mini/stage2_eq5_p5.toml --pairing standardized
+# The paper's own paired one-stage baseline: references the two-stage model above drew (reusing
+# its cache of standardized images), and the oracle adapter trained on true standard renders
+mkdir -p runs/stage2-generated && { [ -d runs/stage2-generated/standardized ] || cp -r runs/stage2-eq5-p5/standardized runs/stage2-generated/; }
+run stage2-generated stage2 --data data/world128 --config configs/mini/stage2_generated.toml --pairing generated
+run stage2-standard stage2 --data data/world128 --config configs/mini/stage2.toml --pairing standard
+# The token study (supplementary section 10): unpaired adapters reading 1, 5 and 17 image tokens
+for g in 0 2 4; do
+    run stage2-tokens-g$g stage2 --data data/world128 --config configs/mini/stage2_tokens_g$g.toml --pairing unpaired
+done
 # Training seeds 2 and 3 of each Table 2 row (issue: intervals over seeds and characters); the
 # report takes them as repeated --adapter NAME=PATH
 for k in 1 2; do

@@ -26,6 +26,13 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
         (folder / "ip-adapter.safetensors").write_bytes(saved_adapter(folders).read_bytes())
         (folder / "training.json").write_text(json.dumps({"pairing": pairing}))
         adapters.append(folder)
+    # the token study's weaker encoder: the tiny CLIP's CLS + its 4x4 patches pooled to 2x2 (5 tokens of 17)
+    from serialgen.models.ip_adapter import IPAdapter
+    from serialgen.models.loading import load_base
+
+    weak = tmp_path / "weak"
+    IPAdapter.for_unet(load_base(folders / "sd15").unet, 24, token_grid=2).save(weak / "ip-adapter.safetensors")
+    (weak / "training.json").write_text(json.dumps({"pairing": "unpaired"}))
     monkeypatch.setattr("serialgen.evaluation.report.PAIRINGS", ())  # never the bundled ones in a test
     base = ["report", "--data", str(dataset), "--out", str(tmp_path / "docs" / "REPRODUCTION.md"),
             "--characters", "1", "--prompts", "4", "--seeds", "1", "--steps", "2", "--stage1-samples", "2",
@@ -34,8 +41,12 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     rows = [f"--stage1={n}={folders / 'stage1'}" for n in ("full", "no FBDM", "no RPIM", "neither")]
     rows += [f"--adapter={n}={a}" for n, a in zip(("unpaired one-stage", "paired one-stage", "SerialGen (two-stage)"),
                                                    adapters, strict=True)]
-    assert cli(base + rows) == 0
+    assert cli(base + rows + [f"--adapter=unpaired one-stage, 5 image tokens={weak}"]) == 0
     text = (tmp_path / "docs" / "REPRODUCTION.md").read_text()
+    study = text[text.index("## Token study"):]
+    assert "| 5 |" in study and "| 17 |" in study and study.index("| 5 |") < study.index("| 17 |")
+    assert "More image tokens copy the reference" in study and (tmp_path / "docs" / "reproduction" / "tokens.png").exists()
+    assert "5 image tokens" not in text[text.index("## Table 2"):text.index("## Token study")]  # not a Table 2 row
     assert "## Table 2" in text and "## Table 3" in text and "| paper: unpaired one-stage | 16.08 | 89.62 |" in text
     assert "| Standardization raises series consistency over paired one-stage (AP-CLIP-I) | 83.17 vs 77.74 |" in text
     # the four Stage I rows are one model: its differences are exactly zero; one character is too few to judge
@@ -61,7 +72,7 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     assert floor["images"] == 4 and "stage1_psnr" in floor  # Stage I ran; the adapter read it at scale 0
     # every row kept its one character's scores as they were measured (an interrupted report resumes there)
     kept = sorted((scores / "characters").iterdir())
-    assert len(kept) == 3 + len(OTHER_METHODS) and all((k / "0000.npz").exists() for k in kept)
+    assert len(kept) == 4 + len(OTHER_METHODS) and all((k / "0000.npz").exists() for k in kept)
     assert any(k.name.startswith("serialgen-two-stage-") for k in kept)
 
     (scores / "discussion.md").write_text("Our honest reading.")

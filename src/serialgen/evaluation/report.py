@@ -42,6 +42,11 @@ PAIRINGS = (("unpaired one-stage", "stage2-unpaired"), ("paired one-stage", "sta
 # true renders of the character) and the oracle (pairing "standard": a perfect Stage I)
 PAPER_PAIRED = "paired one-stage (drawn references, the paper's)"
 ORACLE = "two-stage with true standard references (the oracle)"
+# The paper's token study (supplementary §10): unpaired one-stage adapters reading fewer image
+# tokens (`IPAdapter.token_grid`), rows named "unpaired one-stage, N image tokens"; the
+# "unpaired one-stage" row is the study's every-token point. They get their own section and figure.
+TOKEN_ROW = re.compile(r"^unpaired one-stage, (\d+) image tokens?$")
+PAPER_TOKENS = "CLIP-I 83.94 -> 92.07 and CLIP-T 19.03 -> 16.88 as the tokens grow (SDXL, supplementary Fig. 13)"
 
 # The other methods' rows (name, method, its options), each run on the shipped two-stage models
 # (`pipelines.compose_method`); the last is Beyond Inserting's own comparison, plain token optimization.
@@ -361,6 +366,8 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
             if gap:  # needs two held-out characters
                 scores["per_character"] |= loss_gap_parts(gap)
                 scores["loss_gap_losses"] = {k: v for k, v in gap.items() if k not in ("per_target", "gap_per_target")}
+            personalize = serial.personalize
+            scores["image_tokens"] = int(personalize.adapter.tokens(personalize.negative_hidden_states()).shape[1])
             runs.append(scores | {"fingerprint": key, "adapter": str(path), "pairing": info.get("pairing", "standardized"),
                                   "data": settings["data"], "cost": _cost(started)})
             cache[name] = merge_runs(runs, PAIRING_METRICS)
@@ -371,7 +378,8 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
             changed = True
     _save_json(folder / "pairings.json", cache)
     # the figure from every present row's kept sheet, so re-scoring one redraws it with the others
-    files = [_sheet_file(folder, name) for name, paths in adapters.items() if Path(paths[0]).exists() and name in cache]
+    files = [_sheet_file(folder, name) for name, paths in adapters.items()
+             if Path(paths[0]).exists() and name in cache and not TOKEN_ROW.match(name)]
     if files and all(f.exists() for f in files) and (changed or not (folder / "pairings.png").exists()):
         height = test.images["image"].shape[1]
         save_image(folder / "pairings.png", pairings_figure([np.asarray(Image.open(f).convert("RGB")) for f in files],
@@ -489,6 +497,57 @@ def sheet_rows(sheets: list[tuple], characters: int = 3, images: int = 6) -> np.
         seen = np.asarray(std) if std is not None else ref
         rows.append([ref, seen] + [np.asarray(im) for im in ims[:images]])
     return grid(rows)
+
+
+def token_points(pairings: dict) -> list[tuple[int, dict]]:
+    """The token study's rows, (image tokens, row) by tokens: every "unpaired one-stage, N image
+    tokens" row and the "unpaired one-stage" row (every token) where it recorded its count."""
+    points = [(int(m.group(1)), row) for name, row in pairings.items() if (m := TOKEN_ROW.match(name))]
+    every = pairings.get("unpaired one-stage")
+    if points and every and "image_tokens" in every:
+        points.append((int(every["image_tokens"]), every))
+    return sorted(points, key=lambda p: p[0])
+
+
+def token_figure(points: list[tuple[int, dict]], width: int = 360, height: int = 240) -> np.ndarray:
+    """The token study as the paper draws it (Fig. 13): CLIP-I and CLIP-T (means with 95% intervals)
+    against the number of image tokens, one panel each, tokens evenly spaced."""
+    from PIL import ImageDraw
+
+    panels = []
+    for metric, label in (("clip_i", "CLIP-I"), ("clip_t", "CLIP-T")):
+        im = Image.new("RGB", (width, height), "white")
+        draw = ImageDraw.Draw(im)
+        # an interval that could not be drawn (one character) shows as its mean alone
+        cis = [{k: row[metric]["mean"] if row[metric].get(k) is None or not np.isfinite(row[metric][k])
+                else row[metric][k] for k in ("mean", "lo", "hi")} for _, row in points]
+        lo, hi = min(c["lo"] for c in cis), max(c["hi"] for c in cis)
+        pad = max(0.5, 0.1 * (hi - lo))
+        lo, hi = lo - pad, hi + pad
+        left, right, top, bottom = 50, width - 20, 30, height - 40
+
+        def y(v):
+            return bottom - (v - lo) / (hi - lo) * (bottom - top)
+
+        def x(k):
+            return left + (k + 0.5) / len(points) * (right - left)
+
+        draw.rectangle([left, top, right, bottom], outline="black")
+        draw.text((left, 8), f"{label} vs image tokens", fill="black")
+        for v in (lo + pad, hi - pad):
+            draw.text((4, y(v) - 6), f"{v:.1f}", fill="black")
+            draw.line([left - 4, y(v), left, y(v)], fill="black")
+        previous = None
+        for k, ((tokens, _), c) in enumerate(zip(points, cis, strict=True)):
+            draw.line([x(k), y(c["lo"]), x(k), y(c["hi"])], fill=(120, 120, 200), width=2)
+            draw.ellipse([x(k) - 4, y(c["mean"]) - 4, x(k) + 4, y(c["mean"]) + 4], fill=(30, 30, 160))
+            if previous is not None:
+                draw.line([previous, (x(k), y(c["mean"]))], fill=(30, 30, 160), width=1)
+            previous = (x(k), y(c["mean"]))
+            draw.text((x(k) - 8, bottom + 8), str(tokens), fill="black")
+        draw.text(((left + right) / 2 - 30, height - 16), "image tokens", fill="black")
+        panels.append(np.asarray(im))
+    return np.concatenate(panels, 1)
 
 
 def pairings_figure(per_method: list[np.ndarray], height: int) -> np.ndarray:
@@ -631,6 +690,8 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
     folder = cfg.scores_dir()
     rel = os.path.relpath(folder, Path(cfg.out).parent)
     pr = cfg.protocol
+    tokens = token_points(pairings)
+    scored, pairings = pairings, {k: v for k, v in pairings.items() if not TOKEN_ROW.match(k)}  # Table 2's rows
     lines = [
         "# SerialGen's claims, reproduced on the character world",
         "",
@@ -768,7 +829,28 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
         if found:
             lines += ["", "| claim | paper | ours (difference, 95% interval) | verdict |", "|---|---|---|---|"]
             lines += [f"| {c['claim']} | {c['paper']} | {c['ours']} | **{c['verdict']}** |" for c in found]
-    lines += cost_lines(pairings, methods or {}, stage1)
+    if len(tokens) > 1:
+        save_image(folder / "tokens.png", token_figure(tokens))
+        lines += ["", "## Token study: unpaired training with weaker and stronger encoders", "",
+                  "The paper's supplementary §10: unpaired one-stage adapters that read fewer image tokens (the mini "
+                  "CLIP's CLS token plus its 8x8 patch tokens average-pooled to a smaller grid, `token_grid` in "
+                  "`configs/mini/stage2_tokens_g*.toml`; the paper varies IP-Adapter's number of tokens), same "
+                  f"budget and protocol as Table 2. Paper: {PAPER_TOKENS}.", "",
+                  "| image tokens | CLIP-T | CLIP-I | AP-CLIP-I | text control | appearance | loss gap % |",
+                  "|---|---|---|---|---|---|---|"]
+        for n, sc in tokens:
+            lines.append(f"| {n} | {_fmt(sc['clip_t'])} | {_fmt(sc['clip_i'])} | {_fmt(sc['ap_clip_i'])} | "
+                         f"{_fmt(sc['text_control']['mean'], 3)} | {_fmt(sc['appearance']['mean'], 3)} | "
+                         f"{_fmt(sc.get('loss_gap'))} |")
+        (few, first), (every, last) = tokens[0], tokens[-1]
+        found = [judged(f"More image tokens copy the reference: CLIP-I up, CLIP-T down ({few} -> {every} tokens)",
+                        "83.94 -> 92.07 CLIP-I, 19.03 -> 16.88 CLIP-T",
+                        [(f"CLIP-I {every} - {few} tokens", last, first, "clip_i", +1),
+                         (f"CLIP-T {every} - {few} tokens", last, first, "clip_t", -1)], data)]
+        lines += ["", "| claim | paper | ours (difference, 95% interval) | verdict |", "|---|---|---|---|"]
+        lines += [f"| {c['claim']} | {c['paper']} | {c['ours']} | **{c['verdict']}** |" for c in found]
+        lines += ["", f"![tokens]({rel}/tokens.png)"]
+    lines += cost_lines(scored, methods or {}, stage1)
     lines += ["", "## What the runs support, and what they do not", ""]
     discussion = folder / "discussion.md"
     if discussion.exists():
