@@ -71,8 +71,10 @@ ship stage2-unpaired runs/stage2-unpaired/model
 run stage2-eq5 stage2 --data data/world128 --config configs/mini/stage2_eq5.toml --pairing standardized
 mkdir -p runs/stage2-sibling && { [ -d runs/stage2-sibling/standardized ] || cp -r runs/stage2-eq5/standardized runs/stage2-sibling/; }
 run stage2-sibling stage2 --data data/world128 --config configs/mini/stage2_sibling.toml --pairing standardized
-# The two-stage adapter the paper's way (eq. 5) on the fifth-phase standardizer
+# The two-stage adapter the paper's way (eq. 5) on the fifth-phase standardizer; both ship together
 run stage2-eq5-p5 stage2 --data data/world128 --config configs/mini/stage2_eq5_p5.toml --pairing standardized
+ship stage1 runs/stage1-p5/model
+ship stage2 runs/stage2-eq5-p5/model
 # The paper's own paired one-stage baseline: references the two-stage model above drew (reusing
 # its cache of standardized images), and the oracle adapter trained on true standard renders
 mkdir -p runs/stage2-generated && { [ -d runs/stage2-generated/standardized ] || cp -r runs/stage2-eq5-p5/standardized runs/stage2-generated/; }

@@ -190,12 +190,12 @@ class PersonalizePipeline:
         prompts = prompt_list(prompts, batch_size=batch_size, num_inference_steps=num_inference_steps)
         if (reference is None) == (image_tokens is None):
             raise ValueError("Give either a reference image or precomputed image_tokens")
+        if not (math.isfinite(guidance_scale) and guidance_scale >= 0 and math.isfinite(scale) and scale >= 0):
+            raise ValueError(f"guidance_scale and scale must be finite numbers >= 0, got {guidance_scale} and {scale}")
         count = len(reference) if isinstance(reference, (list, tuple)) else \
             len(image_tokens[0]) if image_tokens is not None else 1
         if count not in (1, len(prompts)):
             raise ValueError(f"Give one reference, or one per prompt: got {count} for {len(prompts)} prompts")
-        if not (math.isfinite(guidance_scale) and guidance_scale >= 0 and math.isfinite(scale) and scale >= 0):
-            raise ValueError(f"guidance_scale and scale must be finite numbers >= 0, got {guidance_scale} and {scale}")
         dw, dh = self.default_size()
         width, height = width or dw, height or dh
         factor = self.base.vae_scale_factor
