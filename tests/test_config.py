@@ -83,6 +83,17 @@ def test_a_resume_refuses_another_config_but_allows_more_steps():
         check_resume(stored, load_config(t2i.config, t2i.presets, "mini", None, lr=1e-3))
 
 
+def test_a_resume_accepts_an_option_added_since_at_its_default_only():
+    """A run started before an option existed had its default behaviour: resuming it passes while
+    the option keeps its default, and refuses once it is set otherwise."""
+    stage2 = trainer("stage2")
+    cfg = stage2.presets["mini"]
+    stored = {k: v for k, v in config_dict(cfg).items() if k not in ("token_grid", "generator")}
+    check_resume(stored, cfg)
+    with pytest.raises(ValueError, match="token_grid: None -> 2"):
+        check_resume(stored, load_config(stage2.config, stage2.presets, "mini", None, token_grid=2))
+
+
 def test_a_resumed_run_drops_the_log_rows_past_its_checkpoint(tmp_path):
     run = RunDir(tmp_path, trainer("t2i").presets["mini"], resume=False)
     for step in (0, 25, 50, 75):

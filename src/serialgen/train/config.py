@@ -174,12 +174,23 @@ def config_dict(cfg) -> dict:
 
 def check_resume(stored: dict | None, cfg) -> None:
     """Refuse to resume a run under another config than the one it was started with (only the
-    number of steps and the checkpoint and sample cadence may change)."""
+    number of steps and the checkpoint and sample cadence may change). An option the stored
+    config lacks (added to the trainer after the run started) passes at its default value, which
+    is what the run had."""
     if not stored:
         return
     now = config_dict(cfg)
-    changed = sorted(k for k in set(stored) | set(now)
-                     if k not in RESUMABLE_CHANGES and stored.get(k) != now.get(k))
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(cfg)
+                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    defaults = config_dict(dataclasses.replace(cfg, **defaults)) if defaults else {}
+
+    def differs(k):
+        if k not in stored and k in defaults:
+            return now.get(k) != defaults[k]
+        return stored.get(k) != now.get(k)
+
+    changed = sorted(k for k in set(stored) | set(now) if k not in RESUMABLE_CHANGES and differs(k))
     if changed:
         details = ", ".join(f"{k}: {stored.get(k)!r} -> {now.get(k)!r}" for k in changed)
         raise ValueError(f"The checkpoint was made with another config ({details}); resume with the same config "
