@@ -87,11 +87,18 @@ def test_standard_pairing_feeds_the_true_standard_render_of_each_targets_charact
         assert torch.equal(seen[step].cpu(), expected)
         assert not torch.equal(expected, to_float(train.images["image"][idx]))
 
+def _assert_each_target_fed(seen: list[torch.Tensor], cfg, sources: np.ndarray, references: np.ndarray) -> None:
+    """Every step's targets are drawn from `sources` alone, and each was fed its own row of
+    `references` (uint8, in `sources` order)."""
+    from serialgen.data.memory import batch_indices, to_float
+
+    for step in range(cfg.steps):
+        idx = sources[batch_indices(len(sources), cfg.batch_size, step, cfg.seed, 0, 1)]
+        assert torch.equal(seen[step].cpu(), to_float(references[np.searchsorted(sources, idx)]))
+
 def test_own_reference_feeds_each_target_its_own_standardization(dataset, folders, tmp_path, monkeypatch):
     """SerialGen eq. 5: the reference of target x is phi(x), the standardization of x itself, and
     the targets are the standardized images."""
-    from serialgen.data.memory import batch_indices, to_float
-
     config = _config(folders, tmp_path / "c.toml", own_reference=True, standardized_per_character=2)
     seen = _spy_on_references(monkeypatch)
     run = tmp_path / "run"
@@ -100,10 +107,7 @@ def test_own_reference_feeds_each_target_its_own_standardization(dataset, folder
     cfg = load_config(stage2.Stage2TrainConfig, stage2.PRESETS, "mini", str(config), pairing="standardized")
     sources = stage2.standardized_sources(train, cfg.standardized_per_character, cfg.seed)
     assert len(sources) == 2 * len(np.unique(train.character_row)) < len(train)
-    standardized = stage2.load_standardized(run / "standardized", sources)
-    for step in range(cfg.steps):
-        idx = sources[batch_indices(len(sources), cfg.batch_size, step, cfg.seed, 0, 1)]
-        assert torch.equal(seen[step].cpu(), to_float(standardized[np.searchsorted(sources, idx)]))
+    _assert_each_target_fed(seen, cfg, sources, stage2.load_standardized(run / "standardized", sources))
     with pytest.raises(ValueError, match="own_reference needs pairing = standardized"):
         train_with(stage2, _args(dataset, tmp_path / "bad", config, "paired"))
 
@@ -112,7 +116,6 @@ def test_generated_pairing_feeds_each_target_the_two_stage_models_drawing_of_it(
     """The paper's paired one-stage baseline (§4.3.1): pairs made by applying the two-stage model to
     the data. Target x's reference is the two-stage adapter's drawing, from phi(x), of x's character
     in a random scene; the trained adapter is one-stage."""
-    from serialgen.data.memory import batch_indices, to_float
     from serialgen.pipelines.serial import SerialGenPipeline
 
     from .tiny import saved_adapter
@@ -128,9 +131,7 @@ def test_generated_pairing_feeds_each_target_the_two_stage_models_drawing_of_it(
     standardized = stage2.load_standardized(run / "standardized", sources)
     drawn = stage2.load_standardized(run / "generated", sources)
     assert drawn.shape == standardized.shape and np.abs(drawn.astype(int) - standardized).mean() > 5
-    for step in range(cfg.steps):  # the targets are the standardized images, each fed its own drawing
-        idx = sources[batch_indices(len(sources), cfg.batch_size, step, cfg.seed, 0, 1)]
-        assert torch.equal(seen[step].cpu(), to_float(drawn[np.searchsorted(sources, idx)]))
+    _assert_each_target_fed(seen, cfg, sources, drawn)  # the targets are the standardized images, each its drawing
     # the drawings are the generator's images of phi(x) in the scene prompts, seeded per shard
     drawer = PersonalizePipeline.from_pretrained(saved_adapter(folders), base=folders / "sd15",
                                                  image_encoder=folders / "image_encoder")

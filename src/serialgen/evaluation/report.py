@@ -169,7 +169,7 @@ def _characters_dir(folder: Path, name: str, key: str) -> Path:
     """Where a row's per-character scores are kept while it is scored (`evaluate_series(resume=)`),
     named after the row and what made its numbers: an interrupted report goes on from the last
     character, and one over more characters scores only the new ones."""
-    return folder / "characters" / f"{re.sub('[^a-z0-9]+', '-', name.lower()).strip('-')}-{key}"
+    return folder / "characters" / f"{_slug(name)}-{key}"
 
 
 def _made_by(folder: str | None, bundled_name: str) -> str:
@@ -335,9 +335,11 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
                 print(f"report: {path} was trained on another text-to-image base than this report's; it is left out "
                       f"of the row {name!r} (retrain it on this base)")
                 continue
-            two_stage = adapter_pairing(path) in TWO_STAGE_PAIRINGS
-            oracle = adapter_pairing(path) == "standard"  # fed the true standard render: a perfect Stage I
-            key = _fingerprint(path, settings | standardizer if two_stage else settings)
+            pairing = adapter_pairing(path)
+            two_stage = pairing in TWO_STAGE_PAIRINGS
+            oracle = pairing == "standard"  # fed the true standard render: a perfect Stage I
+            row_settings = settings | standardizer if two_stage else settings
+            key = _fingerprint(path, row_settings)
             if old is not None and old.get("fingerprint") == key and not cfg.force and \
                     (k or _sheet_file(folder, name).exists()):
                 runs.append(old)
@@ -356,8 +358,7 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
             started = time.perf_counter()
             scores = evaluate_series(serial, judge, test, cfg.protocol, two_stage or oracle, face=face, oracle=oracle,
                                      resume=_characters_dir(folder, name, _fingerprint(
-                                         path, _per_character_settings(settings | standardizer if two_stage
-                                                                       else settings))))
+                                         path, _per_character_settings(row_settings))))
             sheets = scores.pop("sheets")
             if k == 0:
                 save_image(_sheet_file(folder, name), sheet_rows(sheets))
@@ -403,8 +404,7 @@ def run_methods(cfg: ReportConfig, test, made: dict | None = None) -> dict:
         "adapter": _made_by(adapter and str(Path(adapter) if Path(adapter).is_dir() else Path(adapter).parent), "stage2")}
     judge, face, serial = None, None, None
     for name, method, options in cfg.methods:
-        key = hashlib.sha256(json.dumps(settings | {"method": method, "options": options}, sort_keys=True)
-                             .encode()).hexdigest()[:16]
+        key = _settings_key(settings | {"method": method, "options": options})
         kept = _kept_runs(cache.get(name))
         if kept and kept[0].get("fingerprint") == key and not cfg.force:
             continue
@@ -421,8 +421,8 @@ def run_methods(cfg: ReportConfig, test, made: dict | None = None) -> dict:
         runner = BaseAlone(serial) if method == "base-alone" else compose_method(serial, method, **built)
         started = time.perf_counter()
         per_character = _per_character_settings(settings) | {"method": method, "options": options}
-        scores = evaluate_series(runner, judge, test, cfg.protocol, True, face=face, resume=_characters_dir(
-            folder, name, hashlib.sha256(json.dumps(per_character, sort_keys=True).encode()).hexdigest()[:16]))
+        scores = evaluate_series(runner, judge, test, cfg.protocol, True, face=face,
+                                 resume=_characters_dir(folder, name, _settings_key(per_character)))
         save_image(_sheet_file(folder, name), sheet_rows(scores.pop("sheets")))
         cache[name] = merge_runs([scores | {"fingerprint": key, "method": method, "options": options,
                                             "data": settings["data"], "cost": _cost(started)}], PAIRING_METRICS)
@@ -483,8 +483,18 @@ def method_claims(pairings: dict, methods: dict, data: str | None = None) -> lis
     return out
 
 
+def _slug(name: str) -> str:
+    """A row's name as a file name part: lower-case letters and digits joined by dashes."""
+    return re.sub('[^a-z0-9]+', '-', name.lower()).strip('-')
+
+
+def _settings_key(settings: dict) -> str:
+    """Identity of numbers that depend on `settings` alone (not on one model's files)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _sheet_file(folder: Path, name: str) -> Path:
-    return folder / f"sheet_{re.sub('[^a-z0-9]+', '-', name.lower()).strip('-')}.png"
+    return folder / f"sheet_{_slug(name)}.png"
 
 
 def sheet_rows(sheets: list[tuple], characters: int = 3, images: int = 6) -> np.ndarray:

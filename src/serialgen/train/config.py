@@ -179,16 +179,10 @@ def check_resume(stored: dict | None, cfg) -> None:
     is what the run had."""
     if not stored:
         return
-    now = config_dict(cfg)
-    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                for f in dataclasses.fields(cfg)
-                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
-    defaults = config_dict(dataclasses.replace(cfg, **defaults)) if defaults else {}
+    now, defaults = config_dict(cfg), config_dict(type(cfg)())
 
     def differs(k):
-        if k not in stored and k in defaults:
-            return now.get(k) != defaults[k]
-        return stored.get(k) != now.get(k)
+        return now.get(k) != (defaults.get(k) if k not in stored else stored[k])
 
     changed = sorted(k for k in set(stored) | set(now) if k not in RESUMABLE_CHANGES and differs(k))
     if changed:

@@ -39,7 +39,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from ..atomic import write_json
+from ..atomic import atomic_path, write_json
 from ..data.heldout import held_out_series
 from ..data.latents import cached_latents, weights_digest
 from ..data.memory import WorldArrays, batch_indices, to_float
@@ -174,9 +174,8 @@ def precompute_shards(sources: np.ndarray, folder: Path, make, made_by: str, ran
         images = make(s, rows)
         tensors = {"images": torch.from_numpy(np.stack([np.asarray(im) for im in images])),
                    "sources": torch.from_numpy(np.asarray(rows, np.int64))}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"made_by": made_by})
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"made_by": made_by})
 
 
 def precompute_standardized(train: WorldArrays, sources: np.ndarray, folder: Path, pipe, cfg: Stage2TrainConfig,
@@ -290,9 +289,8 @@ def train(cfg: Stage2TrainConfig, data, out, resume: bool = False, device: str =
         if pooled is not None:
             cached |= {"pooled": pooled.cpu(), "empty_pooled": empty_pooled.cpu()}
         if main_process:
-            tmp = cache.with_name(cache.name + ".tmp")
-            save_file({k: v.contiguous() for k, v in cached.items()}, str(tmp), metadata={"made_by": made_by})
-            tmp.replace(cache)
+            with atomic_path(cache) as tmp:
+                save_file({k: v.contiguous() for k, v in cached.items()}, str(tmp), metadata={"made_by": made_by})
         accelerator.wait_for_everyone()
         cached = load_file(str(cache))  # a fresh and a resumed run train on the very same tensors
     latents, text = cached["latents"], cached["text"]
