@@ -8,7 +8,10 @@ pose (the standard-pose estimator, the colour prior's silhouette where the model
 pose guider, scheduler steps and decoding. Both are measured in this one run. Goal: <= 1.10.
 
 The two are timed in turn, round after round (the median of 5 per-round ratios is reported), so a
-drift of the machine's speed falls on both.
+drift of the machine's speed falls on both. The work outside the loop is then itemised, each part
+timed alone the same way: the reference's VAE and CLIP encoding, the ReferenceNet pass, the target
+pose (estimator, pose map, colour silhouette, PoseGuider) and the VAE decode. Their sum over the
+bare loop is the ratio a pipeline with no overhead of its own would reach.
 
     python benchmarks/standardize_speed.py [--steps 20] [--repeats 5] [--random]
 """
@@ -21,6 +24,29 @@ import os
 import numpy as np
 import torch
 from _models import interleaved, standardize_loop, standardize_pipeline, world_reference
+
+
+def fixed_parts(pipe, reference) -> dict:
+    """-> callables for the work the pipeline does once per call, outside its denoising loop."""
+    from serialgen.pipelines.standardize import to_tensor
+
+    model = pipe.standardizer
+    pixels = to_tensor(reference.image[None])
+    latents, embeds = pipe.encode_images(pixels)
+    background = 1.0 - torch.from_numpy(reference.mask[None, None]).float()
+    ref_pose = to_tensor(reference.pose_map[None])
+    final = torch.randn_like(latents)
+
+    def pose():
+        keypoints = pipe.target_keypoints([reference])
+        pose_map = pipe.target_poses([reference], keypoints)
+        prior = to_tensor(pipe.colour_silhouettes([reference], keypoints)) if model.config.colour_prior else None
+        model.pose_features(to_tensor(pose_map if pose_map.ndim == 4 else pose_map[None]), prior)
+
+    return {"VAE and CLIP encoding": lambda: pipe.encode_images(pixels),
+            "ReferenceNet": lambda: model.encode_reference(latents, embeds, background, ref_pose),
+            "target pose": pose,
+            "VAE decode": lambda: pipe.vae.decode(final / pipe.vae.config.scaling_factor)}
 
 
 def main() -> None:
@@ -47,6 +73,11 @@ def main() -> None:
     t_full, t_bare = np.median(times["pipeline"]), np.median(times["bare"])
     print(f"pipeline {t_full:.3f} s, bare loop {t_bare:.3f} s ({t_bare / args.steps * 1000:.1f} ms per UNet call); "
           f"ratio per round {', '.join(f'{r:.3f}' for r in ratios)}: median {np.median(ratios):.3f} (goal <= 1.10)")
+    parts = {name: float(np.median(t)) for name, t in interleaved(fixed_parts(pipe, reference), args.repeats).items()}
+    fixed = sum(parts.values())
+    print(f"outside the loop: {', '.join(f'{name} {t * 1000:.0f} ms' for name, t in parts.items())}; "
+          f"sum {fixed * 1000:.0f} ms, the pipeline's other work {(t_full - t_bare - fixed) * 1000:.0f} ms; "
+          f"(bare loop + these parts) / bare loop {(t_bare + fixed) / t_bare:.3f}")
 
 
 if __name__ == "__main__":
