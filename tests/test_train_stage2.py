@@ -111,6 +111,40 @@ def test_own_reference_feeds_each_target_its_own_standardization(dataset, folder
     with pytest.raises(ValueError, match="own_reference needs pairing = standardized"):
         train_with(stage2, _args(dataset, tmp_path / "bad", config, "paired"))
 
+def test_seed_replicas_share_the_first_runs_references_through_reference_seed(dataset, folders, tmp_path, monkeypatch):
+    """reference_seed fixes the cached references (which images, their sampling noise) while the
+    training seed varies: a replica given the first run's cache standardizes nothing and trains
+    another adapter on the same references; without it the replica's own seed picks other images."""
+    calls = []
+    real = StandardizePipeline.__call__
+
+    def counting(self, refs, **kw):
+        if isinstance(refs, list):  # the cache's batches (the progress samples standardize one reference)
+            calls.append(len(refs))
+        return real(self, refs, **kw)
+
+    monkeypatch.setattr(StandardizePipeline, "__call__", counting)
+    first, replica, own = tmp_path / "first", tmp_path / "replica", tmp_path / "own"
+    assert train_with(stage2, _args(dataset, first, _config(folders, tmp_path / "a.toml", own_reference=True),
+                                    "standardized")) == 0
+    made = sum(calls)
+    assert made > 0
+    shutil.copytree(first / "standardized", replica / "standardized")
+    calls.clear()
+    config = _config(folders, tmp_path / "b.toml", own_reference=True, seed=1, reference_seed=0)
+    assert train_with(stage2, _args(dataset, replica, config, "standardized")) == 0
+    assert calls == []  # every shard kept: same images, same standardizer, same noise
+    a, b = (load_file(str(r / "model" / "ip-adapter.safetensors")) for r in (first, replica))
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)  # another training seed
+    shutil.copytree(first / "standardized", own / "standardized")
+    assert train_with(stage2, _args(dataset, own, _config(folders, tmp_path / "c.toml", own_reference=True, seed=1),
+                                    "standardized")) == 0
+    assert sum(calls) == made  # seed 1's own references: every shard made again
+    train = WorldArrays.load(dataset, "train", progress=False)
+    assert not np.array_equal(stage2.standardized_sources(train, 1, 0), stage2.standardized_sources(train, 1, 1))
+    with pytest.raises(ValueError, match="reference_seed must be"):
+        stage2.Stage2TrainConfig(reference_seed=-2)
+
 def test_generated_pairing_feeds_each_target_the_two_stage_models_drawing_of_it(dataset, folders, tmp_path,
                                                                               monkeypatch):
     """The paper's paired one-stage baseline (§4.3.1): pairs made by applying the two-stage model to

@@ -77,6 +77,11 @@ class Stage2TrainConfig(LoopConfig):
     # the silhouette start's strength (0 = the saved one)
     standardize_start: str = ""
     standardize_strength: float = 0.0
+    # pairing = standardized or generated: the seed of the cached references (which images are
+    # standardized, their sampling noise, the drawings' scenes and noise); -1 = `seed`. Training-seed
+    # replicas of one recipe set it to the first run's seed and share its cache (copy the run's
+    # `standardized` and `generated` folders): the seed then varies the training alone
+    reference_seed: int = -1
     scene_captions: float = 0.5  # share of captions without the character's look
     # the paper's token study (supplementary §10): CLS + patch tokens pooled to a g x g grid (0: CLS
     # alone); -1 = every token (the adapter SerialGen uses)
@@ -97,8 +102,15 @@ class Stage2TrainConfig(LoopConfig):
         if not 0 <= self.standardize_strength <= 1:
             raise ValueError(f"standardize_strength must be in (0, 1] (or 0: the standardizer's own), "
                              f"got {self.standardize_strength}")
+        if self.reference_seed < -1:
+            raise ValueError(f"reference_seed must be -1 (the run's seed) or a seed >= 0, got {self.reference_seed}")
         if self.token_grid < -1:
             raise ValueError(f"token_grid must be -1 (every image token), 0 (CLS alone) or a grid side, got {self.token_grid}")
+
+    @property
+    def references_seed(self) -> int:
+        """The seed the cached references follow: `reference_seed`, or the run's seed."""
+        return self.seed if self.reference_seed < 0 else self.reference_seed
 
 
 PRESETS = {
@@ -188,7 +200,7 @@ def precompute_standardized(train: WorldArrays, sources: np.ndarray, folder: Pat
         refs = [Reference.from_world(train.images["image"][i], train.images["foreground"][i], train.meta[i]["keypoints"])
                 for i in rows]
         return pipe(refs, num_inference_steps=cfg.standardize_steps, guidance_scale=cfg.standardize_guidance,
-                    seed=cfg.seed * 7919 + s, batch_size=len(rows), start=cfg.standardize_start or None,
+                    seed=cfg.references_seed * 7919 + s, batch_size=len(rows), start=cfg.standardize_start or None,
                     strength=cfg.standardize_strength or None).images
 
     precompute_shards(sources, folder, make, made_by, rank, world_size, shard_size, progress)
@@ -212,7 +224,7 @@ def precompute_generated(standardized: np.ndarray, prompts: list[str], sources: 
     def make(s, rows):
         at = slice(s * shard_size, s * shard_size + len(rows))
         return personalize(list(standardized[at]), prompts[at], num_inference_steps=cfg.generate_steps,
-                           guidance_scale=cfg.generate_guidance, seed=cfg.seed * 7919 + s, batch_size=16).images
+                           guidance_scale=cfg.generate_guidance, seed=cfg.references_seed * 7919 + s, batch_size=16).images
 
     precompute_shards(sources, folder, make, made_by, rank, world_size, shard_size, progress,
                       desc="drawing references")
@@ -302,7 +314,7 @@ def train(cfg: Stage2TrainConfig, data, out, resume: bool = False, device: str =
     stage1 = None
     if cfg.pairing in ("standardized", "generated"):
         stage1 = StandardizePipeline.from_pretrained(folder(cfg.standardizer)).to(device)
-        sources = standardized_sources(train, cfg.standardized_per_character, cfg.seed)
+        sources = standardized_sources(train, cfg.standardized_per_character, cfg.references_seed)
         shards = run.path / "standardized"
         # the weights as loaded: the standardizer and the VAE and CLIP it runs with, wherever they came from;
         # the sampling start where it is not the canvas (before the silhouette start, the only one)
@@ -312,7 +324,7 @@ def train(cfg: Stage2TrainConfig, data, out, resume: bool = False, device: str =
         shard_origin = json.dumps({"weights": [weights_digest(m) for m in (stage1.standardizer, stage1.vae,
                                                                              stage1.image_encoder)],
                                    "sampler": StandardizePipeline.SAMPLER_REVISION, "steps": cfg.standardize_steps,
-                                   "guidance": cfg.standardize_guidance, "seed": cfg.seed} | start, sort_keys=True)
+                                   "guidance": cfg.standardize_guidance, "seed": cfg.references_seed} | start, sort_keys=True)
         precompute_standardized(train, sources, shards, stage1, cfg, accelerator.process_index,
                                 accelerator.num_processes, progress=main_process, made_by=shard_origin)
         accelerator.wait_for_everyone()
@@ -322,9 +334,9 @@ def train(cfg: Stage2TrainConfig, data, out, resume: bool = False, device: str =
         drawer = PersonalizePipeline(base, image_encoder, IPAdapter.load(_adapter_file(cfg.generator), base.unet).eval())
         drawn = run.path / "generated"
         origin = json.dumps({"references": shard_origin, "adapter": weights_digest(drawer.adapter),
-                             "steps": cfg.generate_steps, "guidance": cfg.generate_guidance, "seed": cfg.seed},
+                             "steps": cfg.generate_steps, "guidance": cfg.generate_guidance, "seed": cfg.references_seed},
                             sort_keys=True)
-        precompute_generated(standardized, generation_prompts(train, sources, cfg.seed), sources, drawn, drawer, cfg,
+        precompute_generated(standardized, generation_prompts(train, sources, cfg.references_seed), sources, drawn, drawer, cfg,
                              accelerator.process_index, accelerator.num_processes, progress=main_process,
                              made_by=origin)
         accelerator.wait_for_everyone()
