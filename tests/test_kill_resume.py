@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
 
 CONFIG = """steps = 10
@@ -74,3 +75,29 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_exact(dataset, tmp_path)
              if "loss" in json.loads(line)]
     assert steps == sorted(set(steps))  # no step logged twice
     assert not list(killed.glob("checkpoint.tmp-*")) and not (killed / "checkpoint.old").exists()
+
+
+def test_seed_option_overrides_the_configs_seed_and_resume_holds_to_it(dataset, tmp_path, capsys):
+    """`serialgen train --seed N`: a training-seed replica of a config, recorded in the run's config
+    (another seed trains other weights); --resume with another seed is refused."""
+    from serialgen.cli import main
+
+    config = tmp_path / "vae.toml"
+    config.write_text(CONFIG.replace("steps = 10", "steps = 2"))
+    runs = {}
+    for seed in (None, 7):
+        out = tmp_path / f"seed{seed}"
+        assert main(["train", "vae", "--data", str(dataset), "--config", str(config), "--out", str(out)]
+                    + ([] if seed is None else ["--seed", str(seed)])) == 0
+        runs[seed] = out
+    info = json.loads((runs[7] / "model" / "training.json").read_text())
+    assert info["config"]["seed"] == 7
+    assert json.loads((runs[None] / "model" / "training.json").read_text())["config"]["seed"] == 0
+    a, b = _weights(runs[None]), _weights(runs[7])
+    assert any(not (a[k] == b[k]).all() for k in a)
+    assert main(["train", "vae", "--data", str(dataset), "--config", str(config), "--out", str(runs[7]), "--resume",
+                 "--seed", "8"]) == 2
+    assert "seed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "vae", "--seed", "-1", "--data", str(dataset), "--out", str(tmp_path / "x")])
+    assert "a seed must be 0-2147483647" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -275,7 +275,6 @@ def _device_options(args) -> None:
 def _placed(pipe, args):
     """pipe moved to --device/--dtype, or kept in CPU memory and offloaded model by model (--offload)."""
     from .devices import resolve
-
     from .quiet import library_logs
 
     device, dtype = resolve(args.device, args.dtype)
@@ -485,9 +484,8 @@ def _eval(args) -> int:
                 _writable_dir(Path(path).parent if str(Path(path).parent) else Path("."))
         from . import evaluation
         from .data.memory import WorldArrays
-        from .evaluation import commands
-
         from .data.splits import reading_test_split
+        from .evaluation import commands
 
         with reading_test_split() if args.split == "test" else contextlib.nullcontext():
             test = WorldArrays.load(data, args.split, keys=("image", "foreground"), per_character=("standard_image",),
@@ -541,7 +539,7 @@ def _train(args) -> int:
     try:
         chosen = trainer(args.model)
         overrides = {"fbdm": False if args.no_fbdm else None, "rpim": False if args.no_rpim else None,
-                     "pairing": args.pairing, "mixed_precision": args.mixed_precision}
+                     "pairing": args.pairing, "mixed_precision": args.mixed_precision, "seed": args.seed}
         cfg = load_config(chosen.config, chosen.presets, args.preset, args.config,
                           **{k: v for k, v in overrides.items() if v is not None})
         from .devices import resolve
@@ -634,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"),
                    help="autocast dtype, overriding the config's mixed_precision (fp16: GPU only; recorded in the "
                         "run's config)")
+    p.add_argument("--seed", type=_seed,
+                   help="training seed, overriding the config's (initialisation, batches, noise, drops); recorded in "
+                        "the run's config, so --resume needs the same one. Training-seed replicas of one recipe")
     p.add_argument("--no-fbdm", action="store_true", help="stage1 only: without foreground-background distinction (ablation)")
     p.add_argument("--no-rpim", action="store_true", help="stage1 only: without reference pose injection (ablation)")
     p.add_argument("--pairing", choices=PAIRINGS,
