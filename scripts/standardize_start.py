@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from serialgen.atomic import save_image, write_json
-from serialgen.data.memory import WorldArrays
 from serialgen.data.heldout import held_out_references
+from serialgen.data.memory import WorldArrays
 from serialgen.evaluation import Judge, background_leak, bootstrap_ci, evaluate_stage1
 from serialgen.evaluation.commands import table
 from serialgen.pipelines.standardize import StandardizePipeline

@@ -22,7 +22,6 @@ from serialgen.models.identity_embedding import (
 from serialgen.pipelines.beyond_inserting import BeyondInsertingPipeline, Optimization
 from serialgen.preprocess import Reference
 
-
 PROMPTS = ["a character, waving, front view", "a character, running, side view"]
 
 

@@ -67,8 +67,9 @@ def test_the_state_keeps_a_sample_of_the_identity_tokens_and_refuses_reading_not
         state.start("read")
     with pytest.raises(ValueError, match="sample_rate"):
         ConsistentAttentionState(sample_rate=0)
-    from serialgen.models.consistent_attention import ConsistentSelfAttnProcessor
     from diffusers.models.attention_processor import Attention
+
+    from serialgen.models.consistent_attention import ConsistentSelfAttnProcessor
 
     torch.manual_seed(0)
     attn = Attention(8, heads=2, dim_head=4)
