@@ -85,18 +85,38 @@ for g in 0 2 4; do
     run stage2-tokens-g$g stage2 --data data/world128 --config configs/mini/stage2_tokens_g$g.toml --pairing unpaired
 done
 # Training seeds 2 and 3 of each Table 2 row (issue: intervals over seeds and characters); the
-# report takes them as repeated --adapter NAME=PATH
+# report takes them as repeated --adapter NAME=PATH. The two-stage and drawn-reference replicas share
+# their first run's cached references (reference_seed = 0 in their configs): the seed varies the training
+share() { local from=$1 to=$2; shift 2; mkdir -p "runs/$to"; for d in "$@"; do [ -d "runs/$to/$d" ] || cp -r "runs/$from/$d" "runs/$to/"; done; }
 for k in 1 2; do
     run stage2-paired-seed$k stage2 --data data/world128 --config configs/mini/stage2_seed$k.toml --pairing paired
     run stage2-unpaired-seed$k stage2 --data data/world128 --config configs/mini/stage2_seed$k.toml --pairing unpaired
+    share stage2-eq5-p5 stage2-eq5-seed$k standardized
     run stage2-eq5-seed$k stage2 --data data/world128 --config configs/mini/stage2_eq5_seed$k.toml --pairing standardized
+    share stage2-generated stage2-generated-seed$k standardized generated
+    run stage2-generated-seed$k stage2 --data data/world128 --config configs/mini/stage2_generated_seed$k.toml --pairing generated
 done
 
-# Stage I ablation at equal budget (paper Table 3), each row from the same base UNet
-run stage1-full stage1 --data data/world128 --config configs/mini/stage1_ablation.toml
-run stage1-no-fbdm stage1 --data data/world128 --config configs/mini/stage1_ablation.toml --no-fbdm
-run stage1-no-rpim stage1 --data data/world128 --config configs/mini/stage1_ablation.toml --no-rpim
-run stage1-neither stage1 --data data/world128 --config configs/mini/stage1_ablation.toml --no-fbdm --no-rpim
+# Stage I ablation at equal budget (paper Table 3) with the fifth phase's recipe, each row from the
+# same base UNet, three training seeds per row (~23 min a model on 2 cores alone)
+for seed in 0 1 2; do
+    run stage1-abl-full-s$seed stage1 --data data/world128 --config configs/mini/stage1_ablation_p5.toml --seed $seed
+    run stage1-abl-no-fbdm-s$seed stage1 --data data/world128 --config configs/mini/stage1_ablation_p5.toml --seed $seed --no-fbdm
+    run stage1-abl-no-rpim-s$seed stage1 --data data/world128 --config configs/mini/stage1_ablation_p5.toml --seed $seed --no-rpim
+    run stage1-abl-neither-s$seed stage1 --data data/world128 --config configs/mini/stage1_ablation_p5.toml --seed $seed --no-fbdm --no-rpim
+done
 
-# Reports: the paper's Tables 2 and 3 and its claims (docs/REPRODUCTION.md, docs/reproduction/)
-$SG report --data data/world128
+# Reports: the paper's Tables 2 and 3 and its claims (docs/REPRODUCTION.md, docs/reproduction/), every
+# row with its training seeds
+rows=()
+for k in "" -seed1 -seed2; do
+    two=runs/stage2-eq5$k/model; [ -z "$k" ] && two=runs/stage2-eq5-p5/model
+    rows+=(--adapter "SerialGen (two-stage)=$two" --adapter "paired one-stage=runs/stage2-paired$k/model"
+           --adapter "unpaired one-stage=runs/stage2-unpaired$k/model"
+           --adapter "paired one-stage (drawn references, the paper's)=runs/stage2-generated$k/model")
+done
+rows+=(--adapter "two-stage with true standard references (the oracle)=runs/stage2-standard/model")
+rows+=(--adapter "unpaired one-stage, 1 image token=runs/stage2-tokens-g0/model"
+       --adapter "unpaired one-stage, 5 image tokens=runs/stage2-tokens-g2/model"
+       --adapter "unpaired one-stage, 17 image tokens=runs/stage2-tokens-g4/model")
+$SG report --data data/world128 --characters 40 "${rows[@]}"  # Table 3: the ablation runs above, by default

@@ -790,7 +790,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gap-characters", type=int, default=48,
                    help="held-out characters for the adapters' loss gap: how much lower the denoising loss is "
                         "with the character's own reference than with another's (default 48)")
-    p.add_argument("--stage1", action="append", help="NAME=DIR, a Stage I ablation row; repeat (default the four runs)")
+    p.add_argument("--stage1", action="append",
+                   help="NAME=DIR, a Stage I ablation row; repeat a name for its training seeds (default the four rows "
+                        "x three seeds of scripts/train_mini.sh)")
     p.add_argument("--no-stage1", action="store_true", help="score no Stage I model (Table 3 shows the scores measured earlier, if any)")
     p.add_argument("--adapter", action="append", help="NAME=PATH, a Stage II row; repeat (default the bundled three)")
     p.add_argument("--standardizer", help="Stage I for the two-stage row (default bundled)")

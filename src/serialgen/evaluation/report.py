@@ -32,8 +32,10 @@ from . import APPEARANCE, TEXT_CONTROL, Protocol
 from .gap import loss_gap, loss_gap_parts
 from .stats import seed_character_ci
 
-STAGE1_RUNS = (("full", "runs/stage1-full/model"), ("no FBDM", "runs/stage1-no-fbdm/model"),
-               ("no RPIM", "runs/stage1-no-rpim/model"), ("neither", "runs/stage1-neither/model"))
+# Table 3's rows, three training seeds each (configs/mini/stage1_ablation_p5.toml, scripts/train_mini.sh)
+STAGE1_RUNS = tuple((name, f"runs/stage1-abl-{run}-s{seed}/model") for name, run in
+                    (("full", "full"), ("no FBDM", "no-fbdm"), ("no RPIM", "no-rpim"), ("neither", "neither"))
+                    for seed in range(3))
 PAIRINGS = (("unpaired one-stage", "stage2-unpaired"), ("paired one-stage", "stage2-paired"),
             ("SerialGen (two-stage)", "stage2"))  # name, bundled adapter
 
