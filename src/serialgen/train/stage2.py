@@ -224,7 +224,8 @@ def precompute_generated(standardized: np.ndarray, prompts: list[str], sources: 
     def make(s, rows):
         at = slice(s * shard_size, s * shard_size + len(rows))
         return personalize(list(standardized[at]), prompts[at], num_inference_steps=cfg.generate_steps,
-                           guidance_scale=cfg.generate_guidance, seed=cfg.references_seed * 7919 + s, batch_size=16).images
+                           guidance_scale=cfg.generate_guidance, seed=cfg.references_seed * 7919 + s,
+                           batch_size=16).images
 
     precompute_shards(sources, folder, make, made_by, rank, world_size, shard_size, progress,
                       desc="drawing references")
@@ -324,7 +325,8 @@ def train(cfg: Stage2TrainConfig, data, out, resume: bool = False, device: str =
         shard_origin = json.dumps({"weights": [weights_digest(m) for m in (stage1.standardizer, stage1.vae,
                                                                              stage1.image_encoder)],
                                    "sampler": StandardizePipeline.SAMPLER_REVISION, "steps": cfg.standardize_steps,
-                                   "guidance": cfg.standardize_guidance, "seed": cfg.references_seed} | start, sort_keys=True)
+                                   "guidance": cfg.standardize_guidance, "seed": cfg.references_seed} | start,
+                                  sort_keys=True)
         precompute_standardized(train, sources, shards, stage1, cfg, accelerator.process_index,
                                 accelerator.num_processes, progress=main_process, made_by=shard_origin)
         accelerator.wait_for_everyone()
@@ -334,11 +336,11 @@ def train(cfg: Stage2TrainConfig, data, out, resume: bool = False, device: str =
         drawer = PersonalizePipeline(base, image_encoder, IPAdapter.load(_adapter_file(cfg.generator), base.unet).eval())
         drawn = run.path / "generated"
         origin = json.dumps({"references": shard_origin, "adapter": weights_digest(drawer.adapter),
-                             "steps": cfg.generate_steps, "guidance": cfg.generate_guidance, "seed": cfg.references_seed},
-                            sort_keys=True)
-        precompute_generated(standardized, generation_prompts(train, sources, cfg.references_seed), sources, drawn, drawer, cfg,
-                             accelerator.process_index, accelerator.num_processes, progress=main_process,
-                             made_by=origin)
+                             "steps": cfg.generate_steps, "guidance": cfg.generate_guidance,
+                             "seed": cfg.references_seed}, sort_keys=True)
+        precompute_generated(standardized, generation_prompts(train, sources, cfg.references_seed), sources, drawn,
+                             drawer, cfg, accelerator.process_index, accelerator.num_processes,
+                             progress=main_process, made_by=origin)
         accelerator.wait_for_everyone()
         generated = load_standardized(drawn, sources)
         stage1 = drawer = None  # one stage from here: the trained adapter reads the drawings
