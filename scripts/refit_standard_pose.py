@@ -48,7 +48,7 @@ def main() -> None:
         raise SystemExit(f"--hidden {args.hidden} differs from the saved estimator's width "
                          f"{model.standard_pose.net[0].out_features}: the saved layout has no place for it")
     dtype = model.dtype
-    train = WorldArrays.load(args.data, "train", keys=("image",), progress=False)
+    train = WorldArrays.load(args.data, "train", keys=(), progress=False)  # the keypoints, no images
     keypoints = np.array([m["keypoints"] for m in train.meta], np.float32)
     standard = np.array([m["standard_keypoints"] for m in train.meta], np.float32)
     estimator = StandardPoseEstimator(model.standard_pose.template.float().numpy(), args.hidden)

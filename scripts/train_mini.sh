@@ -17,6 +17,12 @@ run() {  # run NAME ARGS...: train unless runs/NAME/model is finished; resume a 
     [ -f "runs/$name/model/training.json" ] || $SG train "$@" --out "runs/$name" $(resume "runs/$name")
 }
 ship() { .venv/bin/python scripts/ship_weights.py "$@"; }
+# share FROM TO DIR...: start run TO with a copy of run FROM's cached references (kept if already there)
+share() {
+    local from=$1 to=$2; shift 2
+    mkdir -p "runs/$to"
+    for d in "$@"; do [ -d "runs/$to/$d" ] || cp -r "runs/$from/$d" "runs/$to/"; done
+}
 
 # Backbones (issue 3): VAE, CLIP in two phases, the judge, the text-to-image base
 run vae vae --data data/world128 --config configs/mini/vae.toml
@@ -69,7 +75,7 @@ ship stage2-unpaired runs/stage2-unpaired/model
 # Stage II the paper's way (eq. 5) on the fourth-phase standardizer, and its comparison on the same
 # cache of 3200 standardized images (a random standardized sibling as reference); not shipped yet
 run stage2-eq5 stage2 --data data/world128 --config configs/mini/stage2_eq5.toml --pairing standardized
-mkdir -p runs/stage2-sibling && { [ -d runs/stage2-sibling/standardized ] || cp -r runs/stage2-eq5/standardized runs/stage2-sibling/; }
+share stage2-eq5 stage2-sibling standardized
 run stage2-sibling stage2 --data data/world128 --config configs/mini/stage2_sibling.toml --pairing standardized
 # The two-stage adapter the paper's way (eq. 5) on the fifth-phase standardizer; both ship together
 run stage2-eq5-p5 stage2 --data data/world128 --config configs/mini/stage2_eq5_p5.toml --pairing standardized
@@ -77,7 +83,7 @@ ship stage1 runs/stage1-p5/model
 ship stage2 runs/stage2-eq5-p5/model
 # The paper's own paired one-stage baseline: references the two-stage model above drew (reusing
 # its cache of standardized images), and the oracle adapter trained on true standard renders
-mkdir -p runs/stage2-generated && { [ -d runs/stage2-generated/standardized ] || cp -r runs/stage2-eq5-p5/standardized runs/stage2-generated/; }
+share stage2-eq5-p5 stage2-generated standardized
 run stage2-generated stage2 --data data/world128 --config configs/mini/stage2_generated.toml --pairing generated
 run stage2-standard stage2 --data data/world128 --config configs/mini/stage2.toml --pairing standard
 # The token study (supplementary section 10): unpaired adapters reading 1, 5 and 17 image tokens
@@ -87,7 +93,6 @@ done
 # Training seeds 2 and 3 of each Table 2 row (issue: intervals over seeds and characters); the
 # report takes them as repeated --adapter NAME=PATH. The two-stage and drawn-reference replicas share
 # their first run's cached references (reference_seed = 0 in their configs): the seed varies the training
-share() { local from=$1 to=$2; shift 2; mkdir -p "runs/$to"; for d in "$@"; do [ -d "runs/$to/$d" ] || cp -r "runs/$from/$d" "runs/$to/"; done; }
 for k in 1 2; do
     run stage2-paired-seed$k stage2 --data data/world128 --config configs/mini/stage2_seed$k.toml --pairing paired
     run stage2-unpaired-seed$k stage2 --data data/world128 --config configs/mini/stage2_seed$k.toml --pairing unpaired
