@@ -76,23 +76,42 @@ def personalize_pipeline(random: bool = False):
             "mini architectures, random weights (no bundled weights installed)")
 
 
+def reference_inputs(pipe, reference) -> dict:
+    """One prepared reference as the Stage I pipeline feeds it: pixels, VAE latents, CLIP embedding,
+    FBDM background and RPIM pose map, each a batch of one."""
+    from serialgen.pipelines.standardize import to_tensor
+
+    pixels = to_tensor(reference.image[None])
+    latents, embeds = pipe.encode_images(pixels)
+    return {"pixels": pixels, "latents": latents, "embeds": embeds,
+            "background": 1.0 - torch.from_numpy(reference.mask[None, None]).float(),
+            "ref_pose": to_tensor(reference.pose_map[None])}
+
+
+def target_pose_features(pipe, reference) -> torch.Tensor:
+    """The PoseGuider's features of the reference's target pose, as the pipeline makes them: the
+    predicted standard keypoints, their pose map and, where the model reads one, the colour
+    silhouette drawn at them."""
+    from serialgen.pipelines.standardize import to_tensor
+
+    model = pipe.standardizer
+    keypoints = pipe.target_keypoints([reference])
+    pose_map = pipe.target_poses([reference], keypoints)
+    prior = to_tensor(pipe.colour_silhouettes([reference], keypoints)) if model.config.colour_prior else None
+    return model.pose_features(to_tensor(pose_map if pose_map.ndim == 4 else pose_map[None]), prior)
+
+
 def standardize_loop(pipe, reference, steps: int):
     """-> a callable running the Stage I sampler's bare loop: `steps` calls of the denoising UNet
     with the reference-concatenated attention on the guided batch of 2 (one reference), with the
     ReferenceNet bank, the target pose's features (and colour prior) and initial noise made once,
     outside it."""
-    from serialgen.pipelines.standardize import to_tensor
-
     model = pipe.standardizer
-    latents, embeds = pipe.encode_images(to_tensor(reference.image[None]))
-    background = 1.0 - torch.from_numpy(reference.mask[None, None]).float()
-    bank = model.encode_reference(latents, embeds, background, to_tensor(reference.pose_map[None]))
+    inputs = reference_inputs(pipe, reference)
+    latents, embeds = inputs["latents"], inputs["embeds"]
+    bank = model.encode_reference(latents, embeds, inputs["background"], inputs["ref_pose"])
     bank.keep = torch.tensor([False, True])
-    keypoints = pipe.target_keypoints([reference])
-    pose_map = pipe.target_poses([reference], keypoints)
-    prior = to_tensor(pipe.colour_silhouettes([reference], keypoints)) if model.config.colour_prior else None
-    pose = model.pose_features(to_tensor(pose_map if pose_map.ndim == 4 else pose_map[None]), prior)
-    pose = pose.expand(2, -1, -1, -1)
+    pose = target_pose_features(pipe, reference).expand(2, -1, -1, -1)
     cond = {"reference": bank, "pose": pose, "image": torch.cat([torch.zeros_like(embeds), embeds])}
     x = torch.randn(2, *latents.shape[1:])
     timesteps = np.linspace(999, 0, steps).round().astype(int)

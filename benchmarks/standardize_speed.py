@@ -23,29 +23,24 @@ import os
 
 import numpy as np
 import torch
-from _models import interleaved, standardize_loop, standardize_pipeline, world_reference
+from _models import (
+    interleaved,
+    reference_inputs,
+    standardize_loop,
+    standardize_pipeline,
+    target_pose_features,
+    world_reference,
+)
 
 
 def fixed_parts(pipe, reference) -> dict:
     """-> callables for the work the pipeline does once per call, outside its denoising loop."""
-    from serialgen.pipelines.standardize import to_tensor
-
-    model = pipe.standardizer
-    pixels = to_tensor(reference.image[None])
-    latents, embeds = pipe.encode_images(pixels)
-    background = 1.0 - torch.from_numpy(reference.mask[None, None]).float()
-    ref_pose = to_tensor(reference.pose_map[None])
-    final = torch.randn_like(latents)
-
-    def pose():
-        keypoints = pipe.target_keypoints([reference])
-        pose_map = pipe.target_poses([reference], keypoints)
-        prior = to_tensor(pipe.colour_silhouettes([reference], keypoints)) if model.config.colour_prior else None
-        model.pose_features(to_tensor(pose_map if pose_map.ndim == 4 else pose_map[None]), prior)
-
-    return {"VAE and CLIP encoding": lambda: pipe.encode_images(pixels),
-            "ReferenceNet": lambda: model.encode_reference(latents, embeds, background, ref_pose),
-            "target pose": pose,
+    inputs = reference_inputs(pipe, reference)
+    final = torch.randn_like(inputs["latents"])
+    return {"VAE and CLIP encoding": lambda: pipe.encode_images(inputs["pixels"]),
+            "ReferenceNet": lambda: pipe.standardizer.encode_reference(inputs["latents"], inputs["embeds"],
+                                                                      inputs["background"], inputs["ref_pose"]),
+            "target pose": lambda: target_pose_features(pipe, reference),
             "VAE decode": lambda: pipe.vae.decode(final / pipe.vae.config.scaling_factor)}
 
 
