@@ -248,3 +248,53 @@ def test_the_papers_paired_baseline_gets_its_own_claims_against_the_two_stage_ro
     assert not claims({}, {"SerialGen (two-stage)": two_stage})  # without the baseline, nothing to compare
     worse = {c["claim"]: c for c in claims({}, {"SerialGen (two-stage)": drawn, PAPER_PAIRED: two_stage})}
     assert all(c["verdict"] == "contradicted" for name, c in worse.items() if "paper's paired" in name)
+
+
+def test_the_other_methods_can_be_scored_on_the_first_of_table_2s_characters(monkeypatch, tmp_path, capsys):
+    """--method-characters N: the other methods are scored on the first N characters only, and their
+    claims compare with the SerialGen row on those N (its first N columns), not on misaligned ones."""
+    import types
+
+    import serialgen.evaluation as evaluation
+    import serialgen.evaluation.report as report
+    import serialgen.face
+    import serialgen.pipelines
+    from serialgen.evaluation import Protocol
+    from serialgen.pipelines.serial import SerialGenPipeline
+
+    scored = []
+
+    def fake_series(runner, judge, test, protocol, *args, **kwargs):
+        scored.append(protocol.characters)
+        values = [10.0 * (k + 1) for k in range(protocol.characters)]
+        return {"per_character": {"ap_clip_i": values}, "characters": protocol.characters, "sheets": []}
+
+    monkeypatch.setattr(evaluation, "evaluate_series", fake_series)
+    monkeypatch.setattr(evaluation.Judge, "from_pretrained", staticmethod(lambda *a, **k: None))
+    monkeypatch.setattr(serialgen.face, "face_embedder", lambda *a, **k: None)
+    monkeypatch.setattr(SerialGenPipeline, "from_pretrained", staticmethod(lambda *a, **k: types.SimpleNamespace()))
+    monkeypatch.setattr(serialgen.pipelines, "compose_method", lambda serial, method, **k: serial)
+    monkeypatch.setattr(report, "save_image", lambda *a, **k: None)
+    monkeypatch.setattr(report, "sheet_rows", lambda *a, **k: None)
+    name = "consistent self-attention (StoryDiffusion)"
+    cfg = report.ReportConfig(data="world", out=str(tmp_path / "REPRODUCTION.md"), protocol=Protocol(characters=6),
+                              methods=((name, "consistent-attention", {}),), method_characters=4)
+    assert cfg.method_protocol.characters == 4 and cfg.protocol.characters == 6
+    cfg.scores_dir().mkdir()  # make_report makes it
+    methods = report.run_methods(cfg, None, made={"code": "c", "data": "d", "mediapipe": "m"})
+    assert scored == [4] and methods[name]["characters"] == 4
+    assert np.array(methods[name]["per_seed"]["ap_clip_i"]).shape == (1, 4)
+    # the SerialGen row over all six characters: the first four score 1 above the method, the last two 100 below
+    serial = report.merge_runs([{"per_character": {"ap_clip_i": [11.0, 21.0, 31.0, 41.0, -100.0, -100.0]},
+                                 "characters": 6}], report.PAIRING_METRICS)
+    d = report.difference(methods[name], serial, "ap_clip_i")
+    assert d["n"] == 4 and d["mean"] == pytest.approx(-1.0)
+    found = report.method_claims({"SerialGen (two-stage)": serial}, methods)
+    assert found[0]["ours"].startswith("AP-CLIP-I consistent - SerialGen -1.00")
+    assert "first 4 of the 6 test characters" in report._fewer_characters({"SerialGen (two-stage)": serial} | methods)
+    assert report._fewer_characters(methods) == ""
+    # the whole-report default scores them on every character, and a count beyond Table 2's is refused
+    assert report.ReportConfig(data="world", protocol=Protocol(characters=6)).method_protocol.characters == 6
+    (tmp_path / "world" / "test").mkdir(parents=True)
+    assert cli(["report", "--data", str(tmp_path / "world"), "--characters", "3", "--method-characters", "5"]) == 2
+    assert "--method-characters must be between 1 and --characters (3)" in capsys.readouterr().err

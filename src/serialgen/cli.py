@@ -397,6 +397,9 @@ def _report(args) -> int:
     if min(args.characters, args.prompts, args.seeds, args.steps, args.stage1_samples) < 1 or args.gap_characters < 2:
         return _fail(prog, "--characters, --prompts, --seeds, --steps and --stage1-samples must be at least 1, "
                            "--gap-characters at least 2")
+    if args.method_characters is not None and not 1 <= args.method_characters <= args.characters:
+        return _fail(prog, f"--method-characters must be between 1 and --characters ({args.characters}): the other "
+                           "methods are scored on the first of Table 2's characters")
     try:
         from .evaluation import Protocol
         from .evaluation.report import OTHER_METHODS, STAGE1_RUNS, ReportConfig, make_report
@@ -409,6 +412,7 @@ def _report(args) -> int:
                            judge=args.judge, face_model=args.face_model, stage1_samples=args.stage1_samples,
                            gap_characters=args.gap_characters, force=args.force,
                            methods=() if args.no_methods else OTHER_METHODS, kept_only=args.kept_only,
+                           method_characters=args.method_characters or 0,
                            protocol=Protocol(characters=args.characters, prompts=args.prompts, seeds=args.seeds,
                                              steps=args.steps, seed=args.seed))
         out = make_report(cfg, "serialgen " + " ".join(shlex.quote(a) for a in args.argv))
@@ -803,6 +807,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-methods", action="store_true",
                    help="score none of the other methods (consistent self-attention, Layout-and-Retouch, Beyond "
                         "Inserting and its plain token optimization; about 4x the two-stage row's time together)")
+    p.add_argument("--method-characters", type=int,
+                   help="score the other methods on the first N of the --characters only (default all of them): "
+                        "each costs 1-3x a Table 2 row; their claims compare with SerialGen on those N")
     p.add_argument("--force", action="store_true", help="recompute every score")
     p.add_argument("--kept-only", action="store_true",
                    help="score nothing: write the report from the scores kept in the scores folder (rows never "

@@ -96,10 +96,19 @@ class ReportConfig:
     face_model: str | None = None
     force: bool = False
     methods: tuple = OTHER_METHODS  # (name, method, options) rows of "Other methods"; () skips them
+    method_characters: int = 0  # the other methods' characters: the first ones of Table 2's; 0 = all of them
     kept_only: bool = False  # write the report from the kept scores alone, scoring nothing
 
     def scores_dir(self) -> Path:
         return Path(self.scores) if self.scores else Path(self.out).parent / "reproduction"
+
+    @property
+    def method_protocol(self) -> Protocol:
+        """The protocol the other methods are scored under: Table 2's, on its first
+        `method_characters` characters when that is set (each method costs 1-3x a Table 2 row)."""
+        if not self.method_characters:
+            return self.protocol
+        return dataclasses.replace(self.protocol, characters=self.method_characters)
 
 
 def files_digest(path: str | Path) -> str:
@@ -400,7 +409,8 @@ def run_methods(cfg: ReportConfig, test, made: dict | None = None) -> dict:
     folder = cfg.scores_dir()
     cache = _load_json(folder / "methods.json")
     adapter = grouped(cfg.adapters).get("SerialGen (two-stage)", [None])[0]  # the two-stage row's first model
-    settings = dataclasses.asdict(cfg.protocol) | (made or provenance(test)) | {
+    protocol = cfg.method_protocol
+    settings = dataclasses.asdict(protocol) | (made or provenance(test)) | {
         "face": cfg.face_model or "dlib", "base": _made_by(cfg.base, "t2i"), "judge": _made_by(cfg.judge, "judge"),
         "standardizer": _made_by(cfg.standardizer, "stage1"), "image_encoder": _made_by(cfg.image_encoder, "clip"),
         "adapter": _made_by(adapter and str(Path(adapter) if Path(adapter).is_dir() else Path(adapter).parent), "stage2")}
@@ -418,12 +428,11 @@ def run_methods(cfg: ReportConfig, test, made: dict | None = None) -> dict:
                                                        image_encoder=cfg.image_encoder, one_stage=False)
             serial.progress = False
         built = {"optimization": Optimization(**options)} if method == "beyond-inserting" else dict(options)
-        print(f"report: {name}: {cfg.protocol.characters} characters x {cfg.protocol.prompts} prompts x "
-              f"{cfg.protocol.seeds} seeds")
+        print(f"report: {name}: {protocol.characters} characters x {protocol.prompts} prompts x {protocol.seeds} seeds")
         runner = BaseAlone(serial) if method == "base-alone" else compose_method(serial, method, **built)
         started = time.perf_counter()
         per_character = _per_character_settings(settings) | {"method": method, "options": options}
-        scores = evaluate_series(runner, judge, test, cfg.protocol, True, face=face,
+        scores = evaluate_series(runner, judge, test, protocol, True, face=face,
                                  resume=_characters_dir(folder, name, _settings_key(per_character)))
         save_image(_sheet_file(folder, name), sheet_rows(scores.pop("sheets")))
         cache[name] = merge_runs([scores | {"fingerprint": key, "method": method, "options": options,
@@ -455,6 +464,18 @@ def cost_lines(*tables: dict) -> list[str]:
                 + (f"; {missing} kept model{'s' if missing > 1 else ''} scored before times were recorded" if missing
                    else "") + ". Times include the judge's grading, MediaPipe's segmentation and the loss gap, on "
                 "this project's 2-core CPU machines, and depend on what else ran beside them."]
+
+
+def _fewer_characters(rows: dict) -> str:
+    """The sentence saying that some of the other methods' rows hold fewer characters than the
+    SerialGen row (`ReportConfig.method_characters`), or "" when all hold as many."""
+    counts = {name: row.get("characters") for name, row in rows.items() if row.get("characters")}
+    if len(set(counts.values())) < 2:
+        return ""
+    most, fewest = max(counts.values()), min(counts.values())
+    return (f" The other methods are scored on the first {fewest} of the {most} test characters (each costs 1-3x "
+            f"a Table 2 row); a row's mean and interval are over its own characters, and each claim below "
+            f"compares the rows on the characters both hold.")
 
 
 def method_claims(pairings: dict, methods: dict, data: str | None = None) -> list[dict]:
@@ -574,11 +595,14 @@ def pairings_figure(per_method: list[np.ndarray], height: int) -> np.ndarray:
 
 def difference(a: dict, b: dict, metric: str) -> dict:
     """a - b over the characters both rows were scored on, with a t interval over the rows'
-    training seeds and the (paired) characters (`seed_character_ci`)."""
+    training seeds and the (paired) characters (`seed_character_ci`). Every row scores the test
+    split's first characters in order (`evaluate_series`), so a row scored on fewer (the other
+    methods, `ReportConfig.method_characters`) is compared on those first ones."""
     x, y = seed_tables(a, metric), seed_tables(b, metric)
     if x is None or y is None:
         return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
-    return seed_character_ci(x, y)
+    shared = min(x.shape[1], y.shape[1])
+    return seed_character_ci(x[:, :shared], y[:, :shared])
 
 
 MIN_CHARACTERS = 5  # fewer make an interval over characters meaningless
@@ -829,7 +853,8 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
                   "characters, prompts and seeds. Layout diversity: for each prompt, 1 - IoU of the person masks "
                   "of two seeds' images, averaged (0: every seed draws the same layout). Seconds per character: "
                   f"all {pr.seeds} seeds of the {pr.prompts} prompts, Stage I and per-character optimization "
-                  "included, with the threads the Cost line below records, beside whatever else ran.", "",
+                  "included, with the threads the Cost line below records, beside whatever else ran."
+                  + _fewer_characters(rows), "",
                   "| method | CLIP-T | CLIP-I | AP-CLIP-I | text control | appearance | layout diversity | s/character |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, sc in rows.items():
@@ -880,7 +905,8 @@ def make_report(cfg: ReportConfig, command: str = "serialgen report") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with reading_test_split():  # the report grades on the test split, which nothing else reads
         test = WorldArrays.load(cfg.data, "test", keys=("image", "foreground"), per_character=("standard_image",),
-                                limit=max(cfg.stage1_samples, cfg.protocol.characters, cfg.gap_characters) * 16)
+                                limit=max(cfg.stage1_samples, cfg.protocol.characters, cfg.method_protocol.characters,
+                                          cfg.gap_characters) * 16)
     made = provenance(test)  # the code, data and MediaPipe digests, once for every row
     if cfg.kept_only:  # the tables from what is kept; rows never scored are absent
         stage1 = _load_json(folder / "stage1_ablation.json")
