@@ -428,7 +428,8 @@ def run_methods(cfg: ReportConfig, test, made: dict | None = None) -> dict:
                                                        image_encoder=cfg.image_encoder, one_stage=False)
             serial.progress = False
         built = {"optimization": Optimization(**options)} if method == "beyond-inserting" else dict(options)
-        print(f"report: {name}: {protocol.characters} characters x {protocol.prompts} prompts x {protocol.seeds} seeds")
+        print(f"report: {name}: {protocol.characters} characters x {protocol.prompts} prompts x "
+              f"{protocol.seeds} seeds")
         runner = BaseAlone(serial) if method == "base-alone" else compose_method(serial, method, **built)
         started = time.perf_counter()
         per_character = _per_character_settings(settings) | {"method": method, "options": options}
