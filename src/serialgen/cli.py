@@ -30,7 +30,8 @@ def _model_error(error: Exception) -> str | None:
     """A one-line message for a weights file that cannot be read (truncated, corrupt, not
     safetensors), or None for other errors."""
     kind = type(error).__name__
-    if kind == "SafetensorError" or ("safetensors" in str(error).lower() and isinstance(error, (OSError, RuntimeError))):
+    unreadable = "safetensors" in str(error).lower() and isinstance(error, (OSError, RuntimeError))
+    if kind == "SafetensorError" or unreadable:
         return f"a weights file is truncated or corrupt ({str(error).splitlines()[0]}): re-download or re-train it"
     if isinstance(error, (OSError, RuntimeError)) and ("Error(s) in loading state_dict" in str(error)
                                                        or "Unable to load weights" in str(error)):
@@ -53,7 +54,8 @@ def _writable_dir(path: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise ValueError(f"cannot write to --out {path} ({error.strerror or error}); choose a writable directory") from None
+        raise ValueError(f"cannot write to --out {path} ({error.strerror or error}); "
+                         "choose a writable directory") from None
 
 
 def _synth(args) -> int:
@@ -124,7 +126,8 @@ def _standardize(args) -> int:
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         return _fail(prog, f"--out {out} must end in .png, .jpg or .webp")
     if out.is_dir():
-        return _fail(prog, f"--out {out} is a directory: give the path of the image to write, e.g. {out / 'standardized.png'}")
+        return _fail(prog, f"--out {out} is a directory: give the path of the image to write, "
+                           f"e.g. {out / 'standardized.png'}")
     if _same_file(out, args.image):
         return _fail(prog, f"--out {out} is the input image: choose another path, the input is never replaced")
     try:
@@ -175,11 +178,12 @@ def _generate(args) -> int:
     created = not out.exists()
     try:
         if args.embedding is not None and args.method != "beyond-inserting":
-            raise ValueError("--embedding is an identity for the beyond-inserting method: add --method beyond-inserting")
-        if args.method == "beyond-inserting" and (args.pipeline or args.standardizer or args.adapter or args.image_encoder
-                                                  or args.standardized or args.one_stage):
-            raise ValueError("beyond-inserting runs the text-to-image base alone: --pipeline, --standardizer, --adapter, "
-                             "--image-encoder, --standardized and --one-stage do not apply (give --base)")
+            raise ValueError("--embedding is an identity for the beyond-inserting method: "
+                             "add --method beyond-inserting")
+        if args.method == "beyond-inserting" and (args.pipeline or args.standardizer or args.adapter
+                                                  or args.image_encoder or args.standardized or args.one_stage):
+            raise ValueError("beyond-inserting runs the text-to-image base alone: --pipeline, --standardizer, "
+                             "--adapter, --image-encoder, --standardized and --one-stage do not apply (give --base)")
         if (args.reference is None and args.standardized is None and args.method != "consistent-attention"
                 and args.embedding is None):
             raise ValueError("give --reference IMAGE (or --standardized IMAGE, a reference standardized earlier"
@@ -357,8 +361,8 @@ def _serve(args) -> int:
         with socket.create_server((args.host, args.port)):
             pass
     except OSError as error:
-        return _fail(prog, f"cannot serve on {args.host}:{args.port} ({error.strerror or error}): choose another --port "
-                           "or --host")
+        return _fail(prog, f"cannot serve on {args.host}:{args.port} ({error.strerror or error}): "
+                           "choose another --port or --host")
     try:
         from .pipelines.serial import SerialGenPipeline
         from .serve import ServeLimits, serve
@@ -393,7 +397,8 @@ def _report(args) -> int:
 
     prog = "serialgen report"
     if not (Path(args.data) / "test").is_dir():
-        return _fail(prog, f"--data {args.data} has no test/ shards; make them with `serialgen synth --out {args.data} ...`")
+        return _fail(prog, f"--data {args.data} has no test/ shards; "
+                           f"make them with `serialgen synth --out {args.data} ...`")
     if min(args.characters, args.prompts, args.seeds, args.steps, args.stage1_samples) < 1 or args.gap_characters < 2:
         return _fail(prog, "--characters, --prompts, --seeds, --steps and --stage1-samples must be at least 1, "
                            "--gap-characters at least 2")
@@ -499,7 +504,8 @@ def _eval(args) -> int:
             scored = commands.score_stage1(test, args.weights or [None], judge, args.samples, args.steps,
                                            args.guidance or 2.5, args.seed, leak=args.leak)
         elif args.what == "t2i":
-            scored = commands.score_t2i(test, args.base, judge, args.samples, args.steps, args.guidance or 5.0, args.seed)
+            scored = commands.score_t2i(test, args.base, judge, args.samples, args.steps, args.guidance or 5.0,
+                                        args.seed)
         else:
             face = None
             if not args.no_face:
@@ -571,7 +577,8 @@ METHOD_NAMES = ("serialgen", "consistent-attention", "layout-retouch", "beyond-i
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="serialgen", description="SerialGen: one character, drawn consistently in any number of scenes.")
+    parser = _Parser(prog="serialgen",
+                     description="SerialGen: one character, drawn consistently in any number of scenes.")
     parser.add_argument("--verbose", action="store_true",
                         help="show what the libraries underneath log (MediaPipe's TensorFlow Lite lines, model load "
                              "reports and progress bars); also SERIALGEN_VERBOSE=1")
@@ -580,10 +587,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "synth", help="render the procedural 3D character world to WebDataset shards",
         description="Render (non-standard, standard) image pairs of procedural 3D characters into WebDataset tar "
-                    "shards under OUT/train and OUT/test (every fifth character id held out; the held-out ids in the first half of the world are the validation split, the rest the test split). Reruns skip finished "
-                    "shards; a killed run leaves no half-written shard. Same arguments give byte-identical shards "
-                    "whatever --workers. To fan out over a cluster, run the same command with --num-shards N and "
-                    "--shard-index 0..N-1 (e.g. $SLURM_ARRAY_TASK_ID) against one shared --out.",
+                    "shards under OUT/train and OUT/test (every fifth character id held out; the held-out ids in "
+                    "the first half of the world are the validation split, the rest the test split). Reruns skip "
+                    "finished shards; a killed run leaves no half-written shard. Same arguments give byte-identical "
+                    "shards whatever --workers. To fan out over a cluster, run the same command with --num-shards N "
+                    "and --shard-index 0..N-1 (e.g. $SLURM_ARRAY_TASK_ID) against one shared --out.",
     )
     p.add_argument("--out", required=True, help="dataset directory (created if missing)")
     p.add_argument("--characters", type=int, required=True, help="number of characters (ids 0..N-1)")
@@ -595,9 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-shards", type=int, default=1, help="split the work into this many parts (default 1)")
     p.add_argument("--shard-index", type=int, default=0, help="which part this process writes, 0..N-1 (default 0)")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                   help="one shard per Ray task: on the Ray cluster at ADDRESS (HOST:PORT, ray://HOST:PORT or auto; --out "
-                        "must be a folder every node sees), or, with no ADDRESS, on a local Ray with --workers CPUs "
-                        "(needs pip install 'serialgen[cluster]')")
+                   help="one shard per Ray task: on the Ray cluster at ADDRESS (HOST:PORT, ray://HOST:PORT or auto; "
+                        "--out must be a folder every node sees), or, with no ADDRESS, on a local Ray with --workers "
+                        "CPUs (needs pip install 'serialgen[cluster]')")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_synth)
 
@@ -610,7 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output image (.png or .jpg)")
     p.add_argument("--characters", type=int, default=6, help="rows (default 6)")
     p.add_argument("--poses", type=int, default=3, help="samples per row (default 3)")
-    p.add_argument("--tile-height", type=_bounded(16, 1024, "the tile height"), default=192, help="pixel height of each tile (default 192)")
+    p.add_argument("--tile-height", type=_bounded(16, 1024, "the tile height"), default=192,
+                   help="pixel height of each tile (default 192)")
     p.set_defaults(run=_sheet)
 
     p = sub.add_parser(
@@ -626,7 +635,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=("mini", "paper"), default="mini",
                    help="the config to start from: mini (the recipe of the bundled weights, default) or paper (the "
                         "paper's recipe; stage1 and stage2 only, the paper trains no other model)")
-    p.add_argument("--config", help="TOML file overriding the preset's values (unknown keys and wrong types are refused)")
+    p.add_argument("--config",
+                   help="TOML file overriding the preset's values (unknown keys and wrong types are refused)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint (made with the same config)")
     from .devices import DEVICES
 
@@ -639,7 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed,
                    help="training seed, overriding the config's (initialisation, batches, noise, drops); recorded in "
                         "the run's config, so --resume needs the same one. Training-seed replicas of one recipe")
-    p.add_argument("--no-fbdm", action="store_true", help="stage1 only: without foreground-background distinction (ablation)")
+    p.add_argument("--no-fbdm", action="store_true",
+                   help="stage1 only: without foreground-background distinction (ablation)")
     p.add_argument("--no-rpim", action="store_true", help="stage1 only: without reference pose injection (ablation)")
     p.add_argument("--pairing", choices=PAIRINGS,
                    help="stage2 only: reference of each training image: its standardized form (SerialGen, default), "
@@ -692,7 +703,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=_scale, default=1.0, help="image adapter scale: 0 = text only (default 1)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
     p.add_argument("--standardized", help="an already standardized reference: skip Stage I")
-    p.add_argument("--one-stage", action="store_true", help="skip standardization: the adapter sees the reference as is")
+    p.add_argument("--one-stage", action="store_true",
+                   help="skip standardization: the adapter sees the reference as is")
     p.add_argument("--no-pose", action="store_true", help="Stage I without person detection (no mask or pose guidance)")
     p.add_argument("--pipeline", help="a pipeline folder (SerialGenPipeline.save_pretrained; default: the bundled mini "
                                       "models); --standardizer, --adapter, --base, --image-encoder replace its parts")
@@ -704,7 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "re-denoised reading the layout's and the reference's self-attention (Layout-and-Retouch; "
                         "training-free); beyond-inserting: an identity embedding optimized on the reference (or "
                         "--embedding, made by `serialgen personalize`) drawn by the base model (Beyond Inserting)")
-    p.add_argument("--embedding", help="beyond-inserting: an identity embedding (.safetensors) from `serialgen personalize`")
+    p.add_argument("--embedding",
+                   help="beyond-inserting: an identity embedding (.safetensors) from `serialgen personalize`")
     p.add_argument("--identity-images", type=int, default=4,
                    help="consistent-attention: the first images, denoised together, whose tokens the rest read "
                         "(default 4)")
@@ -797,7 +810,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage1", action="append",
                    help="NAME=DIR, a Stage I ablation row; repeat a name for its training seeds (default the four rows "
                         "x three seeds of scripts/train_mini.sh)")
-    p.add_argument("--no-stage1", action="store_true", help="score no Stage I model (Table 3 shows the scores measured earlier, if any)")
+    p.add_argument("--no-stage1", action="store_true",
+                   help="score no Stage I model (Table 3 shows the scores measured earlier, if any)")
     p.add_argument("--adapter", action="append", help="NAME=PATH, a Stage II row; repeat (default the bundled three)")
     p.add_argument("--standardizer", help="Stage I for the two-stage row (default bundled)")
     p.add_argument("--base", help="text-to-image pipeline folder the adapters were trained on (default bundled)")
@@ -820,8 +834,8 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="score models on held-out characters (graded by the judge)",
         description="stage1: PSNR/SSIM of standardized vs ground-truth standard renders, one row per --weights (the "
                     "paper's Table 3 ablation: pass the full, no-FBDM, no-RPIM and neither models). t2i: the base "
-                    "model from held-out captions, scored by the judge's attribute probes and CLIP-T. stage2: the paper's "
-                    "protocol through each --adapter (standardized when its training.json says so, one-stage "
+                    "model from held-out captions, scored by the judge's attribute probes and CLIP-T. stage2: the "
+                    "paper's protocol through each --adapter (standardized when its training.json says so, one-stage "
                     "otherwise): held-out characters x 20 scene prompts (action, background, viewpoint, expression) "
                     "x 4 seeds; CLIP-T, CLIP-I on background-removed images, AP-CLIP-I (Table 2), face similarity "
                     "(dlib, or ArcFace with --face-model), the judge's text-control and appearance accuracies and "
@@ -833,7 +847,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("validation", "test"), default="validation",
                    help="the held-out characters scored: validation (default; every choice is made on it) or test "
                         "(read once, for the final numbers)")
-    p.add_argument("--weights", action="append", help="stage1: standardizer folder; repeat to compare (default bundled)")
+    p.add_argument("--weights", action="append",
+                   help="stage1: standardizer folder; repeat to compare (default bundled)")
     p.add_argument("--adapter", action="append", help="stage2: IP-Adapter file or folder; repeat (default bundled)")
     p.add_argument("--standardizer", help="stage2: Stage I folder for standardized adapters (default bundled)")
     p.add_argument("--method", choices=METHOD_NAMES, default="serialgen",
@@ -843,16 +858,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judge", help="judge folder (default bundled)")
     p.add_argument("--samples", type=int,
                    help="stage1: characters (default 64); t2i: prompts (default 64); stage2: characters (default 8)")
-    p.add_argument("--prompts", type=int, default=20, help="stage2: scene prompts per character (default 20, as the paper)")
+    p.add_argument("--prompts", type=int, default=20,
+                   help="stage2: scene prompts per character (default 20, as the paper)")
     p.add_argument("--seeds", type=int, default=4, help="stage2: images per prompt (default 4, as the paper)")
-    p.add_argument("--face-model", help="stage2: an ArcFace .onnx model for face similarity (default: dlib's descriptor)")
+    p.add_argument("--face-model",
+                   help="stage2: an ArcFace .onnx model for face similarity (default: dlib's descriptor)")
     p.add_argument("--no-face", action="store_true", help="stage2: skip face similarity")
-    p.add_argument("--bootstrap", type=int, default=1000, help="stage2: bootstrap resamples for the intervals (default 1000)")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="stage2: bootstrap resamples for the intervals (default 1000)")
     p.add_argument("--steps", type=_steps, default=20, help="DDIM steps (default 20)")
     p.add_argument("--guidance", type=_scale, help="guidance scale (default 2.5 for stage1, 5 otherwise)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--leak", action="store_true",
-                   help="stage1: also the background-leak test (references on saturated backdrops, with and without FBDM)")
+                   help="stage1: also the background-leak test (references on saturated backdrops, with and without "
+                        "FBDM)")
     p.add_argument("--out", help="write the scores as JSON here")
     p.add_argument("--sheet", help="write a sheet of examples here (.png)")
     p.set_defaults(run=_eval)
