@@ -220,8 +220,8 @@ PAIRING_METRICS = {"clip_t": "clip_t", "clip_i": "clip_i", "ap_clip_i": "ap_clip
                    "own_vs_none": "loss_parts.own_vs_none", "other_vs_none": "loss_parts.other_vs_none",
                    "look_vs_none": "loss_parts.look_vs_none", "layout_diversity": "layout_diversity",
                    "seconds": "seconds_per_character"}
-STAGE1_METRICS = {"psnr": "psnr_ci", "ssim": "ssim_ci", "figure_psnr": "figure_psnr_ci", "figure_ssim": "figure_ssim_ci",
-                  "appearance": "appearance_ci"}
+STAGE1_METRICS = {"psnr": "psnr_ci", "ssim": "ssim_ci", "figure_psnr": "figure_psnr_ci",
+                  "figure_ssim": "figure_ssim_ci", "appearance": "appearance_ci"}
 
 
 def seed_tables(row: dict, metric: str) -> np.ndarray | None:
@@ -380,8 +380,9 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
                 scores["loss_gap_losses"] = {k: v for k, v in gap.items() if k not in ("per_target", "gap_per_target")}
             personalize = serial.personalize
             scores["image_tokens"] = int(personalize.adapter.tokens(personalize.negative_hidden_states()).shape[1])
-            runs.append(scores | {"fingerprint": key, "adapter": str(path), "pairing": info.get("pairing", "standardized"),
-                                  "data": settings["data"], "cost": _cost(started)})
+            runs.append(scores | {"fingerprint": key, "adapter": str(path),
+                                  "pairing": info.get("pairing", "standardized"), "data": settings["data"],
+                                  "cost": _cost(started)})
             cache[name] = merge_runs(runs, PAIRING_METRICS)
             _save_json(folder / "pairings.json", cache)  # each model kept as soon as it is measured
         if runs:
@@ -413,7 +414,8 @@ def run_methods(cfg: ReportConfig, test, made: dict | None = None) -> dict:
     settings = dataclasses.asdict(protocol) | (made or provenance(test)) | {
         "face": cfg.face_model or "dlib", "base": _made_by(cfg.base, "t2i"), "judge": _made_by(cfg.judge, "judge"),
         "standardizer": _made_by(cfg.standardizer, "stage1"), "image_encoder": _made_by(cfg.image_encoder, "clip"),
-        "adapter": _made_by(adapter and str(Path(adapter) if Path(adapter).is_dir() else Path(adapter).parent), "stage2")}
+        "adapter": _made_by(adapter and str(Path(adapter) if Path(adapter).is_dir() else Path(adapter).parent),
+                            "stage2")}
     judge, face, serial = None, None, None
     for name, method, options in cfg.methods:
         key = _settings_key(settings | {"method": method, "options": options})
@@ -612,7 +614,8 @@ MIN_CHARACTERS = 5  # fewer make an interval over characters meaningless
 # +-d is "no effect within +-d". CLIP scores are x100 cosines; the loss gap is in percentage points;
 # accuracies are shares of attributes; PSNR in dB.
 MARGINS = {"clip_t": 2.0, "clip_i": 2.0, "ap_clip_i": 2.0, "loss_gap": 0.5, "appearance": 0.03,
-           "text_control": 0.03, "layout_diversity": 0.03, "psnr": 0.2, "ssim": 0.005, "figure_psnr": 0.2, "figure_ssim": 0.005}
+           "text_control": 0.03, "layout_diversity": 0.03, "psnr": 0.2, "ssim": 0.005, "figure_psnr": 0.2,
+           "figure_ssim": 0.005}
 
 
 def verdict(diffs: list[dict], signs: list[int], margins: list[float] | None = None) -> str:
@@ -783,8 +786,9 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
             "|---|---|---|---|---|---|---|---|",
         ]
         for name, sc in pairings.items():
-            lines.append(f"| {_row_name(name, sc, data)} | {_fmt(sc['clip_t'])} | {_fmt(sc['clip_i'])} | {_fmt(sc['ap_clip_i'])} | "
-                         f"{_fmt(sc['face_sim'], 3)} ({sc['face_found']:.0%}) | {_fmt(sc['text_control']['mean'], 3)} | "
+            lines.append(f"| {_row_name(name, sc, data)} | {_fmt(sc['clip_t'])} | {_fmt(sc['clip_i'])} | "
+                         f"{_fmt(sc['ap_clip_i'])} | {_fmt(sc['face_sim'], 3)} ({sc['face_found']:.0%}) | "
+                         f"{_fmt(sc['text_control']['mean'], 3)} | "
                          f"{_fmt(sc['appearance']['mean'], 3)} | {_fmt(sc.get('loss_gap'))} |")
         for name, paper in PAPER_TABLE2.items():
             lines.append(f"| paper: {name} | {paper.get('clip_t', '–')} | {paper.get('clip_i', '–')} | "
@@ -808,8 +812,9 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
                       "|---|---|---|---|---|"]
             for name, sc in pairings.items():
                 parts = sc.get("loss_parts", {})
-                lines.append(f"| {_row_name(name, sc, data)} | {_fmt(sc.get('loss_gap'))} | {_fmt(parts.get('own_vs_none'))} | "
-                             f"{_fmt(parts.get('other_vs_none'))} | {_fmt(parts.get('look_vs_none'))} |")
+                lines.append(f"| {_row_name(name, sc, data)} | {_fmt(sc.get('loss_gap'))} | "
+                             f"{_fmt(parts.get('own_vs_none'))} | {_fmt(parts.get('other_vs_none'))} | "
+                             f"{_fmt(parts.get('look_vs_none'))} |")
         s = pairings.get("SerialGen (two-stage)")
         if s and "stage1_psnr" in s:
             lines += ["", f"Stage I on these references (standardized vs the world's true standard render): PSNR "
@@ -856,7 +861,8 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
                   f"all {pr.seeds} seeds of the {pr.prompts} prompts, Stage I and per-character optimization "
                   "included, with the threads the Cost line below records, beside whatever else ran."
                   + _fewer_characters(rows), "",
-                  "| method | CLIP-T | CLIP-I | AP-CLIP-I | text control | appearance | layout diversity | s/character |",
+                  "| method | CLIP-T | CLIP-I | AP-CLIP-I | text control | appearance | layout diversity "
+                  "| s/character |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, sc in rows.items():
             lines.append(f"| {_row_name(name, sc, data)} | {_fmt(sc['clip_t'])} | {_fmt(sc['clip_i'])} | "
