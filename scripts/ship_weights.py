@@ -8,6 +8,11 @@
     python scripts/ship_weights.py stage2 runs/stage2/model            # the default adapter (standardized pairs)
     python scripts/ship_weights.py stage2-paired runs/stage2-paired/model  # one-stage baselines, for the study
     python scripts/ship_weights.py stage2-unpaired runs/stage2-unpaired/model
+    python scripts/ship_weights.py --keep stage2-paired-seed1    # a study's model -> models/stage2-paired-seed1
+
+`--keep RUN` stores runs/RUN/model the same way under models/RUN (tracked, not bundled into the
+package): the trained replicas the reproduction report scores, kept so that a fresh clone can
+re-score them and scripts/train_mini.sh does not train them again.
 
 Tokenizers, configs, probes and training.json are copied as they are; the bundled folder's
 README.md (what the weights are and can do, written for users) is kept when there is one,
@@ -33,9 +38,22 @@ NAMES = ("vae", "clip", "t2i", "judge", "stage1", "stage2", "stage2-paired", "st
 def ship(name: str, source: Path) -> Path:
     if name not in NAMES:
         raise SystemExit(f"name must be one of {', '.join(NAMES)}")
+    return store(source, bundled(name))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def keep(run: str) -> Path:
+    """runs/RUN/model -> models/RUN, fp16."""
+    return store(ROOT / "runs" / run / "model", ROOT / "models" / run)
+
+
+def store(source: Path, target: Path) -> Path:
+    """Replace `target` by `source` with its floating-point tensors in fp16, atomically."""
     if not (source / "training.json").exists():
         raise SystemExit(f"{source} has no training.json: give a finished run's model folder")
-    target = bundled(name)
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp)
@@ -54,11 +72,14 @@ def ship(name: str, source: Path) -> Path:
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
-    print(f"shipped {source} -> {target} ({size / 2**20:.1f} MiB)")
+    print(f"stored {source} -> {target} ({size / 2**20:.1f} MiB)")
     return target
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         raise SystemExit(__doc__)
-    ship(sys.argv[1], Path(sys.argv[2]))
+    if sys.argv[1] == "--keep":
+        keep(sys.argv[2])
+    else:
+        ship(sys.argv[1], Path(sys.argv[2]))

@@ -12,11 +12,15 @@ $SG synth --out data/world128 --characters 2000 --poses-per-character 16 --size 
 $SG synth --out data/judge128 --characters 500 --poses-per-character 16 --size 128x192 --seed 1 --workers 2
 $SG synth --out data/judge2000 --characters 2000 --poses-per-character 16 --size 128x192 --seed 1 --workers 2
 
-run() {  # run NAME ARGS...: train unless runs/NAME/model is finished; resume a started run
+run() {  # run NAME ARGS...: train unless runs/NAME/model is finished or kept; resume a started run
     local name=$1; shift
-    [ -f "runs/$name/model/training.json" ] || $SG train "$@" --out "runs/$name" $(resume "runs/$name")
+    [ -f "runs/$name/model/training.json" ] || [ -f "models/$name/training.json" ] ||
+        $SG train "$@" --out "runs/$name" $(resume "runs/$name")
 }
 ship() { .venv/bin/python scripts/ship_weights.py "$@"; }
+# keep NAME: a study's finished model into models/NAME (tracked, fp16) unless it is there already
+keep() { [ -f "models/$1/training.json" ] || ship --keep "$1"; }
+kept() { echo "models/$1"; }  # where the report reads a kept model
 # share FROM TO DIR...: start run TO with a copy of run FROM's cached references (kept if already there)
 share() {
     local from=$1 to=$2; shift 2
@@ -85,21 +89,28 @@ ship stage2 runs/stage2-eq5-p5/model
 # its cache of standardized images), and the oracle adapter trained on true standard renders
 share stage2-eq5-p5 stage2-generated standardized
 run stage2-generated stage2 --data data/world128 --config configs/mini/stage2_generated.toml --pairing generated
+keep stage2-generated
 run stage2-standard stage2 --data data/world128 --config configs/mini/stage2.toml --pairing standard
+keep stage2-standard
 # The token study (supplementary section 10): unpaired adapters reading 1, 5 and 17 image tokens
 for g in 0 2 4; do
     run stage2-tokens-g$g stage2 --data data/world128 --config configs/mini/stage2_tokens_g$g.toml --pairing unpaired
+    keep stage2-tokens-g$g
 done
 # Training seeds 2 and 3 of each Table 2 row (issue: intervals over seeds and characters); the
 # report takes them as repeated --adapter NAME=PATH. The two-stage and drawn-reference replicas share
 # their first run's cached references (reference_seed = 0 in their configs): the seed varies the training
 for k in 1 2; do
     run stage2-paired-seed$k stage2 --data data/world128 --config configs/mini/stage2_seed$k.toml --pairing paired
+    keep stage2-paired-seed$k
     run stage2-unpaired-seed$k stage2 --data data/world128 --config configs/mini/stage2_seed$k.toml --pairing unpaired
+    keep stage2-unpaired-seed$k
     share stage2-eq5-p5 stage2-eq5-seed$k standardized
     run stage2-eq5-seed$k stage2 --data data/world128 --config configs/mini/stage2_eq5_seed$k.toml --pairing standardized
+    keep stage2-eq5-seed$k
     share stage2-generated stage2-generated-seed$k standardized generated
     run stage2-generated-seed$k stage2 --data data/world128 --config configs/mini/stage2_generated_seed$k.toml --pairing generated
+    keep stage2-generated-seed$k
 done
 
 # Stage I ablation at equal budget (paper Table 3) with the fifth phase's recipe, each row from the
@@ -113,16 +124,20 @@ done
 
 # Reports: the paper's Tables 2 and 3 and its claims (docs/REPRODUCTION.md, docs/reproduction/), every
 # row with its training seeds
-rows=()
-for k in "" -seed1 -seed2; do
-    two=runs/stage2-eq5$k/model; [ -z "$k" ] && two=runs/stage2-eq5-p5/model
-    rows+=(--adapter "SerialGen (two-stage)=$two" --adapter "paired one-stage=runs/stage2-paired$k/model"
-           --adapter "unpaired one-stage=runs/stage2-unpaired$k/model"
-           --adapter "paired one-stage (drawn references, the paper's)=runs/stage2-generated$k/model")
+# (seed 0 of the three Table 2 rows is the shipped adapter; the other models are the kept ones)
+W=src/serialgen/weights/mini
+rows=(--adapter "SerialGen (two-stage)=$W/stage2" --adapter "paired one-stage=$W/stage2-paired"
+      --adapter "unpaired one-stage=$W/stage2-unpaired"
+      --adapter "paired one-stage (drawn references, the paper's)=$(kept stage2-generated)")
+for k in 1 2; do
+    rows+=(--adapter "SerialGen (two-stage)=$(kept stage2-eq5-seed$k)"
+           --adapter "paired one-stage=$(kept stage2-paired-seed$k)"
+           --adapter "unpaired one-stage=$(kept stage2-unpaired-seed$k)"
+           --adapter "paired one-stage (drawn references, the paper's)=$(kept stage2-generated-seed$k)")
 done
-rows+=(--adapter "two-stage with true standard references (the oracle)=runs/stage2-standard/model")
-rows+=(--adapter "unpaired one-stage, 1 image token=runs/stage2-tokens-g0/model"
-       --adapter "unpaired one-stage, 5 image tokens=runs/stage2-tokens-g2/model"
-       --adapter "unpaired one-stage, 17 image tokens=runs/stage2-tokens-g4/model")
+rows+=(--adapter "two-stage with true standard references (the oracle)=$(kept stage2-standard)")
+rows+=(--adapter "unpaired one-stage, 1 image token=$(kept stage2-tokens-g0)"
+       --adapter "unpaired one-stage, 5 image tokens=$(kept stage2-tokens-g2)"
+       --adapter "unpaired one-stage, 17 image tokens=$(kept stage2-tokens-g4)")
 # Table 3: the ablation runs above, by default; the other methods on the first 16 of the 40 characters
 $SG report --data data/world128 --characters 40 --method-characters 16 "${rows[@]}"
