@@ -214,3 +214,25 @@ def test_ship_weights_stores_fp16_keeps_the_bundled_readme_and_refuses_pickles(t
     with pytest.raises(SystemExit, match="pickle"):
         ship.ship("stage2", run)
     assert (bundled / "ip-adapter.safetensors").exists()  # a refused ship leaves the old weights
+
+
+def test_keep_stores_a_runs_model_under_models_in_fp16(tmp_path, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    ship = _ship_module()
+    monkeypatch.setattr(ship, "ROOT", tmp_path)
+    model = tmp_path / "runs" / "stage2-paired-seed2" / "model"
+    model.mkdir(parents=True)
+    weight = torch.randn(5, 2)
+    save_file({"w": weight}, str(model / "ip-adapter.safetensors"))
+    with pytest.raises(SystemExit, match="training.json"):  # an unfinished run is not kept
+        ship.keep("stage2-paired-seed2")
+    assert not (tmp_path / "models" / "stage2-paired-seed2").exists()
+
+    (model / "training.json").write_text('{"command": "serialgen train stage2"}')
+    kept = ship.keep("stage2-paired-seed2")
+    assert kept == tmp_path / "models" / "stage2-paired-seed2"
+    stored = load_file(str(kept / "ip-adapter.safetensors"))
+    assert stored["w"].dtype == torch.float16 and torch.allclose(stored["w"].float(), weight, atol=1e-3)
+    assert (kept / "training.json").read_text() == '{"command": "serialgen train stage2"}'
+    assert sorted(p.name for p in kept.parent.iterdir()) == ["stage2-paired-seed2"]  # no temporary left
