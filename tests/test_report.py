@@ -298,3 +298,21 @@ def test_the_other_methods_can_be_scored_on_the_first_of_table_2s_characters(mon
     (tmp_path / "world" / "test").mkdir(parents=True)
     assert cli(["report", "--data", str(tmp_path / "world"), "--characters", "3", "--method-characters", "5"]) == 2
     assert "--method-characters must be between 1 and --characters (3)" in capsys.readouterr().err
+
+
+def test_a_row_is_stored_without_losing_rows_another_report_stored_meanwhile(tmp_path):
+    import multiprocessing
+
+    from serialgen.evaluation.report import _load_json, _store_row
+
+    path = tmp_path / "scores" / "pairings.json"
+    _store_row(path, "paired one-stage", {"clip_i": 1.0})
+    stale = _load_json(path)  # what a report read before another one stored its row
+    with multiprocessing.get_context("spawn").Pool(4) as pool:  # reports scoring other rows at once
+        pool.starmap(_store_row, [(path, f"row {k}", {"clip_i": float(k)}) for k in range(8)])
+    rows = _store_row(path, "unpaired one-stage", {"clip_i": 2.0})
+    assert set(stale) == {"paired one-stage"}
+    assert rows == json.loads(path.read_text())
+    assert set(rows) == {"paired one-stage", "unpaired one-stage"} | {f"row {k}" for k in range(8)}
+    assert rows["row 5"] == {"clip_i": 5.0}
+    assert set(_store_row(path, "row 3", None)) == set(rows) - {"row 3"}  # None drops the row

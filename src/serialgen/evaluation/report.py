@@ -199,6 +199,27 @@ def _save_json(path: Path, data: dict) -> None:
     write_json(path, data, indent=1)
 
 
+def _store_row(path: Path, name: str, value: dict | None) -> dict:
+    """Keep one row's scores in the scores file `path` (drop it for None) and return the file's rows.
+    The file is re-read under a lock on its folder, so reports scoring other rows into the same
+    folder at the same time keep theirs."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        data = _load_json(path)
+        if value is None:
+            data.pop(name, None)
+        else:
+            data[name] = value
+        _save_json(path, data)
+        return data
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _absent(path: str | Path, name: str, kept: bool) -> None:
     """Say what happens to the row of a model that is not here."""
     print(f"report: {path} is not here; " + (f"keeping the scores measured earlier for {name!r}" if kept else
@@ -307,12 +328,11 @@ def run_stage1(cfg: ReportConfig, test, made: dict | None = None) -> dict:
             scores.pop("silhouettes", None)  # the trivial baseline's images; its scores stay in "baselines"
             runs.append(scores | {"fingerprint": key, "model": str(path), "data": settings["data"],
                                   "cost": _cost(started)})
-            cache[name] = merge_runs(runs, STAGE1_METRICS)
-            _save_json(folder / "stage1_ablation.json", cache)  # each model kept as soon as it is measured
+            # each model kept as soon as it is measured
+            cache = _store_row(folder / "stage1_ablation.json", name, merge_runs(runs, STAGE1_METRICS))
             changed = True
         if runs:
-            cache[name] = merge_runs(runs, STAGE1_METRICS)
-    _save_json(folder / "stage1_ablation.json", cache)
+            cache = _store_row(folder / "stage1_ablation.json", name, merge_runs(runs, STAGE1_METRICS))
     rows = grouped(cfg.stage1)
     if changed and len(columns) == len(rows) + 1:  # every row here was drawn
         save_image(folder / "stage1_ablation.png", grid(columns + [list(truth)]))
@@ -383,13 +403,12 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
             runs.append(scores | {"fingerprint": key, "adapter": str(path),
                                   "pairing": info.get("pairing", "standardized"), "data": settings["data"],
                                   "cost": _cost(started)})
-            cache[name] = merge_runs(runs, PAIRING_METRICS)
-            _save_json(folder / "pairings.json", cache)  # each model kept as soon as it is measured
+            # each model kept as soon as it is measured
+            cache = _store_row(folder / "pairings.json", name, merge_runs(runs, PAIRING_METRICS))
         if runs:
-            cache[name] = merge_runs(runs, PAIRING_METRICS)
-        elif cache.pop(name, None) is not None:
-            changed = True
-    _save_json(folder / "pairings.json", cache)
+            cache = _store_row(folder / "pairings.json", name, merge_runs(runs, PAIRING_METRICS))
+        elif name in cache:
+            cache, changed = _store_row(folder / "pairings.json", name, None), True
     # the figure from every present row's kept sheet, so re-scoring one redraws it with the others
     files = [_sheet_file(folder, name) for name, paths in adapters.items()
              if Path(paths[0]).exists() and name in cache and not TOKEN_ROW.match(name)]
@@ -438,9 +457,9 @@ def run_methods(cfg: ReportConfig, test, made: dict | None = None) -> dict:
         scores = evaluate_series(runner, judge, test, protocol, True, face=face,
                                  resume=_characters_dir(folder, name, _settings_key(per_character)))
         save_image(_sheet_file(folder, name), sheet_rows(scores.pop("sheets")))
-        cache[name] = merge_runs([scores | {"fingerprint": key, "method": method, "options": options,
-                                            "data": settings["data"], "cost": _cost(started)}], PAIRING_METRICS)
-        _save_json(folder / "methods.json", cache)  # each method kept as soon as it is measured
+        cache = _store_row(folder / "methods.json", name,  # each method kept as soon as it is measured
+                           merge_runs([scores | {"fingerprint": key, "method": method, "options": options,
+                                                 "data": settings["data"], "cost": _cost(started)}], PAIRING_METRICS))
     return {name: cache[name] for name, _, _ in cfg.methods if name in cache}
 
 
