@@ -316,3 +316,34 @@ def test_a_row_is_stored_without_losing_rows_another_report_stored_meanwhile(tmp
     assert set(rows) == {"paired one-stage", "unpaired one-stage"} | {f"row {k}" for k in range(8)}
     assert rows["row 5"] == {"clip_i": 5.0}
     assert set(_store_row(path, "row 3", None)) == set(rows) - {"row 3"}  # None drops the row
+
+
+
+def test_no_pairings_scores_only_stage1_and_keeps_table_2s_scores(monkeypatch, tmp_path):
+    import dataclasses
+
+    import serialgen.data.memory as memory
+    import serialgen.evaluation.report as report
+
+    kept = {"paired one-stage": {"characters": 40, "clip_i": {"mean": 56.0}}}
+    (tmp_path / "reproduction").mkdir()
+    (tmp_path / "reproduction" / "pairings.json").write_text(json.dumps(kept))
+    calls, written, seen = [], {}, []
+    monkeypatch.setattr(memory.WorldArrays, "load", staticmethod(lambda *a, **k: None))
+    monkeypatch.setattr(report, "provenance", lambda test: {"code": "c", "data": "d", "mediapipe": "m"})
+    monkeypatch.setattr(report, "run_stage1", lambda cfg, test, made: calls.append("stage1") or {"full": {}})
+    monkeypatch.setattr(report, "run_pairings", lambda cfg, test, made: calls.append("pairings") or {})
+    monkeypatch.setattr(report, "write_markdown",
+                        lambda cfg, stage1, pairings, *a: written.update(pairings=pairings) or "report\n")
+    make_report = report.make_report
+    monkeypatch.setattr(report, "make_report", lambda cfg, command: seen.append(cfg) or tmp_path / "R.md")
+
+    (tmp_path / "world" / "test").mkdir(parents=True)
+    assert cli(["report", "--data", str(tmp_path / "world"), "--no-pairings", "--no-methods",
+                "--out", str(tmp_path / "REPRODUCTION.md")]) == 0
+    cfg = seen[0]
+    assert cfg.pairings is False and cfg.stage1 and not cfg.methods  # the ablation rows are still scored
+    make_report(cfg)
+    assert calls == ["stage1"] and written["pairings"] == kept  # Table 2 from the kept scores
+    make_report(dataclasses.replace(cfg, pairings=True))
+    assert calls == ["stage1", "stage1", "pairings"] and written["pairings"] == {}

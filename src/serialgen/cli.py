@@ -417,6 +417,7 @@ def _report(args) -> int:
                            judge=args.judge, face_model=args.face_model, stage1_samples=args.stage1_samples,
                            gap_characters=args.gap_characters, force=args.force,
                            methods=() if args.no_methods else OTHER_METHODS, kept_only=args.kept_only,
+                           pairings=not args.no_pairings,
                            method_characters=args.method_characters or 0,
                            protocol=Protocol(characters=args.characters, prompts=args.prompts, seeds=args.seeds,
                                              steps=args.steps, seed=args.seed))
@@ -813,6 +814,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-stage1", action="store_true",
                    help="score no Stage I model (Table 3 shows the scores measured earlier, if any)")
     p.add_argument("--adapter", action="append", help="NAME=PATH, a Stage II row; repeat (default the bundled three)")
+    p.add_argument("--no-pairings", action="store_true",
+                   help="score no Stage II row (Table 2 shows the scores measured earlier, if any): with --no-methods, "
+                        "only the Stage I ablation is scored")
     p.add_argument("--standardizer", help="Stage I for the two-stage row (default bundled)")
     p.add_argument("--base", help="text-to-image pipeline folder the adapters were trained on (default bundled)")
     p.add_argument("--image-encoder", help="the adapters' CLIP vision folder (default bundled)")

@@ -98,6 +98,7 @@ class ReportConfig:
     methods: tuple = OTHER_METHODS  # (name, method, options) rows of "Other methods"; () skips them
     method_characters: int = 0  # the other methods' characters: the first ones of Table 2's; 0 = all of them
     kept_only: bool = False  # write the report from the kept scores alone, scoring nothing
+    pairings: bool = True  # score Table 2's rows; False keeps the scores measured earlier
 
     def scores_dir(self) -> Path:
         return Path(self.scores) if self.scores else Path(self.out).parent / "reproduction"
@@ -941,7 +942,7 @@ def make_report(cfg: ReportConfig, command: str = "serialgen report") -> Path:
         methods = {name: kept[name] for name, _, _ in cfg.methods if name in kept}
     else:
         stage1 = run_stage1(cfg, test, made) if cfg.stage1 else _load_json(folder / "stage1_ablation.json")
-        pairings = run_pairings(cfg, test, made)
+        pairings = run_pairings(cfg, test, made) if cfg.pairings else _load_json(folder / "pairings.json")
         methods = run_methods(cfg, test, made) if cfg.methods else {}
     text = write_markdown(cfg, stage1, pairings, command, made["data"], methods)
     out = Path(cfg.out)
