@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from serialgen.models.loading import bundled
 
+ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("vae", "clip", "t2i", "judge", "stage1", "stage2", "stage2-paired", "stage2-unpaired")
 
 
@@ -39,9 +40,6 @@ def ship(name: str, source: Path) -> Path:
     if name not in NAMES:
         raise SystemExit(f"name must be one of {', '.join(NAMES)}")
     return store(source, bundled(name))
-
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def keep(run: str) -> Path:

@@ -21,11 +21,13 @@ ship() { .venv/bin/python scripts/ship_weights.py "$@"; }
 # keep NAME: a study's finished model into models/NAME (tracked, fp16) unless it is there already
 keep() { [ -f "models/$1/training.json" ] || ship --keep "$1"; }
 kept() { echo "models/$1"; }  # where the report reads a kept model
-# share FROM TO DIR...: start run TO with a copy of run FROM's cached references (kept if already there)
+# share FROM TO DIR...: start run TO with a copy of run FROM's cached references (kept if already there;
+# where FROM is only kept in models/, its caches are gone and TO's trainer makes them again, the same
+# references: reference_seed = 0)
 share() {
     local from=$1 to=$2; shift 2
     mkdir -p "runs/$to"
-    for d in "$@"; do [ -d "runs/$to/$d" ] || cp -r "runs/$from/$d" "runs/$to/"; done
+    for d in "$@"; do [ -d "runs/$to/$d" ] || [ ! -d "runs/$from/$d" ] || cp -r "runs/$from/$d" "runs/$to/"; done
 }
 
 # Backbones (issue 3): VAE, CLIP in two phases, the judge, the text-to-image base
