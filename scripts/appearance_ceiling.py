@@ -11,7 +11,8 @@ appearance read-back (clothing and hair attributes, `evaluation.APPEARANCE`) of:
 - the true render blurred (Gaussian, sigma in pixels): how much sharpness the read-back needs;
 - the flat colour silhouette of the reference (the trivial baseline) at the template A-pose;
 - each standardizer given (`--weights`; default the bundled one).
-Each with a 95% bootstrap interval over characters, and each minus the true render paired.
+Each with a 95% bootstrap interval over characters, and each minus the true render paired, then
+the share read right of each attribute apart (which of them the standardizer loses).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from PIL import Image, ImageFilter
 from serialgen.data.heldout import held_out_picks, held_out_references
 from serialgen.data.memory import WorldArrays
 from serialgen.evaluation import APPEARANCE, Judge, bootstrap_ci
-from serialgen.evaluation.judge import per_character_accuracy
+from serialgen.evaluation.judge import attribute_accuracy, per_character_accuracy
 from serialgen.evaluation.stage1 import standardize
 from serialgen.models.loading import load_vae
 from serialgen.pipelines.standardize import StandardizePipeline
@@ -74,9 +75,11 @@ def main() -> None:
     w, h = pipe.size
     kinds["colour silhouette (template pose)"] = np.stack(
         [colour_silhouette(r, pipe.standardizer.config.template_keypoints, w, h) for r in refs])
-    per = {}
+    per, attributes = {}, {}
     for name, images in kinds.items():
-        per[name] = per_character_accuracy(judge.read(list(images)), metas, APPEARANCE)
+        reads = judge.read(list(images))
+        per[name] = per_character_accuracy(reads, metas, APPEARANCE)
+        attributes[name] = attribute_accuracy(reads, metas, APPEARANCE)
         ci = bootstrap_ci(per[name], 1000, args.seed)
         line = f"{name}: appearance {ci['mean']:.3f} [{ci['lo']:.3f}, {ci['hi']:.3f}]"
         if name != "true standard render":
@@ -84,6 +87,11 @@ def main() -> None:
             line += f"; minus the true render {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
         print(line, flush=True)
     print(f"({len(metas)} characters of the {args.split} split; 95% bootstrap intervals over characters)")
+    width = max(map(len, kinds))
+    print("\nper attribute (share of the characters that have it read right):")
+    print(f"{'':{width}}  " + "  ".join(f"{a:>11}" for a in APPEARANCE))
+    for name, acc in attributes.items():
+        print(f"{name:{width}}  " + "  ".join(f"{acc.get(a, float('nan')):>11.3f}" for a in APPEARANCE))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,26 @@ def test_region_weights_put_the_weight_on_the_figure_at_mean_one():
     assert w[0, 0, 2, 1] / w[0, 0, 0, 0] == pytest.approx(5.0)
 
 
+def test_legs_weight_weighs_the_figure_below_the_hips_more_at_mean_one():
+    share = torch.zeros(2, 1, 6, 4)
+    share[:, :, 1:5, 1:3] = 1.0  # the figure: latent rows 1-4
+    below = stage1.below_hips(np.array([96.0, 170.0]), (6, 4), 192)  # hip lines at canvas rows 96 and 170
+    assert below[0, 0, :, 0].tolist() == [0, 0, 0, 1, 1, 1]  # row centres 16, 48, 80, 112, ...
+    assert below[1, 0, :, 0].tolist() == [0, 0, 0, 0, 0, 1] and below.shape == (2, 1, 6, 4)
+    w = stage1.figure_weights(share, below, 4.0, 4.0)
+    assert torch.allclose(w.mean(dim=(1, 2, 3)), torch.ones(2))
+    assert w[0, 0, 3, 1] / w[0, 0, 2, 1] == pytest.approx(9 / 5)  # legs: 1 + 4 + 4, upper figure: 1 + 4
+    assert w[0, 0, 5, 0] == w[0, 0, 0, 0]  # canvas below the hips weighs as any canvas
+    assert torch.equal(stage1.figure_weights(share, below, 4.0, 0.0), region_weights(share, 4.0))
+
+
+@pytest.mark.parametrize("bad", [{"legs_weight": -1.0}, {"figure_weight": float("nan")}, {"template_pose": 1.5},
+                                 {"solid_backgrounds": -0.1}])
+def test_stage1_recipe_refuses_bad_weights_and_shares(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        stage1.Stage1TrainConfig(**bad)
+
+
 def test_solid_backgrounds_are_one_saturated_colour():
     rng = np.random.default_rng(0)
     for _ in range(5):
@@ -250,7 +270,8 @@ def test_background_leak_is_zero_for_a_clean_standardizer_and_positive_for_a_lea
 
 
 def test_fourth_phase_options_train_and_record_adapter_norms(dataset, tmp_path, config):  # noqa: F811
-    extra = ("attention_every_level = true\nfigure_weight = 4.0\nfbdm_lr_scale = 100\nrpim_lr_scale = 10\n"
+    extra = ("attention_every_level = true\nfigure_weight = 4.0\nlegs_weight = 4.0\nfbdm_lr_scale = 100\n"
+             "rpim_lr_scale = 10\n"
              "solid_backgrounds = 0.5\nrecomposite = 1.0\nstandard_pose = true\nstandard_pose_steps = 50\n")
     phase = tmp_path / "phase4.toml"
     phase.write_text(config.read_text() + extra)

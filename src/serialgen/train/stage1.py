@@ -16,6 +16,7 @@ template.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from ..atomic import write_json
 from ..data.heldout import held_out_references
 from ..data.latents import encode_latents
 from ..data.memory import WorldArrays, batch_indices
-from ..diffusion import epsilon_loss, latent_masks, region_weights, sampling_scheduler, training_scheduler
+from ..diffusion import epsilon_loss, latent_masks, sampling_scheduler, training_scheduler
 from ..metrics import psnr, ssim
 from ..models.backbones import UNET_PRESETS, preset
 from ..models.pose_guider import PoseGuider
@@ -63,6 +64,11 @@ class Stage1TrainConfig(LoopConfig):
     # > 0: the standard figure's latent pixels weigh 1 + this in the loss (diffusion.region_weights);
     # a standard render is about nine-tenths white canvas
     figure_weight: float = 0.0
+    # > 0: the figure's latent pixels below its standard pose's hips weigh this much more again
+    # (`figure_weights`): bottoms and shoes are what the fifth phase reads back least (judge, 64
+    # validation characters: bottom colour 0.14 and shoes 0.09 against 0.56 and 0.53 from the true
+    # render, top colour 0.41 against 0.56; scripts/appearance_ceiling.py), and its feet run long
+    legs_weight: float = 0.0
     pose_channels: tuple[int, ...] = (16, 32, 96, 256)
     # the PoseGuider also reads the reference's colour silhouette at the target pose (StandardizerConfig
     # colour_prior); from a standardizer without it, the new input channels start at zero
@@ -84,6 +90,15 @@ class Stage1TrainConfig(LoopConfig):
     sample_steps: int = 20
     guidance_scale: float = 2.5
     eval_samples: int = 64  # held-out characters scored (PSNR/SSIM) at the end
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("figure_weight", "legs_weight"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        for name in ("template_pose", "recomposite", "solid_backgrounds", "reference_dropout"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} is a share: it must be in [0, 1], got {getattr(self, name)}")
 
 
 PRESETS = {
@@ -112,6 +127,21 @@ class Stage1Objective(torch.nn.Module):
         cond = {"reference": bank, "pose": self.model.pose_features(target_pose, prior),
                 "image": torch.where(keep.view(-1, 1, 1), embeds, torch.zeros_like(embeds))}  # (B, 1, D)
         return epsilon_loss(self.model, x0, cond, scheduler, generator, self.offset_noise, weights)
+
+
+def below_hips(hips: np.ndarray, size: tuple[int, int], height: int) -> torch.Tensor:
+    """hips: (C,) each character's standard-pose hip line in canvas rows -> (C, 1, h, w) 1.0 on the
+    latent rows whose centre lies below it, else 0.0 (size: the latent (h, w))."""
+    rows = (torch.arange(size[0], dtype=torch.float32) + 0.5) * (height / size[0])  # each latent row's centre
+    below = (rows[None, :] >= torch.as_tensor(hips, dtype=torch.float32)[:, None]).float()  # (C, h)
+    return below[:, None, :, None].expand(-1, 1, -1, size[1]).contiguous()
+
+
+def figure_weights(share: torch.Tensor, below: torch.Tensor, figure_weight: float, legs_weight: float) -> torch.Tensor:
+    """Per-pixel loss weights 1 + share x (figure_weight + legs_weight x below), scaled to mean 1 over
+    each sample (`diffusion.region_weights` when legs_weight is 0). share, below: (N, 1, h, w)."""
+    w = 1.0 + share.float() * (figure_weight + legs_weight * below.float())
+    return w / w.mean(dim=(1, 2, 3), keepdim=True)
 
 
 def template_keypoints(meta: list[dict], width: int, height: int) -> tuple:
@@ -301,7 +331,8 @@ def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str =
     device = accelerator.device
 
     # 1. Data: renders and foregrounds per sample, standard image and pose once per character
-    per_character = ("standard_image", "standard_pose_map") + (("standard_mask",) if cfg.figure_weight else ())
+    weighted = bool(cfg.figure_weight or cfg.legs_weight)
+    per_character = ("standard_image", "standard_pose_map") + (("standard_mask",) if weighted else ())
     train = WorldArrays.load(data, "train", keys=("image", "foreground"), limit=cfg.limit or None,
                              per_character=per_character, progress=main_process)
     test = WorldArrays.load(data, "validation", keys=("image", "foreground"), limit=cfg.eval_samples * 16,
@@ -322,7 +353,12 @@ def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str =
     standard_latents = encode_latents(vae, train.characters["standard_image"], device=device,
                                       progress=False).to(device)  # (C, 4, h/8, w/8)
     figure_share = (latent_masks(train.characters["standard_mask"], standard_latents.shape[-2:])  # (C, 1, h/8, w/8)
-                    if cfg.figure_weight else None)
+                    if weighted else None)
+    legs = None
+    if cfg.legs_weight:  # each character's standard hip line (COCO-18 hips 8 and 11), as its latent rows below it
+        hips = np.zeros(len(standard_latents), np.float32)
+        hips[train.character_row] = pairs_for.standard_keypoints[:, [8, 11], 1].mean(1)
+        legs = below_hips(hips, standard_latents.shape[-2:], h)
 
     # 3. Model (both UNets from one checkpoint, or a whole standardizer), EMA, optimizer
     model = initial_model(cfg, StandardizerConfig(width=w, height=h, pose_channels=tuple(cfg.pose_channels),
@@ -355,7 +391,8 @@ def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str =
         with accelerator.autocast():
             loss = objective(ref_latents.float(), embeds.float(), batch["background"], batch["reference_pose"],
                              batch["target_pose"], batch["keep"], standard_latents[chars].to(device), noise_scheduler, g,
-                             region_weights(figure_share[chars], cfg.figure_weight).to(device) if cfg.figure_weight else None,
+                             figure_weights(figure_share[chars], legs[chars] if legs is not None else torch.zeros(()),
+                                            cfg.figure_weight, cfg.legs_weight).to(device) if weighted else None,
                              batch["prior"])
         return loop.StepResult(loss)
 
