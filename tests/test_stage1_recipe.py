@@ -73,20 +73,25 @@ def test_region_weights_put_the_weight_on_the_figure_at_mean_one():
     assert w[0, 0, 2, 1] / w[0, 0, 0, 0] == pytest.approx(5.0)
 
 
-def test_legs_weight_weighs_the_figure_below_the_hips_more_at_mean_one():
+def test_legs_and_head_weights_weigh_those_rows_of_the_figure_more_at_mean_one():
     share = torch.zeros(2, 1, 6, 4)
-    share[:, :, 1:5, 1:3] = 1.0  # the figure: latent rows 1-4
-    below = stage1.below_hips(np.array([96.0, 170.0]), (6, 4), 192)  # hip lines at canvas rows 96 and 170
-    assert below[0, 0, :, 0].tolist() == [0, 0, 0, 1, 1, 1]  # row centres 16, 48, 80, 112, ...
-    assert below[1, 0, :, 0].tolist() == [0, 0, 0, 0, 0, 1] and below.shape == (2, 1, 6, 4)
-    w = stage1.figure_weights(share, below, 4.0, 4.0)
+    share[:, :, 0:5, 1:3] = 1.0  # the figure: latent rows 0-4
+    kp = np.zeros((2, 18, 3), np.float32)
+    kp[0, [8, 11], 1], kp[0, 1, 1] = 96.0, 40.0  # hips at canvas row 96, neck at 40
+    kp[1, [8, 11], 1], kp[1, 1, 1] = (160.0, 180.0), 10.0  # hip line 170, neck above every row centre
+    parts = stage1.part_weights(kp, (6, 4), 192, legs=4.0, head=2.0)  # row centres 16, 48, 80, 112, ...
+    assert parts.shape == (2, 1, 6, 4)
+    assert parts[0, 0, :, 0].tolist() == [2, 0, 0, 4, 4, 4] and parts[1, 0, :, 0].tolist() == [0, 0, 0, 0, 0, 4]
+    w = stage1.figure_weights(share, 4.0, parts)
     assert torch.allclose(w.mean(dim=(1, 2, 3)), torch.ones(2))
-    assert w[0, 0, 3, 1] / w[0, 0, 2, 1] == pytest.approx(9 / 5)  # legs: 1 + 4 + 4, upper figure: 1 + 4
-    assert w[0, 0, 5, 0] == w[0, 0, 0, 0]  # canvas below the hips weighs as any canvas
-    assert torch.equal(stage1.figure_weights(share, below, 4.0, 0.0), region_weights(share, 4.0))
+    assert w[0, 0, 3, 1] / w[0, 0, 2, 1] == pytest.approx(9 / 5)  # legs: 1 + 4 + 4, the torso: 1 + 4
+    assert w[0, 0, 0, 1] / w[0, 0, 2, 1] == pytest.approx(7 / 5)  # head: 1 + 4 + 2
+    assert w[0, 0, 5, 0] == w[0, 0, 1, 0]  # canvas weighs as any canvas, below the hips or not
+    assert torch.equal(stage1.figure_weights(share, 4.0), region_weights(share, 4.0))
 
 
-@pytest.mark.parametrize("bad", [{"legs_weight": -1.0}, {"figure_weight": float("nan")}, {"template_pose": 1.5},
+@pytest.mark.parametrize("bad", [{"legs_weight": -1.0}, {"head_weight": float("inf")}, {"figure_weight": float("nan")},
+                                 {"template_pose": 1.5},
                                  {"solid_backgrounds": -0.1}])
 def test_stage1_recipe_refuses_bad_weights_and_shares(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
@@ -270,7 +275,8 @@ def test_background_leak_is_zero_for_a_clean_standardizer_and_positive_for_a_lea
 
 
 def test_fourth_phase_options_train_and_record_adapter_norms(dataset, tmp_path, config):  # noqa: F811
-    extra = ("attention_every_level = true\nfigure_weight = 4.0\nlegs_weight = 4.0\nfbdm_lr_scale = 100\n"
+    extra = ("attention_every_level = true\nfigure_weight = 4.0\nlegs_weight = 4.0\nhead_weight = 2.0\n"
+             "fbdm_lr_scale = 100\n"
              "rpim_lr_scale = 10\n"
              "solid_backgrounds = 0.5\nrecomposite = 1.0\nstandard_pose = true\nstandard_pose_steps = 50\n")
     phase = tmp_path / "phase4.toml"

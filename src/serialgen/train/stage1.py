@@ -64,11 +64,13 @@ class Stage1TrainConfig(LoopConfig):
     # > 0: the standard figure's latent pixels weigh 1 + this in the loss (diffusion.region_weights);
     # a standard render is about nine-tenths white canvas
     figure_weight: float = 0.0
-    # > 0: the figure's latent pixels below its standard pose's hips weigh this much more again
-    # (`figure_weights`): bottoms and shoes are what the fifth phase reads back least (judge, 64
-    # validation characters: bottom colour 0.14 and shoes 0.09 against 0.56 and 0.53 from the true
-    # render, top colour 0.41 against 0.56; scripts/appearance_ceiling.py), and its feet run long
+    # > 0: the figure's latent pixels below its standard pose's hips (legs) or above its neck (head)
+    # weigh this much more again (`part_weights`): bottoms, shoes and hair are what the fifth phase
+    # reads back least (judge, 64 validation characters: bottom colour 0.14, shoes 0.09, hair colour
+    # 0.17 against 0.56, 0.53 and 0.32 from the true render, top colour 0.41 against 0.56;
+    # scripts/appearance_ceiling.py), and its feet run long
     legs_weight: float = 0.0
+    head_weight: float = 0.0
     pose_channels: tuple[int, ...] = (16, 32, 96, 256)
     # the PoseGuider also reads the reference's colour silhouette at the target pose (StandardizerConfig
     # colour_prior); from a standardizer without it, the new input channels start at zero
@@ -93,7 +95,7 @@ class Stage1TrainConfig(LoopConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("figure_weight", "legs_weight"):
+        for name in ("figure_weight", "legs_weight", "head_weight"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         for name in ("template_pose", "recomposite", "solid_backgrounds", "reference_dropout"):
@@ -129,18 +131,22 @@ class Stage1Objective(torch.nn.Module):
         return epsilon_loss(self.model, x0, cond, scheduler, generator, self.offset_noise, weights)
 
 
-def below_hips(hips: np.ndarray, size: tuple[int, int], height: int) -> torch.Tensor:
-    """hips: (C,) each character's standard-pose hip line in canvas rows -> (C, 1, h, w) 1.0 on the
-    latent rows whose centre lies below it, else 0.0 (size: the latent (h, w))."""
+def part_weights(standard_keypoints: np.ndarray, size: tuple[int, int], height: int, legs: float,
+                 head: float) -> torch.Tensor:
+    """standard_keypoints: (C, 18, 2+) each character's standard pose in canvas pixels (COCO-18) ->
+    (C, 1, h, w) `legs` on the latent rows whose centre lies below its hip line (keypoints 8, 11),
+    `head` on those above its neck (keypoint 1), 0 elsewhere (size: the latent (h, w))."""
+    kp = torch.as_tensor(np.asarray(standard_keypoints)[..., :2], dtype=torch.float32)
     rows = (torch.arange(size[0], dtype=torch.float32) + 0.5) * (height / size[0])  # each latent row's centre
-    below = (rows[None, :] >= torch.as_tensor(hips, dtype=torch.float32)[:, None]).float()  # (C, h)
-    return below[:, None, :, None].expand(-1, 1, -1, size[1]).contiguous()
+    hips, neck = kp[:, [8, 11], 1].mean(1), kp[:, 1, 1]
+    w = legs * (rows[None] >= hips[:, None]).float() + head * (rows[None] < neck[:, None]).float()  # (C, h)
+    return w[:, None, :, None].expand(-1, 1, -1, size[1]).contiguous()
 
 
-def figure_weights(share: torch.Tensor, below: torch.Tensor, figure_weight: float, legs_weight: float) -> torch.Tensor:
-    """Per-pixel loss weights 1 + share x (figure_weight + legs_weight x below), scaled to mean 1 over
-    each sample (`diffusion.region_weights` when legs_weight is 0). share, below: (N, 1, h, w)."""
-    w = 1.0 + share.float() * (figure_weight + legs_weight * below.float())
+def figure_weights(share: torch.Tensor, figure_weight: float, parts: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-pixel loss weights 1 + share x (figure_weight + parts), scaled to mean 1 over each sample
+    (`diffusion.region_weights` without `parts`). share: (N, 1, h, w); parts: `part_weights` rows."""
+    w = 1.0 + share.float() * (figure_weight + (0.0 if parts is None else parts.float()))
     return w / w.mean(dim=(1, 2, 3), keepdim=True)
 
 
@@ -331,7 +337,7 @@ def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str =
     device = accelerator.device
 
     # 1. Data: renders and foregrounds per sample, standard image and pose once per character
-    weighted = bool(cfg.figure_weight or cfg.legs_weight)
+    weighted = bool(cfg.figure_weight or cfg.legs_weight or cfg.head_weight)
     per_character = ("standard_image", "standard_pose_map") + (("standard_mask",) if weighted else ())
     train = WorldArrays.load(data, "train", keys=("image", "foreground"), limit=cfg.limit or None,
                              per_character=per_character, progress=main_process)
@@ -354,11 +360,11 @@ def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str =
                                       progress=False).to(device)  # (C, 4, h/8, w/8)
     figure_share = (latent_masks(train.characters["standard_mask"], standard_latents.shape[-2:])  # (C, 1, h/8, w/8)
                     if weighted else None)
-    legs = None
-    if cfg.legs_weight:  # each character's standard hip line (COCO-18 hips 8 and 11), as its latent rows below it
-        hips = np.zeros(len(standard_latents), np.float32)
-        hips[train.character_row] = pairs_for.standard_keypoints[:, [8, 11], 1].mean(1)
-        legs = below_hips(hips, standard_latents.shape[-2:], h)
+    parts = None
+    if cfg.legs_weight or cfg.head_weight:  # each character's rows of its standard pose's legs and head
+        standard = np.zeros((len(standard_latents), 18, 3), np.float32)
+        standard[train.character_row] = pairs_for.standard_keypoints
+        parts = part_weights(standard, standard_latents.shape[-2:], h, cfg.legs_weight, cfg.head_weight)
 
     # 3. Model (both UNets from one checkpoint, or a whole standardizer), EMA, optimizer
     model = initial_model(cfg, StandardizerConfig(width=w, height=h, pose_channels=tuple(cfg.pose_channels),
@@ -391,8 +397,8 @@ def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str =
         with accelerator.autocast():
             loss = objective(ref_latents.float(), embeds.float(), batch["background"], batch["reference_pose"],
                              batch["target_pose"], batch["keep"], standard_latents[chars].to(device), noise_scheduler, g,
-                             figure_weights(figure_share[chars], legs[chars] if legs is not None else torch.zeros(()),
-                                            cfg.figure_weight, cfg.legs_weight).to(device) if weighted else None,
+                             figure_weights(figure_share[chars], cfg.figure_weight,
+                                            parts[chars] if parts is not None else None).to(device) if weighted else None,
                              batch["prior"])
         return loop.StepResult(loss)
 
