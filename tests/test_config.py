@@ -124,3 +124,20 @@ def test_a_save_killed_between_its_renames_resumes_from_the_previous_checkpoint(
     empty = tmp_path / "empty"
     assert loop.resume(RunDir(empty, cfg, resume=True), cfg, model=model, optimizer=optimizer, folder=empty) == (0, 0.0)
     assert "no checkpoint" in capsys.readouterr().out
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*/*.toml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_config_loads_with_its_trainers_config(path):
+    """configs/<preset>/<model>[_...].toml: a renamed or mistyped key, or a value its field refuses,
+    fails here rather than hours into scripts/train_mini.sh."""
+    from serialgen.train.config import load_config
+
+    name = path.stem.split("_")[0]
+    assert name in TRAINERS, f"{path.name}: no trainer {name!r}"
+    chosen = trainer(name)
+    preset = path.parent.name if chosen.presets.get(path.parent.name) is not None else "mini"
+    cfg = load_config(chosen.config, chosen.presets, preset, path)
+    assert isinstance(cfg, chosen.config) and cfg.steps >= 1
