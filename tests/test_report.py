@@ -347,3 +347,57 @@ def test_no_pairings_scores_only_stage1_and_keeps_table_2s_scores(monkeypatch, t
     assert calls == ["stage1"] and written["pairings"] == kept  # Table 2 from the kept scores
     make_report(dataclasses.replace(cfg, pairings=True))
     assert calls == ["stage1", "stage1", "pairings"] and written["pairings"] == {}
+
+
+def test_the_token_study_can_be_scored_on_the_first_of_table_2s_characters(monkeypatch, tmp_path, capsys):
+    import types
+
+    import torch
+
+    import serialgen.evaluation as evaluation
+    import serialgen.evaluation.report as report
+    import serialgen.face
+    from serialgen.evaluation import Protocol
+    from serialgen.pipelines.serial import SerialGenPipeline
+
+    scored = []
+
+    def fake_series(runner, judge, test, protocol, *args, **kwargs):
+        scored.append(protocol.characters)
+        return {"per_character": {"clip_i": [50.0 + k for k in range(protocol.characters)]},
+                "characters": protocol.characters, "sheets": []}
+
+    adapter = types.SimpleNamespace(tokens=lambda negative: torch.zeros(1, 5, 8))
+    serial = types.SimpleNamespace(personalize=types.SimpleNamespace(adapter=adapter, negative_hidden_states=lambda: None))
+    monkeypatch.setattr(evaluation, "evaluate_series", fake_series)
+    monkeypatch.setattr(evaluation.Judge, "from_pretrained", staticmethod(lambda *a, **k: None))
+    monkeypatch.setattr(serialgen.face, "face_embedder", lambda *a, **k: None)
+    monkeypatch.setattr(SerialGenPipeline, "from_pretrained", staticmethod(lambda *a, **k: serial))
+    monkeypatch.setattr(report, "loss_gap", lambda *a, **k: {})
+    monkeypatch.setattr(report, "sheet_rows", lambda *a, **k: np.zeros((4, 4, 3), np.uint8))
+    monkeypatch.setattr(report, "pairings_figure", lambda sheets, height: np.zeros((4, 4, 3), np.uint8))
+    test = types.SimpleNamespace(images={"image": np.zeros((1, 4, 4, 3), np.uint8)})
+    folders = {}
+    for name in ("every", "few"):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        (folders[name] / "ip-adapter.safetensors").write_bytes(name.encode())
+        (folders[name] / "training.json").write_text(json.dumps({"pairing": "unpaired"}))
+    rows = (("unpaired one-stage", str(folders["every"])), ("unpaired one-stage, 5 image tokens", str(folders["few"])))
+    cfg = report.ReportConfig(data="world", out=str(tmp_path / "REPRODUCTION.md"), protocol=Protocol(characters=6),
+                              adapters=rows, token_characters=4)
+    assert cfg.row_protocol(rows[1][0]).characters == 4 and cfg.row_protocol(rows[0][0]).characters == 6
+    cfg.scores_dir().mkdir()
+    made = {"code": "c", "data": "d", "mediapipe": "m"}
+    pairings = report.run_pairings(cfg, test, made)
+    assert scored == [6, 4] and pairings[rows[1][0]]["characters"] == 4
+    assert "first 4 of its 6 characters" in report._token_characters(pairings)
+    assert report._token_characters({rows[0][0]: pairings[rows[0][0]]}) == ""
+    # the every-token row's kept scores are the same whether or not the token rows take fewer characters
+    scored.clear()
+    import dataclasses
+
+    assert report.run_pairings(dataclasses.replace(cfg, token_characters=0, adapters=rows[:1]), test, made) and scored == []
+    (tmp_path / "world" / "test").mkdir(parents=True)
+    assert cli(["report", "--data", str(tmp_path / "world"), "--characters", "3", "--token-characters", "5"]) == 2
+    assert "--token-characters must be between 1 and --characters (3)" in capsys.readouterr().err

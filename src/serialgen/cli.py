@@ -405,6 +405,9 @@ def _report(args) -> int:
     if args.method_characters is not None and not 1 <= args.method_characters <= args.characters:
         return _fail(prog, f"--method-characters must be between 1 and --characters ({args.characters}): the other "
                            "methods are scored on the first of Table 2's characters")
+    if args.token_characters is not None and not 1 <= args.token_characters <= args.characters:
+        return _fail(prog, f"--token-characters must be between 1 and --characters ({args.characters}): the token "
+                           "study's rows are scored on the first of Table 2's characters")
     try:
         from .evaluation import Protocol
         from .evaluation.report import OTHER_METHODS, STAGE1_RUNS, ReportConfig, make_report
@@ -419,6 +422,7 @@ def _report(args) -> int:
                            methods=() if args.no_methods else OTHER_METHODS, kept_only=args.kept_only,
                            pairings=not args.no_pairings,
                            method_characters=args.method_characters or 0,
+                           token_characters=args.token_characters or 0,
                            protocol=Protocol(characters=args.characters, prompts=args.prompts, seeds=args.seeds,
                                              steps=args.steps, seed=args.seed))
         out = make_report(cfg, "serialgen " + " ".join(shlex.quote(a) for a in args.argv))
@@ -828,6 +832,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method-characters", type=int,
                    help="score the other methods on the first N of the --characters only (default all of them): "
                         "each costs 1-3x a Table 2 row; their claims compare with SerialGen on those N")
+    p.add_argument("--token-characters", type=int,
+                   help="score the token study's rows (\"unpaired one-stage, N image tokens\") on the first N of "
+                        "the --characters only (default all of them): a figure of three more adapters, each a Table 2 "
+                        "row's cost")
     p.add_argument("--force", action="store_true", help="recompute every score")
     p.add_argument("--kept-only", action="store_true",
                    help="score nothing: write the report from the scores kept in the scores folder (rows never "

@@ -97,6 +97,7 @@ class ReportConfig:
     force: bool = False
     methods: tuple = OTHER_METHODS  # (name, method, options) rows of "Other methods"; () skips them
     method_characters: int = 0  # the other methods' characters: the first ones of Table 2's; 0 = all of them
+    token_characters: int = 0  # the token study's rows' characters: the first ones of Table 2's; 0 = all of them
     kept_only: bool = False  # write the report from the kept scores alone, scoring nothing
     pairings: bool = True  # score Table 2's rows; False keeps the scores measured earlier
 
@@ -110,6 +111,13 @@ class ReportConfig:
         if not self.method_characters:
             return self.protocol
         return dataclasses.replace(self.protocol, characters=self.method_characters)
+
+    def row_protocol(self, name: str) -> Protocol:
+        """The protocol a Stage II row is scored under: Table 2's, on its first `token_characters`
+        characters for the token study's rows when that is set (a figure of three more adapters)."""
+        if not (self.token_characters and TOKEN_ROW.match(name)):
+            return self.protocol
+        return dataclasses.replace(self.protocol, characters=self.token_characters)
 
 
 def files_digest(path: str | Path) -> str:
@@ -353,7 +361,7 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
     folder = cfg.scores_dir()
     cache = _load_json(folder / "pairings.json")
     adapters = grouped(cfg.adapters or tuple((name, str(bundled(b))) for name, b in PAIRINGS))
-    settings = dataclasses.asdict(cfg.protocol) | (made or provenance(test)) | {
+    common = (made or provenance(test)) | {
         "face": cfg.face_model or "dlib", "gap_characters": cfg.gap_characters,
         "base": _made_by(cfg.base, "t2i"), "judge": _made_by(cfg.judge, "judge")}  # what every row depends on
     standardizer = {"standardizer": _made_by(cfg.standardizer, "stage1")}  # what only two-stage rows depend on
@@ -361,6 +369,8 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
     judge, face, standardize, changed = None, None, None, False
     for name, paths in adapters.items():
         runs: list[dict] = []
+        protocol = cfg.row_protocol(name)
+        settings = dataclasses.asdict(protocol) | common
         for k, path, old in _present(name, paths, cache, runs):
             info = _load_json((Path(path) if Path(path).is_dir() else Path(path).parent) / "training.json")
             if info.get("base_made_by", trained_on) != trained_on:
@@ -386,9 +396,9 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
                                                        image_encoder=cfg.image_encoder, one_stage=not two_stage)
             serial.progress = False
             print(f"report: {name}{f' (training seed {k + 1} of {len(paths)})' if len(paths) > 1 else ''}: "
-                  f"{cfg.protocol.characters} characters x {cfg.protocol.prompts} prompts x {cfg.protocol.seeds} seeds")
+                  f"{protocol.characters} characters x {protocol.prompts} prompts x {protocol.seeds} seeds")
             started = time.perf_counter()
-            scores = evaluate_series(serial, judge, test, cfg.protocol, two_stage or oracle, face=face, oracle=oracle,
+            scores = evaluate_series(serial, judge, test, protocol, two_stage or oracle, face=face, oracle=oracle,
                                      resume=_characters_dir(folder, name, _fingerprint(
                                          path, _per_character_settings(row_settings))))
             sheets = scores.pop("sheets")
@@ -563,6 +573,17 @@ def token_points(pairings: dict) -> list[tuple[int, dict]]:
     if points and every and "image_tokens" in every:
         points.append((int(every["image_tokens"]), every))
     return sorted(points, key=lambda p: p[0])
+
+
+def _token_characters(pairings: dict) -> str:
+    """", the fewer-token rows on the first N of its characters" where the token study's rows were
+    scored on fewer characters than the every-token row (`ReportConfig.token_characters`)."""
+    counts = sorted({row.get("characters") for name, row in pairings.items() if TOKEN_ROW.match(name)} - {None})
+    every = (pairings.get("unpaired one-stage") or {}).get("characters")
+    if not counts or every is None or counts == [every]:
+        return ""
+    return (f", the fewer-token rows on the first {'/'.join(map(str, counts))} of its {every} characters (each "
+            "comparison with the every-token row is on those)")
 
 
 def token_figure(points: list[tuple[int, dict]], width: int = 360, height: int = 240) -> np.ndarray:
@@ -899,7 +920,7 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
                   "The paper's supplementary §10: unpaired one-stage adapters that read fewer image tokens (the mini "
                   "CLIP's CLS token plus its 8x8 patch tokens average-pooled to a smaller grid, `token_grid` in "
                   "`configs/mini/stage2_tokens_g*.toml`; the paper varies IP-Adapter's number of tokens), same "
-                  f"budget and protocol as Table 2. Paper: {PAPER_TOKENS}.", "",
+                  f"budget and protocol as Table 2{_token_characters(scored)}. Paper: {PAPER_TOKENS}.", "",
                   "| image tokens | CLIP-T | CLIP-I | AP-CLIP-I | text control | appearance | loss gap % |",
                   "|---|---|---|---|---|---|---|"]
         for n, sc in tokens:
