@@ -318,7 +318,6 @@ def test_a_row_is_stored_without_losing_rows_another_report_stored_meanwhile(tmp
     assert set(_store_row(path, "row 3", None)) == set(rows) - {"row 3"}  # None drops the row
 
 
-
 def test_no_pairings_scores_only_stage1_and_keeps_table_2s_scores(monkeypatch, tmp_path):
     import dataclasses
 
@@ -350,6 +349,7 @@ def test_no_pairings_scores_only_stage1_and_keeps_table_2s_scores(monkeypatch, t
 
 
 def test_the_token_study_can_be_scored_on_the_first_of_table_2s_characters(monkeypatch, tmp_path, capsys):
+    import dataclasses
     import types
 
     import torch
@@ -395,8 +395,6 @@ def test_the_token_study_can_be_scored_on_the_first_of_table_2s_characters(monke
     assert report._token_characters({rows[0][0]: pairings[rows[0][0]]}) == ""
     # the every-token row's kept scores are the same whether or not the token rows take fewer characters
     scored.clear()
-    import dataclasses
-
     assert report.run_pairings(dataclasses.replace(cfg, token_characters=0, adapters=rows[:1]), test, made) and scored == []
     (tmp_path / "world" / "test").mkdir(parents=True)
     assert cli(["report", "--data", str(tmp_path / "world"), "--characters", "3", "--token-characters", "5"]) == 2

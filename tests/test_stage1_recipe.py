@@ -82,17 +82,15 @@ def test_legs_and_head_weights_weigh_those_rows_of_the_figure_more_at_mean_one()
     parts = stage1.part_weights(kp, (6, 4), 192, legs=4.0, head=2.0)  # row centres 16, 48, 80, 112, ...
     assert parts.shape == (2, 1, 6, 4)
     assert parts[0, 0, :, 0].tolist() == [2, 0, 0, 4, 4, 4] and parts[1, 0, :, 0].tolist() == [0, 0, 0, 0, 0, 4]
-    w = stage1.figure_weights(share, 4.0, parts)
+    w = region_weights(share, 4.0 + parts)  # as training weighs the loss
     assert torch.allclose(w.mean(dim=(1, 2, 3)), torch.ones(2))
     assert w[0, 0, 3, 1] / w[0, 0, 2, 1] == pytest.approx(9 / 5)  # legs: 1 + 4 + 4, the torso: 1 + 4
     assert w[0, 0, 0, 1] / w[0, 0, 2, 1] == pytest.approx(7 / 5)  # head: 1 + 4 + 2
     assert w[0, 0, 5, 0] == w[0, 0, 1, 0]  # canvas weighs as any canvas, below the hips or not
-    assert torch.equal(stage1.figure_weights(share, 4.0), region_weights(share, 4.0))
 
 
 @pytest.mark.parametrize("bad", [{"legs_weight": -1.0}, {"head_weight": float("inf")}, {"figure_weight": float("nan")},
-                                 {"template_pose": 1.5},
-                                 {"solid_backgrounds": -0.1}])
+                                 {"template_pose": 1.5}, {"solid_backgrounds": -0.1}])
 def test_stage1_recipe_refuses_bad_weights_and_shares(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         stage1.Stage1TrainConfig(**bad)
@@ -276,8 +274,7 @@ def test_background_leak_is_zero_for_a_clean_standardizer_and_positive_for_a_lea
 
 def test_fourth_phase_options_train_and_record_adapter_norms(dataset, tmp_path, config):  # noqa: F811
     extra = ("attention_every_level = true\nfigure_weight = 4.0\nlegs_weight = 4.0\nhead_weight = 2.0\n"
-             "fbdm_lr_scale = 100\n"
-             "rpim_lr_scale = 10\n"
+             "fbdm_lr_scale = 100\nrpim_lr_scale = 10\n"
              "solid_backgrounds = 0.5\nrecomposite = 1.0\nstandard_pose = true\nstandard_pose_steps = 50\n")
     phase = tmp_path / "phase4.toml"
     phase.write_text(config.read_text() + extra)

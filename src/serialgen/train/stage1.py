@@ -28,7 +28,7 @@ from ..atomic import write_json
 from ..data.heldout import held_out_references
 from ..data.latents import encode_latents
 from ..data.memory import WorldArrays, batch_indices
-from ..diffusion import epsilon_loss, latent_masks, sampling_scheduler, training_scheduler
+from ..diffusion import epsilon_loss, latent_masks, region_weights, sampling_scheduler, training_scheduler
 from ..metrics import psnr, ssim
 from ..models.backbones import UNET_PRESETS, preset
 from ..models.pose_guider import PoseGuider
@@ -135,19 +135,13 @@ def part_weights(standard_keypoints: np.ndarray, size: tuple[int, int], height: 
                  head: float) -> torch.Tensor:
     """standard_keypoints: (C, 18, 2+) each character's standard pose in canvas pixels (COCO-18) ->
     (C, 1, h, w) `legs` on the latent rows whose centre lies below its hip line (keypoints 8, 11),
-    `head` on those above its neck (keypoint 1), 0 elsewhere (size: the latent (h, w))."""
+    `head` on those above its neck (keypoint 1), 0 elsewhere (size: the latent (h, w)). Added to
+    figure_weight, it is `diffusion.region_weights`'s per-pixel weight."""
     kp = torch.as_tensor(np.asarray(standard_keypoints)[..., :2], dtype=torch.float32)
     rows = (torch.arange(size[0], dtype=torch.float32) + 0.5) * (height / size[0])  # each latent row's centre
     hips, neck = kp[:, [8, 11], 1].mean(1), kp[:, 1, 1]
     w = legs * (rows[None] >= hips[:, None]).float() + head * (rows[None] < neck[:, None]).float()  # (C, h)
     return w[:, None, :, None].expand(-1, 1, -1, size[1]).contiguous()
-
-
-def figure_weights(share: torch.Tensor, figure_weight: float, parts: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-pixel loss weights 1 + share x (figure_weight + parts), scaled to mean 1 over each sample
-    (`diffusion.region_weights` without `parts`). share: (N, 1, h, w); parts: `part_weights` rows."""
-    w = 1.0 + share.float() * (figure_weight + (0.0 if parts is None else parts.float()))
-    return w / w.mean(dim=(1, 2, 3), keepdim=True)
 
 
 def template_keypoints(meta: list[dict], width: int, height: int) -> tuple:
@@ -360,11 +354,12 @@ def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str =
                                       progress=False).to(device)  # (C, 4, h/8, w/8)
     figure_share = (latent_masks(train.characters["standard_mask"], standard_latents.shape[-2:])  # (C, 1, h/8, w/8)
                     if weighted else None)
-    parts = None
-    if cfg.legs_weight or cfg.head_weight:  # each character's rows of its standard pose's legs and head
+    weight_map = None  # else each character's figure weight per latent pixel: more on its legs and head
+    if cfg.legs_weight or cfg.head_weight:
         standard = np.zeros((len(standard_latents), 18, 3), np.float32)
         standard[train.character_row] = pairs_for.standard_keypoints
-        parts = part_weights(standard, standard_latents.shape[-2:], h, cfg.legs_weight, cfg.head_weight)
+        weight_map = cfg.figure_weight + part_weights(standard, standard_latents.shape[-2:], h, cfg.legs_weight,
+                                                      cfg.head_weight)
 
     # 3. Model (both UNets from one checkpoint, or a whole standardizer), EMA, optimizer
     model = initial_model(cfg, StandardizerConfig(width=w, height=h, pose_channels=tuple(cfg.pose_channels),
@@ -395,11 +390,13 @@ def train(cfg: Stage1TrainConfig, data, out, resume: bool = False, device: str =
         with torch.no_grad():
             ref_latents, embeds = encode_images(vae, image_encoder, batch["pixels"])
         with accelerator.autocast():
+            weights = None
+            if weighted:
+                figure = cfg.figure_weight if weight_map is None else weight_map[chars]
+                weights = region_weights(figure_share[chars], figure).to(device)
             loss = objective(ref_latents.float(), embeds.float(), batch["background"], batch["reference_pose"],
                              batch["target_pose"], batch["keep"], standard_latents[chars].to(device), noise_scheduler, g,
-                             figure_weights(figure_share[chars], cfg.figure_weight,
-                                            parts[chars] if parts is not None else None).to(device) if weighted else None,
-                             batch["prior"])
+                             weights, batch["prior"])
         return loop.StepResult(loss)
 
     def sample(done: int, bar) -> None:
