@@ -16,7 +16,8 @@ re-score them and scripts/train_mini.sh does not train them again.
 
 Tokenizers, configs, probes and training.json are copied as they are; the bundled folder's
 README.md (what the weights are and can do, written for users) is kept when there is one,
-since a run's own README only names its folder: edit it if the new weights behave otherwise. Every
+since a run's own README only names its folder: edit it if the new weights behave otherwise. Where
+there is none, the run's README comes along with its folder's name changed to the new one. Every
 *.safetensors tensor in floating point is stored as fp16 (half the size; the mini models
 run in fp32 after loading, so only storage precision changes).
 """
@@ -47,6 +48,12 @@ def keep(run: str) -> Path:
     return store(ROOT / "runs" / run / "model", ROOT / "models" / run)
 
 
+def _relative(path: Path) -> str:
+    """`path` as the repository's commands name it: relative to its root when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def store(source: Path, target: Path) -> Path:
     """Replace `target` by `source` with its floating-point tensors in fp16, atomically."""
     if not (source / "training.json").exists():
@@ -64,6 +71,11 @@ def store(source: Path, target: Path) -> Path:
     if (target / "README.md").exists():
         shutil.copy2(target / "README.md", tmp / "README.md")
         print(f"kept {target / 'README.md'}: update it if these weights behave otherwise")
+    elif (tmp / "README.md").exists():  # the run's README names the run's folder: name the one it moves to
+        text = (tmp / "README.md").read_text()
+        for name in {str(source), _relative(source)}:
+            text = text.replace(f"'{name}'", f"'{_relative(target)}'")
+        (tmp / "README.md").write_text(text)
     old = target.with_name(target.name + ".old")
     if target.exists():
         os.replace(target, old)

@@ -230,9 +230,11 @@ def test_keep_stores_a_runs_model_under_models_in_fp16(tmp_path, monkeypatch):
     assert not (tmp_path / "models" / "stage2-paired-seed2").exists()
 
     (model / "training.json").write_text('{"command": "serialgen train stage2"}')
+    (model / "README.md").write_text("load with `from_pretrained('runs/stage2-paired-seed2/model')`.\n")
     kept = ship.keep("stage2-paired-seed2")
     assert kept == tmp_path / "models" / "stage2-paired-seed2"
     stored = load_file(str(kept / "ip-adapter.safetensors"))
     assert stored["w"].dtype == torch.float16 and torch.allclose(stored["w"].float(), weight, atol=1e-3)
     assert (kept / "training.json").read_text() == '{"command": "serialgen train stage2"}'
+    assert (kept / "README.md").read_text() == "load with `from_pretrained('models/stage2-paired-seed2')`.\n"
     assert sorted(p.name for p in kept.parent.iterdir()) == ["stage2-paired-seed2"]  # no temporary left

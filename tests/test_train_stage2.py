@@ -190,6 +190,7 @@ def test_token_grid_trains_a_weaker_encoder_and_bad_grids_fail_before_training(d
     assert train_with(stage2, _args(dataset, run, _config(folders, tmp_path / "c.toml", token_grid=2), "unpaired")) == 0
     adapter = IPAdapter.load(run / "model" / "ip-adapter.safetensors", load_base(folders / "sd15").unet)
     assert adapter.token_grid == 2
+    assert "(the CLS token and the patch tokens pooled to 2x2: 5 tokens)" in (run / "model" / "README.md").read_text()
     with pytest.raises(ValueError, match="finer than the image encoder's 4x4 patch grid"):
         train_with(stage2, _args(dataset, tmp_path / "fine", _config(folders, tmp_path / "f.toml", token_grid=9),
                                  "unpaired"))

@@ -424,7 +424,10 @@ def train(cfg: Stage2TrainConfig, data, out, resume: bool = False, device: str =
             image_encoder=describe(cfg.image_encoder), standardizer=describe(cfg.standardizer),
             **({"generator": describe(cfg.generator)} if cfg.pairing == "generated" else {}),
             wall_time_s=round(elapsed, 1)))
-        (model / "README.md").write_text(f"IP-Adapter (all CLIP tokens) trained with `{cfg.pairing.value}` pairing; "
+        g = cfg.token_grid
+        tokens = "all CLIP tokens" if g < 0 else "the CLS token alone" if g == 0 else \
+            f"the CLS token and the patch tokens pooled to {g}x{g}: {1 + g * g} tokens"
+        (model / "README.md").write_text(f"IP-Adapter ({tokens}) trained with `{cfg.pairing.value}` pairing; "
                                          f"load with `PersonalizePipeline.from_pretrained('{model}')`.\n")
         print(f"saved {model / ADAPTER_FILE}")
     return run.path / "model"
