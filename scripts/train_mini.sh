@@ -130,18 +130,18 @@ done
 # row with its training seeds
 # (seed 0 of the three Table 2 rows is the shipped adapter; the other models are the kept ones)
 W=src/serialgen/weights/mini
+oracle="two-stage with true standard references (the oracle)"
 rows=(--adapter "SerialGen (two-stage)=$W/stage2" --adapter "paired one-stage=$W/stage2-paired"
       --adapter "unpaired one-stage=$W/stage2-unpaired"
-      --adapter "paired one-stage (drawn references, the paper's)=$(kept stage2-generated)")
+      --adapter "paired one-stage (drawn references, the paper's)=$(kept stage2-generated)"
+      --adapter "$oracle=$(kept stage2-standard)")
 for k in 1 2; do
     rows+=(--adapter "SerialGen (two-stage)=$(kept stage2-eq5-seed$k)"
            --adapter "paired one-stage=$(kept stage2-paired-seed$k)"
            --adapter "unpaired one-stage=$(kept stage2-unpaired-seed$k)"
-           --adapter "paired one-stage (drawn references, the paper's)=$(kept stage2-generated-seed$k)")
+           --adapter "paired one-stage (drawn references, the paper's)=$(kept stage2-generated-seed$k)"
+           --adapter "$oracle=$(kept stage2-standard-seed$k)")
 done
-oracle="two-stage with true standard references (the oracle)"
-rows+=(--adapter "$oracle=$(kept stage2-standard)" --adapter "$oracle=$(kept stage2-standard-seed1)"
-       --adapter "$oracle=$(kept stage2-standard-seed2)")
 rows+=(--adapter "unpaired one-stage, 1 image token=$(kept stage2-tokens-g0)"
        --adapter "unpaired one-stage, 5 image tokens=$(kept stage2-tokens-g2)"
        --adapter "unpaired one-stage, 17 image tokens=$(kept stage2-tokens-g4)")
