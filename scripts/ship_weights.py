@@ -19,7 +19,8 @@ README.md (what the weights are and can do, written for users) is kept when ther
 since a run's own README only names its folder: edit it if the new weights behave otherwise. Where
 there is none, the run's README comes along with its folder's name changed to the new one. Every
 *.safetensors tensor in floating point is stored as fp16 (half the size; the mini models
-run in fp32 after loading, so only storage precision changes).
+run in fp32 after loading, so only storage precision changes), with the file's metadata (an
+adapter's `token_grid`: without it a token-study adapter would load as an every-token one).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from serialgen.models.loading import bundled
@@ -64,8 +66,10 @@ def store(source: Path, target: Path) -> Path:
     shutil.copytree(source, tmp)
     for path in tmp.rglob("*.safetensors"):
         tensors = load_file(str(path))
+        with safe_open(str(path), "pt") as f:  # what the file says about itself (an adapter's token_grid)
+            metadata = (f.metadata() or {}) | {"format": "pt"}
         save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, str(path),
-                  metadata={"format": "pt"})
+                  metadata=metadata)
     for pickle in [p for p in tmp.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]:
         raise SystemExit(f"refusing to ship pickle file {pickle}")
     if (target / "README.md").exists():

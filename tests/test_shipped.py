@@ -238,3 +238,23 @@ def test_keep_stores_a_runs_model_under_models_in_fp16(tmp_path, monkeypatch):
     assert (kept / "training.json").read_text() == '{"command": "serialgen train stage2"}'
     assert (kept / "README.md").read_text() == "load with `from_pretrained('models/stage2-paired-seed2')`.\n"
     assert sorted(p.name for p in kept.parent.iterdir()) == ["stage2-paired-seed2"]  # no temporary left
+
+
+def test_keep_keeps_a_token_study_adapters_token_grid(tmp_path, monkeypatch):
+    """A kept adapter reads as many image tokens as it was trained on: its file's token_grid survives
+    the fp16 copy (without it the adapter would load reading every token)."""
+    from serialgen.models.ip_adapter import IPAdapter
+
+    from .tiny import TINY_UNET
+
+    ship = _ship_module()
+    monkeypatch.setattr(ship, "ROOT", tmp_path)
+    unet = TINY_UNET.build()
+    model = tmp_path / "runs" / "stage2-tokens-g2" / "model"
+    IPAdapter.for_unet(unet, 24, token_grid=2).save(model / "ip-adapter.safetensors")
+    (model / "training.json").write_text("{}")
+    kept = ship.keep("stage2-tokens-g2")
+    back = IPAdapter.load(kept / "ip-adapter.safetensors", unet)
+    assert back.token_grid == 2
+    assert back.tokens(torch.randn(1, 1 + 4 * 4, 24)).shape[1] == 1 + 2 * 2
+    assert back.image_proj.proj[0].weight.dtype == torch.float16
