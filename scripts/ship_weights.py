@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from serialgen.models.loading import bundled
 
@@ -65,8 +65,8 @@ def store(source: Path, target: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp)
     for path in tmp.rglob("*.safetensors"):
-        tensors = load_file(str(path))
-        with safe_open(str(path), "pt") as f:  # what the file says about itself (an adapter's token_grid)
+        with safe_open(str(path), "pt") as f:  # its tensors and what it says about itself (an adapter's token_grid)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
             metadata = (f.metadata() or {}) | {"format": "pt"}
         save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, str(path),
                   metadata=metadata)
