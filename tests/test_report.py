@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from serialgen.cli import main as cli
-from serialgen.evaluation.report import OTHER_METHODS
+from serialgen.evaluation.report import OTHER_METHODS, _cached_characters, cost_lines
 
 from .tiny import saved_adapter
 
@@ -68,6 +69,9 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     assert all(m["images"] == 4 and m["seconds_per_character"]["mean"] > 0 for m in methods.values())
     assert "The attention loss raises identity accuracy over plain token optimization" in text
     assert "Cost: scoring took" in text and "SerialGen (two-stage) " in text[text.index("Cost: scoring"):]
+    assert "Cost: scoring took at least" not in text  # nothing resumed: every time is whole
+    assert pairings["paired one-stage"]["cost"] | {"seconds": 0} == {"seconds": 0, "threads": 1, "cpus": os.cpu_count(),
+                                                                     "characters": 1, "resumed": 0}
     floor = methods["text-to-image base alone (no reference: the floor)"]
     assert floor["images"] == 4 and "stage1_psnr" in floor  # Stage I ran; the adapter read it at scale 0
     # every row kept its one character's scores as they were measured (an interrupted report resumes there)
@@ -399,3 +403,30 @@ def test_the_token_study_can_be_scored_on_the_first_of_table_2s_characters(monke
     (tmp_path / "world" / "test").mkdir(parents=True)
     assert cli(["report", "--data", str(tmp_path / "world"), "--characters", "3", "--token-characters", "5"]) == 2
     assert "--token-characters must be between 1 and --characters (3)" in capsys.readouterr().err
+
+
+def test_the_cost_line_says_which_times_leave_out_characters_resumed_from_a_cache(tmp_path):
+    def cost(minutes, **counts):
+        return {"cost": {"seconds": 60.0 * minutes, "threads": 1, "cpus": 2} | counts}
+
+    whole = {"full": cost(30)}  # Table 3: scored in one run, never resumed
+    fresh = {"two-stage": {"runs": [cost(90, characters=40, resumed=0), cost(80, characters=40, resumed=0)]}}
+    line = cost_lines(fresh, whole=(whole,))[1]
+    assert line.startswith("Cost: scoring took 3.3 h of wall time") and "two-stage 90 min (1 thread);" in line
+    assert "full 30 min (1 thread)" in line and "(the models marked" not in line
+    resumed = {"paired": {"runs": [cost(39, characters=40, resumed=29)]}}
+    line = cost_lines(fresh, resumed, whole=(whole,))[1]
+    assert line.startswith("Cost: scoring took at least 4.0 h")
+    assert "paired 39 min (1 thread, 11 of its 40 characters)" in line
+    old = {"unpaired": cost(75)}  # a row timed before resumed characters were counted
+    line = cost_lines(old)[1]
+    assert "at least 1.2 h" in line
+    assert "unpaired 75 min (1 thread, timed before resumed characters were counted)" in line
+    assert cost_lines({"x": {"runs": [{}]}}, whole=({},)) == []
+
+    folder = tmp_path / "row"
+    folder.mkdir()
+    for c in (0, 2, 40):
+        (folder / f"{c:04d}.npz").write_bytes(b"")
+    assert _cached_characters(folder, 40) == 2 and _cached_characters(folder, 41) == 3
+    assert _cached_characters(tmp_path / "never-scored", 40) == 0

@@ -397,10 +397,10 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
             serial.progress = False
             print(f"report: {name}{f' (training seed {k + 1} of {len(paths)})' if len(paths) > 1 else ''}: "
                   f"{protocol.characters} characters x {protocol.prompts} prompts x {protocol.seeds} seeds")
-            started = time.perf_counter()
+            resume = _characters_dir(folder, name, _fingerprint(path, _per_character_settings(row_settings)))
+            resumed, started = _cached_characters(resume, protocol.characters), time.perf_counter()
             scores = evaluate_series(serial, judge, test, protocol, two_stage or oracle, face=face, oracle=oracle,
-                                     resume=_characters_dir(folder, name, _fingerprint(
-                                         path, _per_character_settings(row_settings))))
+                                     resume=resume)
             sheets = scores.pop("sheets")
             if k == 0:
                 save_image(_sheet_file(folder, name), sheet_rows(sheets))
@@ -413,7 +413,7 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
             scores["image_tokens"] = int(personalize.adapter.tokens(personalize.negative_hidden_states()).shape[1])
             runs.append(scores | {"fingerprint": key, "adapter": str(path),
                                   "pairing": info.get("pairing", "standardized"), "data": settings["data"],
-                                  "cost": _cost(started)})
+                                  "cost": _cost(started, protocol.characters, resumed)})
             # each model kept as soon as it is measured
             cache = _store_row(folder / "pairings.json", name, merge_runs(runs, PAIRING_METRICS))
         if runs:
@@ -463,39 +463,63 @@ def run_methods(cfg: ReportConfig, test, made: dict | None = None) -> dict:
         print(f"report: {name}: {protocol.characters} characters x {protocol.prompts} prompts x "
               f"{protocol.seeds} seeds")
         runner = BaseAlone(serial) if method == "base-alone" else compose_method(serial, method, **built)
-        started = time.perf_counter()
         per_character = _per_character_settings(settings) | {"method": method, "options": options}
-        scores = evaluate_series(runner, judge, test, protocol, True, face=face,
-                                 resume=_characters_dir(folder, name, _settings_key(per_character)))
+        resume = _characters_dir(folder, name, _settings_key(per_character))
+        resumed, started = _cached_characters(resume, protocol.characters), time.perf_counter()
+        scores = evaluate_series(runner, judge, test, protocol, True, face=face, resume=resume)
         save_image(_sheet_file(folder, name), sheet_rows(scores.pop("sheets")))
         cache = _store_row(folder / "methods.json", name,  # each method kept as soon as it is measured
                            merge_runs([scores | {"fingerprint": key, "method": method, "options": options,
-                                                 "data": settings["data"], "cost": _cost(started)}], PAIRING_METRICS))
+                                                 "data": settings["data"],
+                                                 "cost": _cost(started, protocol.characters, resumed)}],
+                                               PAIRING_METRICS))
     return {name: cache[name] for name, _, _ in cfg.methods if name in cache}
 
 
-def _cost(started: float) -> dict:
-    """What scoring one model took: wall seconds since `started`, and the threads and CPUs it had."""
+def _cost(started: float, characters: int | None = None, resumed: int = 0) -> dict:
+    """What scoring one model took: wall seconds since `started`, and the threads and CPUs it had;
+    for a row scored per character, how many `characters` it has and how many of them were `resumed`
+    from an earlier run's cache (their time is not in these seconds)."""
     import torch
 
     return {"seconds": round(time.perf_counter() - started, 1), "threads": torch.get_num_threads(),
-            "cpus": os.cpu_count()}
+            "cpus": os.cpu_count()} | ({"characters": characters, "resumed": resumed} if characters else {})
 
 
-def cost_lines(*tables: dict) -> list[str]:
-    """The report's cost: each scored model's wall time as recorded when it was scored."""
-    rows = [(name, run.get("cost")) for table in tables for name, row in table.items()
-            for run in row.get("runs", [row])]
-    timed = [(name, c) for name, c in rows if c]
+def _cached_characters(folder: Path, characters: int) -> int:
+    """How many of the first `characters` characters a row's per-character cache already holds."""
+    return sum((folder / f"{c:04d}.npz").exists() for c in range(characters))
+
+
+def cost_lines(*tables: dict, whole: tuple[dict, ...] = ()) -> list[str]:
+    """The report's cost: each scored model's wall time as recorded when it was scored. `tables` are
+    scored character by character and can go on from an earlier run's per-character cache: such a
+    model shows the last run's time and how many characters that run scored, and the total is then a
+    lower bound. `whole` tables (Table 3) are scored in one run."""
+    rows = [(name, run.get("cost"), per) for per, group in ((True, tables), (False, whole)) for table in group
+            for name, row in table.items() for run in row.get("runs", [row])]
+    timed = [(name, c, per) for name, c, per in rows if c]
     if not timed:
         return []
-    total = sum(c["seconds"] for _, c in timed) / 3600
-    parts = "; ".join(f"{name} {c['seconds'] / 60:.0f} min ({c['threads']} thread{'s' if c['threads'] > 1 else ''})"
-                      for name, c in timed)
+    total = sum(c["seconds"] for _, c, _ in timed) / 3600
+
+    def part(name: str, c: dict, per: bool) -> str:
+        how = f"{c['threads']} thread{'s' if c['threads'] > 1 else ''}"
+        if per and "resumed" not in c:
+            how += ", timed before resumed characters were counted"
+        elif per and c["resumed"]:
+            how += f", {c['characters'] - c['resumed']} of its {c['characters']} characters"
+        return f"{name} {c['seconds'] / 60:.0f} min ({how})"
+
+    partial = any(per and c.get("resumed", 1) for _, c, per in timed)
     missing = len(rows) - len(timed)
-    return ["", f"Cost: scoring took {total:.1f} h of wall time for the models timed ({parts})"
+    return ["", f"Cost: scoring took {'at least ' if partial else ''}{total:.1f} h of wall time for the models "
+                f"timed ({'; '.join(part(*t) for t in timed)})"
                 + (f"; {missing} kept model{'s' if missing > 1 else ''} scored before times were recorded" if missing
-                   else "") + ". Times include the judge's grading, MediaPipe's segmentation and the loss gap, on "
+                   else "") + ". A model's time is that of the run that finished its scores; characters it took "
+                "from an earlier, interrupted run's cache are not in it"
+                + (" (the models marked with a count, or timed before they were counted)" if partial else "")
+                + ". Times include the judge's grading, MediaPipe's segmentation and the loss gap, on "
                 "this project's 2-core CPU machines, and depend on what else ran beside them."]
 
 
@@ -935,7 +959,7 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
         lines += ["", "| claim | paper | ours (difference, 95% interval) | verdict |", "|---|---|---|---|"]
         lines += [f"| {c['claim']} | {c['paper']} | {c['ours']} | **{c['verdict']}** |" for c in found]
         lines += ["", f"![tokens]({rel}/tokens.png)"]
-    lines += cost_lines(scored, methods or {}, stage1)
+    lines += cost_lines(scored, methods or {}, whole=(stage1,))
     lines += ["", "## What the runs support, and what they do not", ""]
     discussion = folder / "discussion.md"
     if discussion.exists():
