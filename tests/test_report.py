@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from serialgen.cli import main as cli
@@ -71,7 +72,7 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     assert "Cost: scoring took" in text and "SerialGen (two-stage) " in text[text.index("Cost: scoring"):]
     assert "Cost: scoring took at least" not in text  # nothing resumed: every time is whole
     assert pairings["paired one-stage"]["cost"] | {"seconds": 0} == {
-        "seconds": 0, "threads": 1, "cpus": os.cpu_count(), "characters": 1, "resumed": 0}
+        "seconds": 0, "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "characters": 1, "resumed": 0}
     floor = methods["text-to-image base alone (no reference: the floor)"]
     assert floor["images"] == 4 and "stage1_psnr" in floor  # Stage I ran; the adapter read it at scale 0
     # every row kept its one character's scores as they were measured (an interrupted report resumes there)
