@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from serialgen.cli import main as cli
-from serialgen.evaluation.report import OTHER_METHODS, _cached_characters, cost_lines
+from serialgen.evaluation.report import OTHER_METHODS, _cached_characters, _present, cost_lines
 
 from .tiny import saved_adapter
 
@@ -431,3 +431,30 @@ def test_the_cost_line_says_which_times_leave_out_characters_resumed_from_a_cach
         (folder / f"{c:04d}.npz").write_bytes(b"")
     assert _cached_characters(folder, 40) == 2 and _cached_characters(folder, 41) == 3
     assert _cached_characters(tmp_path / "never-scored", 40) == 0
+
+
+def test_a_model_that_is_not_here_keeps_only_the_scores_of_its_own_path(tmp_path, capsys, monkeypatch):
+    """Kept runs are matched to a row's models by path: an absent model never takes the run kept at
+    its seed's place from another model (an earlier recipe's, or seed 0's when seed 1 is given alone)."""
+    here = tmp_path / "abl-full-s1"
+    here.mkdir()
+    s0, s1, old = (str(tmp_path / n) for n in ("abl-full-s0", "abl-full-s1", "stage1-full"))
+    cache = {"full": {"runs": [{"model": s0, "psnr": 15.0}]}}
+    runs: list[dict] = []
+    # seed 0 is not here: its own kept run goes into the row; seed 1 is here and offered no run of its own path
+    # but the one at its place (none: the row kept one run), to be scored
+    assert list(_present("full", [s0, s1], cache, runs)) == [(1, s1, None)] and runs == [{"model": s0, "psnr": 15.0}]
+    # seed 1 given alone: it is here, and seed 0's run is offered only for its fingerprint check (the caller's)
+    runs = []
+    assert list(_present("full", [s1], cache, runs)) == [(0, s1, {"model": s0, "psnr": 15.0})] and runs == []
+    # an earlier recipe's run kept at seed 0's place is not adopted by the new seed-0 model that is not here
+    cache = {"full": {"runs": [{"model": old, "psnr": 14.7}]}}
+    runs = []
+    assert list(_present("full", [s0], cache, runs)) == [] and runs == []
+    assert "the row 'full' is left out" in capsys.readouterr().out
+    # Table 2's rows record the adapter's path; a relative path finds the run kept under its absolute one
+    cache = {"paired one-stage": {"runs": [{"adapter": s0, "clip_i": 60.0}]}}
+    runs = []
+    monkeypatch.chdir(tmp_path)
+    assert list(_present("paired one-stage", ["abl-full-s0"], cache, runs)) == [] and runs == [cache[
+        "paired one-stage"]["runs"][0]]

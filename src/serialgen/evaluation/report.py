@@ -290,13 +290,25 @@ def _kept_runs(entry: dict | None) -> list[dict]:
     return entry.get("runs") or [entry]
 
 
+def _scored_from(run: dict, path: str | Path) -> bool:
+    """Whether a kept run was scored from the model folder `path` (as its row records it)."""
+    recorded = run.get("model") or run.get("adapter")
+    return recorded is not None and Path(recorded).resolve() == Path(path).resolve()
+
+
 def _present(name: str, paths: list[str], cache: dict, runs: list[dict]):
     """Each (seed index, path, its kept run or None) of a row's models that is here; the kept run
-    of a model that is not here goes into `runs` as it is."""
+    of a model that is not here goes into `runs` as it is. A model that is not here keeps only the
+    run scored from its own path, never the run kept at its seed's place from another model (an
+    earlier recipe's, or another seed's given alone); a model that is here is offered the run from
+    its path, else the one at its place, which its caller reuses only if the fingerprint matches."""
     kept = _kept_runs(cache.get(name))
     for k, path in enumerate(paths):
-        old = kept[k] if k < len(kept) else None
-        if not Path(path).exists():
+        here = Path(path).exists()
+        old = next((run for run in kept if _scored_from(run, path)), None)
+        if old is None and here and k < len(kept):
+            old = kept[k]  # e.g. a renamed folder: the same files give the same fingerprint
+        if not here:
             _absent(path, name, kept=old is not None)
             runs += [old] if old is not None else []
             continue
