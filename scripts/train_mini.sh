@@ -118,7 +118,8 @@ for k in 1 2; do
 done
 
 # Stage I ablation at equal budget (paper Table 3) with the fifth phase's recipe, each row from the
-# same base UNet, three training seeds per row (~44 min a model on 2 threads alone; ~78 min on one thread beside another)
+# same base UNet, three training seeds per row (~44 min a model on 2 threads alone; ~78 min on one
+# thread beside another job)
 for seed in 0 1 2; do
     run stage1-abl-full-s$seed stage1 --data data/world128 --config configs/mini/stage1_ablation_p5.toml --seed $seed
     run stage1-abl-no-fbdm-s$seed stage1 --data data/world128 --config configs/mini/stage1_ablation_p5.toml --seed $seed --no-fbdm
