@@ -436,9 +436,8 @@ def test_the_cost_line_says_which_times_leave_out_characters_resumed_from_a_cach
 def test_a_model_that_is_not_here_keeps_only_the_scores_of_its_own_path(tmp_path, capsys, monkeypatch):
     """Kept runs are matched to a row's models by path: an absent model never takes the run kept at
     its seed's place from another model (an earlier recipe's, or seed 0's when seed 1 is given alone)."""
-    here = tmp_path / "abl-full-s1"
-    here.mkdir()
     s0, s1, old = (str(tmp_path / n) for n in ("abl-full-s0", "abl-full-s1", "stage1-full"))
+    (tmp_path / "abl-full-s1").mkdir()  # only seed 1 is here
     cache = {"full": {"runs": [{"model": s0, "psnr": 15.0}]}}
     runs: list[dict] = []
     # seed 0 is not here: its own kept run goes into the row; seed 1 is here and offered no run of its own path
@@ -453,8 +452,8 @@ def test_a_model_that_is_not_here_keeps_only_the_scores_of_its_own_path(tmp_path
     assert list(_present("full", [s0], cache, runs)) == [] and runs == []
     assert "the row 'full' is left out" in capsys.readouterr().out
     # Table 2's rows record the adapter's path; a relative path finds the run kept under its absolute one
-    cache = {"paired one-stage": {"runs": [{"adapter": s0, "clip_i": 60.0}]}}
+    scored = {"adapter": s0, "clip_i": 60.0}
     runs = []
     monkeypatch.chdir(tmp_path)
-    assert list(_present("paired one-stage", ["abl-full-s0"], cache, runs)) == [] and runs == [cache[
-        "paired one-stage"]["runs"][0]]
+    assert list(_present("paired one-stage", ["abl-full-s0"], {"paired one-stage": {"runs": [scored]}}, runs)) == []
+    assert runs == [scored]
