@@ -793,17 +793,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "report", help="docs/REPRODUCTION.md: the paper's Tables 2 and 3 and its claims, on the character world",
-        description="Score the Stage I ablation (full, no FBDM, no RPIM, neither; default runs/stage1-*/model) and "
-                    "the three Stage II pairings (default: the bundled unpaired, paired and two-stage adapters) on "
-                    "held-out characters under the paper's protocol, graded by the judge; write the tables with 95% "
-                    "bootstrap intervals, the paper's numbers beside them, a verdict per claim from paired "
-                    "differences, and figures. Scores are kept as JSON in the scores folder and reused while the "
-                    "models and settings are unchanged; a discussion.md there is included in the report.",
+        description="Score the Stage I ablation (full, no FBDM, no RPIM, neither; default the three training seeds "
+                    "of each, runs/stage1-abl-ROW-sSEED/model) and the three Stage II pairings (default: the bundled "
+                    "unpaired, paired and two-stage adapters) on held-out characters under the paper's protocol, "
+                    "graded by the judge; write the tables with 95% t intervals over training seeds and characters, "
+                    "the paper's numbers beside them, a verdict per claim from paired differences, and figures. "
+                    "Scores are kept as JSON in the scores folder and reused while the models, settings, scoring code "
+                    "and data are unchanged; a discussion.md there is included in the report.",
     )
     p.add_argument("--data", required=True, help="dataset directory (its test/ split: held-out characters)")
     p.add_argument("--out", default="docs/REPRODUCTION.md", help="the report (default docs/REPRODUCTION.md)")
     p.add_argument("--scores", help="folder for scores and figures (default: reproduction/ beside --out)")
-    p.add_argument("--characters", type=int, default=8, help="held-out characters for Table 2 (default 8)")
+    p.add_argument("--characters", type=int, default=40,
+                   help="held-out characters for Table 2 (default 40, the paper's count)")
     p.add_argument("--prompts", type=int, default=20, help="scene prompts per character (default 20)")
     p.add_argument("--seeds", type=int, default=4, help="images per prompt (default 4)")
     p.add_argument("--steps", type=_steps, default=20, help="DDIM steps (default 20)")
