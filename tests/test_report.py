@@ -95,15 +95,26 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     assert cli(base + rows + missing) == 0
     text = (tmp_path / "docs" / "REPRODUCTION.md").read_text()
     assert "| ghost" not in text and "| full |" in text and "| SerialGen (two-stage) |" in text
-    # --kept-only writes the same tables from the kept scores, scoring nothing
+    # --kept-only writes the same tables from the kept scores, scoring nothing; every kept fingerprint
+    # is what this checkout gives (the methods' too, checked against the kept two-stage row's model)
     before = text[text.index("## The claims"):text.index("## What the runs support")]
     assert cli(base + ["--kept-only"]) == 0  # no rows named: the kept ones
     text = (tmp_path / "docs" / "REPRODUCTION.md").read_text()
-    assert text[text.index("## The claims"):text.index("## What the runs support")] == before
+    assert text[text.index("## The claims"):text.index("## What the runs support")] == before and "‡" not in text
     # (the other methods, which run on the two-stage row's models, are left out from here: --no-methods)
     base.append("--no-methods")
-    # one adapter retrained: only it is scored again, and the figure is redrawn with the others' sheets
+    # one adapter retrained: --kept-only marks its kept row (and does not judge its claims), then a
+    # report scores only it again, and the figure is redrawn with the others' sheets
     (adapters[2] / "training.json").write_text(json.dumps({"pairing": "standardized", "run": 2}))
+    assert cli(base + ["--kept-only"]) == 0
+    text = (tmp_path / "docs" / "REPRODUCTION.md").read_text()
+    assert "| SerialGen (two-stage) ‡ |" in text and "| paired one-stage |" in text and "by other scoring code" in text
+    claimed = [line for line in text[text.index("## The claims"):text.index("## Table 2")].splitlines()
+               if line.startswith("| ") and "| verdict |" not in line]
+    with_it = [line for line in claimed if "Unpaired one-stage training copies" not in line and "FBDM" not in line]
+    assert len(with_it) >= 5 and all(line.endswith("| – | **not judged: a row was scored by other code or models "
+                                                   "than this checkout's (‡)** |") for line in with_it)
+    assert not any("(‡)" in line for line in claimed if line not in with_it)  # claims without the row are judged
     figure = (scores / "pairings.png").stat().st_mtime_ns
     calls = []
     monkeypatch.setattr(evaluation, "evaluate_series", lambda *a, **k: calls.append(1) or real_series(*a, **k))

@@ -841,7 +841,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="recompute every score")
     p.add_argument("--kept-only", action="store_true",
                    help="score nothing: write the report from the scores kept in the scores folder (rows never "
-                        "scored are left out; stale ones keep their mark)")
+                        "scored are left out; rows measured on other characters are marked with a dagger, rows "
+                        "whose model here would be scored again (other scoring code, model files or settings) with a "
+                        "double dagger, and claims that compare a marked row are not judged)")
     p.set_defaults(run=_report)
 
     p = sub.add_parser(

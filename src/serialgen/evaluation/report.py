@@ -315,6 +315,30 @@ def _present(name: str, paths: list[str], cache: dict, runs: list[dict]):
         yield k, path, old
 
 
+def _stage1_settings(cfg: ReportConfig, made: dict) -> dict:
+    """What a Stage I ablation model's scores depend on besides its files."""
+    return {"samples": cfg.stage1_samples, "steps": cfg.protocol.steps, "seed": cfg.protocol.seed,
+            "judge": _made_by(cfg.judge, "judge")} | made
+
+
+def _pairing_settings(cfg: ReportConfig, made: dict) -> tuple[dict, dict]:
+    """What every Stage II row's scores depend on besides the protocol and the adapter's files, and
+    what only the two-stage rows' depend on (the standardizer)."""
+    common = made | {"face": cfg.face_model or "dlib", "gap_characters": cfg.gap_characters,
+                     "base": _made_by(cfg.base, "t2i"), "judge": _made_by(cfg.judge, "judge")}
+    return common, {"standardizer": _made_by(cfg.standardizer, "stage1")}
+
+
+def _method_settings(cfg: ReportConfig, made: dict, adapter: str | None, protocol: Protocol) -> dict:
+    """What the other methods' scores depend on besides the method and its options: the protocol and
+    the two-stage models they run on (`adapter`: the two-stage row's first model; None: bundled)."""
+    return dataclasses.asdict(protocol) | made | {
+        "face": cfg.face_model or "dlib", "base": _made_by(cfg.base, "t2i"), "judge": _made_by(cfg.judge, "judge"),
+        "standardizer": _made_by(cfg.standardizer, "stage1"), "image_encoder": _made_by(cfg.image_encoder, "clip"),
+        "adapter": _made_by(adapter and str(Path(adapter) if Path(adapter).is_dir() else Path(adapter).parent),
+                            "stage2")}
+
+
 def run_stage1(cfg: ReportConfig, test, made: dict | None = None) -> dict:
     """Score each ablation model (cached); draw references / each row's first model / truth.
     made: `provenance(test)`, when the caller has it."""
@@ -325,8 +349,7 @@ def run_stage1(cfg: ReportConfig, test, made: dict | None = None) -> dict:
 
     folder = cfg.scores_dir()
     cache = _load_json(folder / "stage1_ablation.json")
-    settings = {"samples": cfg.stage1_samples, "steps": cfg.protocol.steps, "seed": cfg.protocol.seed,
-                "judge": _made_by(cfg.judge, "judge")} | (made or provenance(test))
+    settings = _stage1_settings(cfg, made or provenance(test))
     refs, truth = held_out_references(test, min(8, cfg.stage1_samples))
     columns, changed, judge, drawn = [[r.image for r in refs]], False, None, []
     for name, paths in grouped(cfg.stage1).items():
@@ -373,10 +396,7 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
     folder = cfg.scores_dir()
     cache = _load_json(folder / "pairings.json")
     adapters = grouped(cfg.adapters or tuple((name, str(bundled(b))) for name, b in PAIRINGS))
-    common = (made or provenance(test)) | {
-        "face": cfg.face_model or "dlib", "gap_characters": cfg.gap_characters,
-        "base": _made_by(cfg.base, "t2i"), "judge": _made_by(cfg.judge, "judge")}  # what every row depends on
-    standardizer = {"standardizer": _made_by(cfg.standardizer, "stage1")}  # what only two-stage rows depend on
+    common, standardizer = _pairing_settings(cfg, made or provenance(test))
     trained_on = record_digest(cfg.base, "t2i")  # the base's identity as trainers record it (training.json)
     judge, face, standardize, changed = None, None, None, False
     for name, paths in adapters.items():
@@ -453,11 +473,7 @@ def run_methods(cfg: ReportConfig, test, made: dict | None = None) -> dict:
     cache = _load_json(folder / "methods.json")
     adapter = grouped(cfg.adapters).get("SerialGen (two-stage)", [None])[0]  # the two-stage row's first model
     protocol = cfg.method_protocol
-    settings = dataclasses.asdict(protocol) | (made or provenance(test)) | {
-        "face": cfg.face_model or "dlib", "base": _made_by(cfg.base, "t2i"), "judge": _made_by(cfg.judge, "judge"),
-        "standardizer": _made_by(cfg.standardizer, "stage1"), "image_encoder": _made_by(cfg.image_encoder, "clip"),
-        "adapter": _made_by(adapter and str(Path(adapter) if Path(adapter).is_dir() else Path(adapter).parent),
-                            "stage2")}
+    settings = _method_settings(cfg, made or provenance(test), adapter, protocol)
     judge, face, serial = None, None, None
     for name, method, options in cfg.methods:
         key = _settings_key(settings | {"method": method, "options": options})
@@ -486,6 +502,44 @@ def run_methods(cfg: ReportConfig, test, made: dict | None = None) -> dict:
                                                  "cost": _cost(started, protocol.characters, resumed)}],
                                                PAIRING_METRICS))
     return {name: cache[name] for name, _, _ in cfg.methods if name in cache}
+
+
+def mark_outdated(cfg: ReportConfig, made: dict, stage1: dict, pairings: dict, methods: dict) -> None:
+    """--kept-only: mark (`"outdated": True`) each kept row with a run whose model is here but whose
+    fingerprint is not what this checkout would give it (other scoring code, model files, judge,
+    base, standardizer or settings): such a row is shown as kept, marked, and its claims are not
+    judged. A run whose model is not here cannot be checked and is shown as kept. A row's character
+    count is the one it was scored on (the token study and the other methods may hold fewer)."""
+    from ..pipelines.serial import TWO_STAGE_PAIRINGS, adapter_pairing
+
+    def here(run: dict, key: str) -> str | None:
+        path = run.get(key)
+        return path if path and Path(path).exists() else None
+
+    def protocol(run: dict) -> Protocol:
+        return dataclasses.replace(cfg.protocol, characters=run.get("characters", cfg.protocol.characters))
+
+    settings = _stage1_settings(cfg, made)
+    for row in stage1.values():
+        row["outdated"] = any(run.get("fingerprint") != _fingerprint(path, settings)
+                              for run in _kept_runs(row) if (path := here(run, "model")))
+    common, standardizer = _pairing_settings(cfg, made)
+
+    def pairing_key(run: dict, path: str) -> str:
+        extra = standardizer if adapter_pairing(path) in TWO_STAGE_PAIRINGS else {}
+        return _fingerprint(path, dataclasses.asdict(protocol(run)) | common | extra)
+
+    for row in pairings.values():
+        row["outdated"] = any(run.get("fingerprint") != pairing_key(run, path)
+                              for run in _kept_runs(row) if (path := here(run, "adapter")))
+    # the methods ran on the two-stage row's first model: the one named, else the one kept
+    adapter = grouped(cfg.adapters).get("SerialGen (two-stage)", [None])[0] or \
+        next(iter(_kept_runs(pairings.get("SerialGen (two-stage)"))), {}).get("adapter")
+    for row in methods.values():
+        run = _kept_runs(row)[0]
+        row["outdated"] = run.get("fingerprint") != _settings_key(
+            _method_settings(cfg, made, adapter, protocol(run)) | {"method": run.get("method"),
+                                                                   "options": run.get("options", {})})
 
 
 def _cost(started: float, characters: int | None = None, resumed: int = 0) -> dict:
@@ -721,12 +775,27 @@ STALE_NOTE = ("† measured on other characters than this report's test split (a
               "model is not here to re-score it (`scripts/train_mini.sh` trains it); its claims are not judged.")
 
 
+OUTDATED_NOTE = ("‡ kept as measured by other scoring code, models or settings than this checkout's (--kept-only "
+                 "scores nothing; `serialgen report` without it scores the row again); its claims are not judged.")
+
+
 def _row_name(name: str, row: dict, data: str | None = None) -> str:
-    """A row's name, with its number of training seeds, and a mark (†) when some of its scores were
-    measured on other samples than this report's (kept because its model is not here to re-score)."""
+    """A row's name, with its number of training seeds, and a mark: † when some of its scores were
+    measured on other samples than this report's (kept because its model is not here to re-score),
+    ‡ when they were made by other code, models or settings than this checkout's (`mark_outdated`)."""
     seeds = row.get("seeds", 1)
-    name = f"{name} ({seeds} training seeds)" if seeds > 1 else name
-    return name + " †" if _stale(row, data) else name
+    return (f"{name} ({seeds} training seeds)" if seeds > 1 else name) + _mark(row, data)
+
+
+def _mark(row: dict, data: str | None) -> str:
+    return " †" if _stale(row, data) else " ‡" if row.get("outdated") else ""
+
+
+def _notes(rows, data: str | None) -> list[str]:
+    """The footnotes of a table's marked rows."""
+    rows = list(rows)
+    return [note for note, marked in ((STALE_NOTE, any(_stale(r, data) for r in rows)),
+                                      (OUTDATED_NOTE, any(r.get("outdated") for r in rows))) if marked]
 
 
 def _fmt(ci: dict | None, digits: int = 2) -> str:
@@ -749,6 +818,9 @@ def judged(text: str, paper: str, comparisons: list[tuple], data: str | None = N
     if any(_stale(a, data) or _stale(b, data) for _, a, b, _, _ in comparisons):
         return {"claim": text, "paper": paper, "ours": "–",
                 "verdict": "not judged: a row was measured on other characters (†)"}
+    if any(a.get("outdated") or b.get("outdated") for _, a, b, _, _ in comparisons):
+        return {"claim": text, "paper": paper, "ours": "–",
+                "verdict": "not judged: a row was scored by other code or models than this checkout's (‡)"}
     diffs = [(label, difference(a, b, m), sign, m) for label, a, b, m, sign in comparisons]
     return {"claim": text, "paper": paper,
             "ours": "; ".join(f"{label} {_fmt_diff(d, 4 if m == 'ssim' else 2)}" for label, d, _, m in diffs),
@@ -870,8 +942,8 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
         for name, paper in PAPER_TABLE2.items():
             lines.append(f"| paper: {name} | {paper.get('clip_t', '–')} | {paper.get('clip_i', '–')} | "
                          f"{paper.get('ap_clip_i', '–')} | {paper.get('face_sim', '–')} | – | – | – |")
-        if any(_stale(sc, data) for sc in pairings.values()):
-            lines += ["", STALE_NOTE]
+        for note in _notes(pairings.values(), data):
+            lines += ["", note]
         attrs = TEXT_CONTROL + APPEARANCE
         chance = any_row["chance"]
         lines += ["", "Attribute accuracies (the judge's probes; chance in the last row):", "",
@@ -921,8 +993,8 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
             if truth is not None:
                 lines.append(f"| true standard render | | | | | {truth:.2f} | |")
         lines.append("| paper | higher with both modules (values not in the paper's text) | | | | | |")
-        if any(_stale(sc, data) for sc in stage1.values()):
-            lines += ["", STALE_NOTE]
+        for note in _notes(stage1.values(), data):
+            lines += ["", note]
         if (folder / "stage1_ablation.png").exists():
             drawn = _load_json(folder / "stage1_ablation_rows.json").get("rows") or list(stage1)
             lines += ["", f"![ablation]({rel}/stage1_ablation.png)", "",
@@ -946,6 +1018,8 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
                          f"{_fmt(sc['ap_clip_i'])} | {_fmt(sc['text_control']['mean'], 3)} | "
                          f"{_fmt(sc['appearance']['mean'], 3)} | {_fmt(sc.get('layout_diversity'), 3)} | "
                          f"{_fmt(sc.get('seconds_per_character'), 0)} |")
+        for note in _notes(rows.values(), data):
+            lines += ["", note]
         found = method_claims(pairings, methods, data)
         if found:
             lines += ["", "| claim | paper | ours (difference, 95% interval) | verdict |", "|---|---|---|---|"]
@@ -960,9 +1034,12 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
                   "| image tokens | CLIP-T | CLIP-I | AP-CLIP-I | text control | appearance | loss gap % |",
                   "|---|---|---|---|---|---|---|"]
         for n, sc in tokens:
-            lines.append(f"| {n} | {_fmt(sc['clip_t'])} | {_fmt(sc['clip_i'])} | {_fmt(sc['ap_clip_i'])} | "
+            lines.append(f"| {n}{_mark(sc, data)} | {_fmt(sc['clip_t'])} | {_fmt(sc['clip_i'])} | "
+                         f"{_fmt(sc['ap_clip_i'])} | "
                          f"{_fmt(sc['text_control']['mean'], 3)} | {_fmt(sc['appearance']['mean'], 3)} | "
                          f"{_fmt(sc.get('loss_gap'))} |")
+        for note in _notes((sc for _, sc in tokens), data):
+            lines += ["", note]
         (few, first), (every, last) = tokens[0], tokens[-1]
         found = [judged(f"More image tokens copy the reference: CLIP-I up, CLIP-T down ({few} -> {every} tokens)",
                         "83.94 -> 92.07 CLIP-I, 19.03 -> 16.88 CLIP-T",
@@ -997,6 +1074,7 @@ def make_report(cfg: ReportConfig, command: str = "serialgen report") -> Path:
         pairings = _load_json(folder / "pairings.json")
         kept = _load_json(folder / "methods.json")
         methods = {name: kept[name] for name, _, _ in cfg.methods if name in kept}
+        mark_outdated(cfg, made, stage1, pairings, methods)
     else:
         stage1 = run_stage1(cfg, test, made) if cfg.stage1 else _load_json(folder / "stage1_ablation.json")
         pairings = run_pairings(cfg, test, made) if cfg.pairings else _load_json(folder / "pairings.json")
