@@ -424,16 +424,18 @@ def test_the_cost_line_says_which_times_leave_out_characters_resumed_from_a_cach
     whole = {"full": cost(30)}  # Table 3: scored in one run, never resumed
     fresh = {"two-stage": {"runs": [cost(90, characters=40, resumed=0), cost(80, characters=40, resumed=0)]}}
     line = cost_lines(fresh, whole=(whole,))[1]
-    assert line.startswith("Cost: scoring took 3.3 h of wall time") and "two-stage 90 min (1 thread);" in line
-    assert "full 30 min (1 thread)" in line and "(the models marked" not in line
+    assert line.startswith("Cost: scoring took 3.3 h of wall time for the models timed, each on 1 thread (")
+    assert "(two-stage 90 + 80 min; full 30 min)" in line and "(the times given" not in line  # seeds together
     resumed = {"paired": {"runs": [cost(39, characters=40, resumed=29)]}}
     line = cost_lines(fresh, resumed, whole=(whole,))[1]
     assert line.startswith("Cost: scoring took at least 4.0 h")
-    assert "paired 39 min (1 thread, 11 of its 40 characters)" in line
+    assert "paired 39 (11 of its 40 characters) min" in line and "marked *" not in line
     old = {"unpaired": cost(75)}  # a row timed before resumed characters were counted
     line = cost_lines(old)[1]
-    assert "at least 1.2 h" in line
-    assert "unpaired 75 min (1 thread, timed before resumed characters were counted)" in line
+    assert "at least 1.2 h" in line and "unpaired 75* min" in line and "those marked *, timed before" in line
+    two = {"a": cost(10), "b": {"cost": {"seconds": 600.0, "threads": 2, "cpus": 2}}}  # threads differ: per time
+    line = cost_lines(whole=(two,))[1]
+    assert "a 10 (1 thread) min; b 10 (2 threads) min" in line and "each on" not in line
     assert cost_lines({"x": {"runs": [{}]}}, whole=({},)) == []
 
     folder = tmp_path / "row"

@@ -558,33 +558,50 @@ def _cached_characters(folder: Path, characters: int) -> int:
 
 
 def cost_lines(*tables: dict, whole: tuple[dict, ...] = ()) -> list[str]:
-    """The report's cost: each scored model's wall time as recorded when it was scored. `tables` are
-    scored character by character and can go on from an earlier run's per-character cache: such a
-    model shows the last run's time and how many characters that run scored, and the total is then a
-    lower bound. `whole` tables (Table 3) are scored in one run."""
-    rows = [(name, run.get("cost"), per) for per, group in ((True, tables), (False, whole)) for table in group
-            for name, row in table.items() for run in row.get("runs", [row])]
-    timed = [(name, c, per) for name, c, per in rows if c]
-    if not timed:
+    """The report's cost: each scored model's wall time as recorded when it was scored, a row's
+    training seeds together. `tables` are scored character by character and can go on from an
+    earlier run's per-character cache: such a model shows the last run's time and how many
+    characters that run scored (or *, timed before that was counted), and the total is then a lower
+    bound. `whole` tables (Table 3) are scored in one run."""
+    rows: dict[str, list] = {}
+    missing = 0
+    for per, group in ((True, tables), (False, whole)):
+        for table in group:
+            for name, row in table.items():
+                for run in row.get("runs", [row]):
+                    if run.get("cost"):
+                        rows.setdefault(name, []).append((run["cost"], per))
+                    else:
+                        missing += 1
+    if not rows:
         return []
-    total = sum(c["seconds"] for _, c, _ in timed) / 3600
+    timed = [t for runs in rows.values() for t in runs]
+    total = sum(c["seconds"] for c, _ in timed) / 3600
+    threads = {c["threads"] for c, _ in timed}
 
-    def part(name: str, c: dict, per: bool) -> str:
-        how = f"{c['threads']} thread{'s' if c['threads'] > 1 else ''}"
+    def one(c: dict, per: bool) -> str:
+        minutes = f"{c['seconds'] / 60:.0f}"
+        if len(threads) > 1:
+            minutes += f" ({c['threads']} thread{'s' if c['threads'] > 1 else ''})"
         if per and "resumed" not in c:
-            how += ", timed before resumed characters were counted"
-        elif per and c["resumed"]:
-            how += f", {c['characters'] - c['resumed']} of its {c['characters']} characters"
-        return f"{name} {c['seconds'] / 60:.0f} min ({how})"
+            return minutes + "*"
+        if per and c["resumed"]:
+            return minutes + f" ({c['characters'] - c['resumed']} of its {c['characters']} characters)"
+        return minutes
 
-    partial = any(per and c.get("resumed", 1) for _, c, per in timed)
-    missing = len(rows) - len(timed)
+    unknown = any(per and "resumed" not in c for c, per in timed)
+    partial = unknown or any(per and c["resumed"] for c, per in timed)
+    each = f", each on {next(iter(threads))} thread{'s' if next(iter(threads)) > 1 else ''}" if len(threads) == 1 \
+        else ""
     return ["", f"Cost: scoring took {'at least ' if partial else ''}{total:.1f} h of wall time for the models "
-                f"timed ({'; '.join(part(*t) for t in timed)})"
+                f"timed{each} (" + "; ".join(f"{name} {' + '.join(one(*t) for t in runs)} min"
+                                         for name, runs in rows.items()) + ")"
                 + (f"; {missing} kept model{'s' if missing > 1 else ''} scored before times were recorded" if missing
                    else "") + ". A model's time is that of the run that finished its scores; characters it took "
                 "from an earlier, interrupted run's cache are not in it"
-                + (" (the models marked with a count, or timed before they were counted)" if partial else "")
+                + (" (the times given with a count of characters" + (", and those marked *, timed before they were "
+                                                                      "counted" if unknown else "") + ")"
+                   if partial else "")
                 + ". Times include the judge's grading, MediaPipe's segmentation and the loss gap, on "
                 "this project's 2-core CPU machines, and depend on what else ran beside them."]
 
