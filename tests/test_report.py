@@ -61,6 +61,7 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     assert all((scores / f"sheet_{s}.png").exists() for s in ("unpaired-one-stage", "paired-one-stage",
                                                                "serialgen-two-stage"))
     assert Image.open(scores / "pairings.png").size[1] == 3 * 192
+    assert "one row per model (unpaired one-stage, paired one-stage, SerialGen (two-stage)):" in text  # its order
     pairings = json.loads((scores / "pairings.json").read_text())
     assert pairings["SerialGen (two-stage)"]["images"] == 4 and "stage1_psnr" in pairings["SerialGen (two-stage)"]
     assert "stage1_psnr" not in pairings["paired one-stage"]
@@ -84,7 +85,15 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     real_series, real_stage1 = evaluation.evaluate_series, evaluation.evaluate_stage1
     monkeypatch.setattr(evaluation, "evaluate_series", lambda *a, **k: pytest.fail("scores should be reused"))
     monkeypatch.setattr(evaluation, "evaluate_stage1", lambda *a, **k: pytest.fail("scores should be reused"))
+    # a Table 3 row's images are kept beside its scores: the figure is drawn from every row's, and a
+    # row whose images are missing has them drawn again without scoring it
+    assert all((scores / f"stage1_{s}.png").exists() for s in ("full", "no-fbdm", "no-rpim", "neither"))
+    (scores / "stage1_no-fbdm.png").unlink()
+    (scores / "stage1_ablation.png").unlink()
     assert cli(base + rows[:4][::-1] + rows[4:]) == 0  # the same rows asked for in another order
+    assert (scores / "stage1_no-fbdm.png").exists() and Image.open(scores / "stage1_ablation.png").size[1] == 6 * 192
+    assert json.loads((scores / "stage1_ablation_rows.json").read_text())["rows"] == \
+        ["neither", "no RPIM", "no FBDM", "full"]
     text = (tmp_path / "docs" / "REPRODUCTION.md").read_text()
     assert "Our honest reading." in text
     table3 = text[text.index("## Table 3"):]

@@ -339,26 +339,37 @@ def _method_settings(cfg: ReportConfig, made: dict, adapter: str | None, protoco
                             "stage2")}
 
 
+def _strip_file(folder: Path, name: str) -> Path:
+    """Where a Table 3 row's first model's standardized test references are kept: the figure is
+    drawn from every row's strip, so a row scored in another session keeps its place in it."""
+    return folder / f"stage1_{_slug(name)}.png"
+
+
 def run_stage1(cfg: ReportConfig, test, made: dict | None = None) -> dict:
-    """Score each ablation model (cached); draw references / each row's first model / truth.
+    """Score each ablation model (cached); keep each row's first model's images on the figure's
+    references, and draw the figure: the references, each row that has its images kept, the truth.
     made: `provenance(test)`, when the caller has it."""
     from ..data.heldout import held_out_references
     from ..pipelines.standardize import StandardizePipeline
-    from ..sheet import grid
     from . import Judge, evaluate_stage1
+    from .stage1 import standardize
 
     folder = cfg.scores_dir()
     cache = _load_json(folder / "stage1_ablation.json")
     settings = _stage1_settings(cfg, made or provenance(test))
     refs, truth = held_out_references(test, min(8, cfg.stage1_samples))
-    columns, changed, judge, drawn = [[r.image for r in refs]], False, None, []
+    judge = None
     for name, paths in grouped(cfg.stage1).items():
         runs: list[dict] = []
         for k, path, old in _present(name, paths, cache, runs):
             key = _fingerprint(path, settings)
-            if old is not None and old.get("fingerprint") == key and not cfg.force and \
-                    (folder / "stage1_ablation.png").exists():
+            if old is not None and old.get("fingerprint") == key and not cfg.force:
                 runs.append(old)
+                if k == 0 and not _strip_file(folder, name).exists():  # drawn as its scoring drew them:
+                    batch, _ = held_out_references(test, min(16, cfg.stage1_samples))  # the first batch of 16
+                    images = standardize(StandardizePipeline.from_pretrained(path), batch, cfg.protocol.steps, 2.5,
+                                         cfg.protocol.seed)[:len(refs)]
+                    save_image(_strip_file(folder, name), np.concatenate([np.asarray(im) for im in images], 1))
                 continue
             pipe = StandardizePipeline.from_pretrained(path)
             judge = judge or Judge.from_pretrained(cfg.judge)  # only when some row is scored
@@ -367,19 +378,22 @@ def run_stage1(cfg: ReportConfig, test, made: dict | None = None) -> dict:
                                      judge=judge)
             images = scores.pop("images")[:len(refs)]
             if k == 0:
-                columns.append(images)
-                drawn.append(name)
+                save_image(_strip_file(folder, name), np.concatenate(images, 1))
             scores.pop("silhouettes", None)  # the trivial baseline's images; its scores stay in "baselines"
             runs.append(scores | {"fingerprint": key, "model": str(path), "data": settings["data"],
                                   "cost": _cost(started)})
             # each model kept as soon as it is measured
             cache = _store_row(folder / "stage1_ablation.json", name, merge_runs(runs, STAGE1_METRICS))
-            changed = True
         if runs:
             cache = _store_row(folder / "stage1_ablation.json", name, merge_runs(runs, STAGE1_METRICS))
     rows = grouped(cfg.stage1)
-    if changed and len(columns) == len(rows) + 1:  # every row here was drawn
-        save_image(folder / "stage1_ablation.png", grid(columns + [list(truth)]))
+    first = np.concatenate([r.image for r in refs], 1)
+    strips = {name: np.asarray(Image.open(_strip_file(folder, name)).convert("RGB")) for name in rows
+              if name in cache and _strip_file(folder, name).exists()}
+    drawn = [name for name, strip in strips.items() if strip.shape == first.shape]  # drawn on these references
+    if drawn:
+        save_image(folder / "stage1_ablation.png",
+                   np.concatenate([first] + [strips[n] for n in drawn] + [np.concatenate(list(truth), 1)], 0))
         _save_json(folder / "stage1_ablation_rows.json", {"rows": drawn})  # the figure's caption
     # the table lists the rows as the figure draws them, then rows kept from earlier runs
     return {name: cache[name] for name in rows if name in cache} | cache
@@ -398,7 +412,7 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
     adapters = grouped(cfg.adapters or tuple((name, str(bundled(b))) for name, b in PAIRINGS))
     common, standardizer = _pairing_settings(cfg, made or provenance(test))
     trained_on = record_digest(cfg.base, "t2i")  # the base's identity as trainers record it (training.json)
-    judge, face, standardize, changed = None, None, None, False
+    judge, face, standardize = None, None, None
     for name, paths in adapters.items():
         runs: list[dict] = []
         protocol = cfg.row_protocol(name)
@@ -436,7 +450,6 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
             sheets = scores.pop("sheets")
             if k == 0:
                 save_image(_sheet_file(folder, name), sheet_rows(sheets))
-            changed = True
             gap = loss_gap(serial, test, cfg.gap_characters, two_stage, cfg.protocol.seed, oracle=oracle)
             if gap:  # needs two held-out characters
                 scores["per_character"] |= loss_gap_parts(gap)
@@ -451,14 +464,16 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
         if runs:
             cache = _store_row(folder / "pairings.json", name, merge_runs(runs, PAIRING_METRICS))
         elif name in cache:
-            cache, changed = _store_row(folder / "pairings.json", name, None), True
+            cache = _store_row(folder / "pairings.json", name, None)
     # the figure from every present row's kept sheet, so re-scoring one redraws it with the others
-    files = [_sheet_file(folder, name) for name, paths in adapters.items()
+    names = [name for name, paths in adapters.items()
              if Path(paths[0]).exists() and name in cache and not TOKEN_ROW.match(name)]
-    if files and all(f.exists() for f in files) and (changed or not (folder / "pairings.png").exists()):
+    files = [_sheet_file(folder, name) for name in names]
+    if files and all(f.exists() for f in files):
         height = test.images["image"].shape[1]
         save_image(folder / "pairings.png", pairings_figure([np.asarray(Image.open(f).convert("RGB")) for f in files],
                                                            height))
+        _save_json(folder / "pairings_rows.json", {"rows": names})  # the figure's caption
     return cache
 
 
@@ -987,8 +1002,10 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
                           f"{_fmt(s['stage1_psnr'])} dB, SSIM {_fmt(s['stage1_ssim'], 3)}."]
         if (folder / "pairings.png").exists():
             lines += ["", f"![pairings]({rel}/pairings.png)", "",
-                      "Per character, one row per model (unpaired, paired, two-stage): the reference, what the "
-                      "adapter saw (the reference itself, or its standardized image), then the first six prompts "
+                      "Per character, one row per model ("
+                      + ", ".join(_load_json(folder / "pairings_rows.json").get("rows") or list(pairings))
+                      + "): the reference, what the adapter saw (the reference itself, its standardized image or "
+                      "its true standard render), then the first six prompts "
                       "(seed 0): " + "; ".join(f"({k + 1}) {p}" for k, p in enumerate(any_row["prompts"][:6])) + "."]
     if stage1:
         lines += ["", "## Table 3: the standardizer with and without FBDM and RPIM", "",
