@@ -251,6 +251,20 @@ def test_rows_measured_on_other_characters_are_marked_and_not_judged():
     text = write_markdown(ReportConfig(data="world"), stage1, {}, "serialgen report", data="now")
     assert "| no FBDM † |" in text and "| full |" in text and "† measured on other characters" in text
 
+    # the trivial bounds come from a row measured on this report's characters, not the first row
+    def ci(mean):
+        return {"mean": mean, "lo": mean - 0.1, "hi": mean + 0.1, "n": 10}
+
+    stage1 = {"no FBDM": row("before", 0.0) | {"blank": {"psnr": 1.0, "ssim": 0.1}},
+              "full": row("now", 1.0) | {"blank": {"psnr": 13.94, "ssim": 0.7814}, "silhouette_appearance": {"mean": 0.3},
+                                         "baselines": {"white": {"figure_psnr_ci": ci(11.5), "figure_ssim_ci": ci(0.6)},
+                                                       "silhouette": {"ssim_ci": ci(0.785), "figure_psnr_ci": ci(13.3),
+                                                                      "figure_ssim_ci": ci(0.65)}}}}
+    text = write_markdown(ReportConfig(data="world"), stage1, {}, "serialgen report", data="now")
+    assert "| white canvas | 13.94 | 0.7814 | 11.50 [11.40, 11.60] | 0.6000 [0.5000, 0.7000] | | |" in text
+    assert "| colour silhouette | – | 0.7850 [0.6850, 0.8850] | 13.30 [13.20, 13.40] | 0.6500 [0.5500, 0.7500] | 0.30 | |" \
+        in text
+
 
 def test_the_papers_paired_baseline_gets_its_own_claims_against_the_two_stage_row():
     """With the paper's paired one-stage (references drawn by the two-stage model) scored, the
