@@ -92,6 +92,9 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     (scores / "stage1_ablation.png").unlink()
     assert cli(base + rows[:4][::-1] + rows[4:]) == 0  # the same rows asked for in another order
     assert (scores / "stage1_no-fbdm.png").exists() and Image.open(scores / "stage1_ablation.png").size[1] == 6 * 192
+    # (the four rows are one model: the images drawn again are the ones its scoring drew)
+    assert np.array_equal(np.asarray(Image.open(scores / "stage1_no-fbdm.png")),
+                          np.asarray(Image.open(scores / "stage1_full.png")))
     assert json.loads((scores / "stage1_ablation_rows.json").read_text())["rows"] == \
         ["neither", "no RPIM", "no FBDM", "full"]
     text = (tmp_path / "docs" / "REPRODUCTION.md").read_text()
