@@ -496,3 +496,28 @@ def test_a_model_that_is_not_here_keeps_only_the_scores_of_its_own_path(tmp_path
     monkeypatch.chdir(tmp_path)
     assert list(_present("paired one-stage", ["abl-full-s0"], {"paired one-stage": {"runs": [scored]}}, runs)) == []
     assert runs == [scored]
+
+
+def test_the_oracle_row_is_compared_with_the_two_stage_and_paired_rows():
+    """With the oracle (true standard references) scored, the report judges what a perfect Stage I
+    gives over the two-stage row and over the paired row, on appearance and AP-CLIP-I."""
+    from serialgen.evaluation.report import ORACLE, PAIRING_METRICS, claims, merge_runs
+
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=12)  # the characters' own difficulty, shared by every row
+
+    def row(offset):
+        return merge_runs([{"per_character": {m: list(0.3 + base + offset + 0.01 * rng.normal(size=12))
+                                              for m in ("ap_clip_i", "appearance")}} for _ in range(3)],
+                          PAIRING_METRICS)
+
+    two_stage, paired, oracle = row(0.0), row(0.0), row(0.15)
+    found = [c for c in claims({}, {"SerialGen (two-stage)": two_stage, "paired one-stage": paired, ORACLE: oracle})
+             if "oracle -" in c["claim"]]
+    assert [c["verdict"] for c in found] == ["supported", "supported"]
+    assert "appearance oracle - two-stage +0.15" in found[0]["ours"]
+    assert "AP-CLIP-I oracle - paired +0.15" in found[1]["ours"]
+    # an oracle no better than the two-stage row: no gain is left to Stage I
+    same = [c for c in claims({}, {"SerialGen (two-stage)": two_stage, ORACLE: row(0.0)}) if "oracle -" in c["claim"]]
+    assert len(same) == 1 and same[0]["verdict"] == "no effect within +-0.03, +-2"
+    assert not [c for c in claims({}, {"SerialGen (two-stage)": two_stage}) if "oracle" in c["claim"]]
