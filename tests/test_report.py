@@ -521,3 +521,17 @@ def test_the_oracle_row_is_compared_with_the_two_stage_and_paired_rows():
     same = [c for c in claims({}, {"SerialGen (two-stage)": two_stage, ORACLE: row(0.0)}) if "oracle -" in c["claim"]]
     assert len(same) == 1 and same[0]["verdict"] == "no effect within +-0.03, +-2"
     assert not [c for c in claims({}, {"SerialGen (two-stage)": two_stage}) if "oracle" in c["claim"]]
+
+
+def test_the_pairings_figure_interleaves_the_sheets_per_character():
+    """Each character's rows, one per adapter in the given order, then a thin white band; no band
+    after the last character."""
+    from serialgen.evaluation.report import pairings_figure
+
+    height = 16
+    sheets = [np.concatenate([np.full((height, 8, 3), 10 * m + c, np.uint8) for c in range(3)], 0) for m in range(2)]
+    figure = pairings_figure(sheets, height)
+    assert figure.shape == (3 * 2 * height + 2 * (height // 8), 8, 3)
+    starts = [0, height, 2 * height + 2, 3 * height + 2, 4 * height + 4, 5 * height + 4]
+    assert [int(figure[y, 0, 0]) for y in starts] == [0, 10, 1, 11, 2, 12]
+    assert (figure[2 * height:2 * height + 2] == 255).all()

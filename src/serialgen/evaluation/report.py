@@ -357,7 +357,7 @@ def run_stage1(cfg: ReportConfig, test, made: dict | None = None) -> dict:
     folder = cfg.scores_dir()
     cache = _load_json(folder / "stage1_ablation.json")
     settings = _stage1_settings(cfg, made or provenance(test))
-    refs, truth = held_out_references(test, min(8, cfg.stage1_samples))
+    refs, _ = held_out_references(test, min(8, cfg.stage1_samples))
     judge = None
     for name, paths in grouped(cfg.stage1).items():
         runs: list[dict] = []
@@ -386,30 +386,39 @@ def run_stage1(cfg: ReportConfig, test, made: dict | None = None) -> dict:
             cache = _store_row(folder / "stage1_ablation.json", name, merge_runs(runs, STAGE1_METRICS))
         if runs:
             cache = _store_row(folder / "stage1_ablation.json", name, merge_runs(runs, STAGE1_METRICS))
-    rows = grouped(cfg.stage1)
+    draw_stage1_figure(cfg, test, cache)
+    # the table lists the rows as the figure draws them, then rows kept from earlier runs
+    return {name: cache[name] for name in grouped(cfg.stage1) if name in cache} | cache
+
+
+def draw_stage1_figure(cfg: ReportConfig, test, cache: dict) -> None:
+    """Table 3's figure from the kept strips (no model is read): the test references, each of
+    `cfg.stage1`'s rows that is kept with its strip drawn on these references, the truth."""
+    from ..data.heldout import held_out_references
+
+    folder = cfg.scores_dir()
+    refs, truth = held_out_references(test, min(8, cfg.stage1_samples))
     first = np.concatenate([r.image for r in refs], 1)
-    strips = {name: np.asarray(Image.open(_strip_file(folder, name)).convert("RGB")) for name in rows
+    strips = {name: np.asarray(Image.open(_strip_file(folder, name)).convert("RGB")) for name in grouped(cfg.stage1)
               if name in cache and _strip_file(folder, name).exists()}
     drawn = [name for name, strip in strips.items() if strip.shape == first.shape]  # drawn on these references
     if drawn:
         save_image(folder / "stage1_ablation.png",
                    np.concatenate([first] + [strips[n] for n in drawn] + [np.concatenate(list(truth), 1)], 0))
         _save_json(folder / "stage1_ablation_rows.json", {"rows": drawn})  # the figure's caption
-    # the table lists the rows as the figure draws them, then rows kept from earlier runs
-    return {name: cache[name] for name in rows if name in cache} | cache
 
 
 def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
     """Score each Stage II pairing under the protocol (cached), every training seed of a row; draw
     the rows' first models' series side by side. made: `provenance(test)`, when the caller has it."""
-    from ..models.loading import bundled, record_digest
+    from ..models.loading import record_digest
     from ..pipelines.serial import TWO_STAGE_PAIRINGS, SerialGenPipeline, adapter_pairing
     from ..pipelines.standardize import StandardizePipeline
     from . import Judge, evaluate_series
 
     folder = cfg.scores_dir()
     cache = _load_json(folder / "pairings.json")
-    adapters = grouped(cfg.adapters or tuple((name, str(bundled(b))) for name, b in PAIRINGS))
+    adapters = _adapter_rows(cfg)
     common, standardizer = _pairing_settings(cfg, made or provenance(test))
     trained_on = record_digest(cfg.base, "t2i")  # the base's identity as trainers record it (training.json)
     judge, face, standardize = None, None, None
@@ -465,8 +474,22 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
             cache = _store_row(folder / "pairings.json", name, merge_runs(runs, PAIRING_METRICS))
         elif name in cache:
             cache = _store_row(folder / "pairings.json", name, None)
-    # the figure from every present row's kept sheet, so re-scoring one redraws it with the others
-    names = [name for name, paths in adapters.items()
+    draw_pairings_figure(cfg, test, cache)
+    return cache
+
+
+def _adapter_rows(cfg: ReportConfig) -> dict[str, list[str]]:
+    """Table 2's rows and their models (default: the bundled unpaired, paired and two-stage adapters)."""
+    from ..models.loading import bundled
+
+    return grouped(cfg.adapters or tuple((name, str(bundled(b))) for name, b in PAIRINGS))
+
+
+def draw_pairings_figure(cfg: ReportConfig, test, cache: dict) -> None:
+    """Table 2's figure from every present row's kept sheet (no model is read), so re-scoring one
+    row redraws it with the others."""
+    folder = cfg.scores_dir()
+    names = [name for name, paths in _adapter_rows(cfg).items()
              if Path(paths[0]).exists() and name in cache and not TOKEN_ROW.match(name)]
     files = [_sheet_file(folder, name) for name in names]
     if files and all(f.exists() for f in files):
@@ -474,7 +497,6 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
         save_image(folder / "pairings.png", pairings_figure([np.asarray(Image.open(f).convert("RGB")) for f in files],
                                                            height))
         _save_json(folder / "pairings_rows.json", {"rows": names})  # the figure's caption
-    return cache
 
 
 def run_methods(cfg: ReportConfig, test, made: dict | None = None) -> dict:
@@ -751,11 +773,11 @@ def token_figure(points: list[tuple[int, dict]], width: int = 360, height: int =
 
 def pairings_figure(per_method: list[np.ndarray], height: int) -> np.ndarray:
     """The adapters' sheets (`sheet_rows`, rows `height` pixels high) interleaved: for each character,
-    one row per adapter, then a white row."""
+    one row per adapter, then a white band an eighth of a row high."""
     split = [np.split(sheet, sheet.shape[0] // height) for sheet in per_method]
     rows = []
     for c in range(min(len(rows_of) for rows_of in split)):
-        rows += [rows_of[c] for rows_of in split] + [np.full_like(split[0][c], 255)]
+        rows += [rows_of[c] for rows_of in split] + [np.full_like(split[0][c][:max(height // 8, 1)], 255)]
     return np.concatenate(rows[:-1], 0)
 
 
@@ -1131,6 +1153,10 @@ def make_report(cfg: ReportConfig, command: str = "serialgen report") -> Path:
         kept = _load_json(folder / "methods.json")
         methods = {name: kept[name] for name, _, _ in cfg.methods if name in kept}
         mark_outdated(cfg, made, stage1, pairings, methods)
+        if cfg.stage1:  # the figures from the kept images
+            draw_stage1_figure(cfg, test, stage1)
+        if cfg.pairings:
+            draw_pairings_figure(cfg, test, pairings)
     else:
         stage1 = run_stage1(cfg, test, made) if cfg.stage1 else _load_json(folder / "stage1_ablation.json")
         pairings = run_pairings(cfg, test, made) if cfg.pairings else _load_json(folder / "pairings.json")
