@@ -110,7 +110,12 @@ def test_report_writes_tables_claims_and_figures_and_reuses_scores(dataset, fold
     # --kept-only writes the same tables from the kept scores, scoring nothing; every kept fingerprint
     # is what this checkout gives (the methods' too, checked against the kept two-stage row's model)
     before = text[text.index("## The claims"):text.index("## What the runs support")]
+    (scores / "pairings.png").unlink()
+    (scores / "stage1_ablation.png").unlink()
     assert cli(base + ["--kept-only"]) == 0  # no rows named: the kept ones
+    # and both figures drawn again from the kept sheets and strips
+    assert Image.open(scores / "pairings.png").size[1] == 3 * 192
+    assert Image.open(scores / "stage1_ablation.png").size[1] == 6 * 192
     text = (tmp_path / "docs" / "REPRODUCTION.md").read_text()
     assert text[text.index("## The claims"):text.index("## What the runs support")] == before and "‡" not in text
     # (the other methods, which run on the two-stage row's models, are left out from here: --no-methods)

@@ -485,12 +485,13 @@ def _adapter_rows(cfg: ReportConfig) -> dict[str, list[str]]:
     return grouped(cfg.adapters or tuple((name, str(bundled(b))) for name, b in PAIRINGS))
 
 
-def draw_pairings_figure(cfg: ReportConfig, test, cache: dict) -> None:
-    """Table 2's figure from every present row's kept sheet (no model is read), so re-scoring one
-    row redraws it with the others."""
+def draw_pairings_figure(cfg: ReportConfig, test, cache: dict, names: list[str] | None = None) -> None:
+    """Table 2's figure from the kept sheets (no model is read) of `names` (default: every row whose
+    first model is here), so re-scoring one row redraws it with the others."""
     folder = cfg.scores_dir()
-    names = [name for name, paths in _adapter_rows(cfg).items()
-             if Path(paths[0]).exists() and name in cache and not TOKEN_ROW.match(name)]
+    if names is None:
+        names = [name for name, paths in _adapter_rows(cfg).items() if Path(paths[0]).exists()]
+    names = [name for name in names if name in cache and not TOKEN_ROW.match(name)]
     files = [_sheet_file(folder, name) for name in names]
     if files and all(f.exists() for f in files):
         height = test.images["image"].shape[1]
@@ -1155,8 +1156,9 @@ def make_report(cfg: ReportConfig, command: str = "serialgen report") -> Path:
         mark_outdated(cfg, made, stage1, pairings, methods)
         if cfg.stage1:  # the figures from the kept images
             draw_stage1_figure(cfg, test, stage1)
-        if cfg.pairings:
-            draw_pairings_figure(cfg, test, pairings)
+        if cfg.pairings:  # the rows named (none named: every kept one) that have their sheets kept
+            named = list(grouped(cfg.adapters)) if cfg.adapters else list(pairings)
+            draw_pairings_figure(cfg, test, pairings, [n for n in named if _sheet_file(folder, n).exists()])
     else:
         stage1 = run_stage1(cfg, test, made) if cfg.stage1 else _load_json(folder / "stage1_ablation.json")
         pairings = run_pairings(cfg, test, made) if cfg.pairings else _load_json(folder / "pairings.json")
