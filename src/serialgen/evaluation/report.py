@@ -807,18 +807,22 @@ MARGINS = {"clip_t": 2.0, "clip_i": 2.0, "ap_clip_i": 2.0, "loss_gap": 0.5, "app
 def verdict(diffs: list[dict], signs: list[int], margins: list[float] | None = None) -> str:
     """'supported' when every difference has its expected sign with the interval clear of 0,
     'contradicted' when one is clear of 0 the other way, 'no effect within +-d' when every interval
-    lies inside its equivalence margin (`MARGINS`), 'not resolved' otherwise."""
+    lies inside its equivalence margin (`MARGINS`), 'not resolved' otherwise. A supported or
+    contradicted claim whose every interval also lies inside its margin is said to be negligible:
+    clear of 0, but smaller than the margin stated in advance."""
     if any(d["n"] == 0 for d in diffs):
         return "not measured"
     if any(d["n"] < MIN_CHARACTERS for d in diffs):
         return f"too few characters (under {MIN_CHARACTERS})"
+    within = bool(margins) and all(-m < d["lo"] and d["hi"] < m for d, m in zip(diffs, margins or [], strict=True))
+    margin = ", ".join(f"+-{m:g}" for m in dict.fromkeys(margins or []))
     if any((d["hi"] < 0 if s > 0 else d["lo"] > 0) for d, s in zip(diffs, signs, strict=True)):
-        return "contradicted"
-    if all((d["lo"] > 0 if s > 0 else d["hi"] < 0) for d, s in zip(diffs, signs, strict=True)):
-        return "supported"
-    if margins and all(-m < d["lo"] and d["hi"] < m for d, m in zip(diffs, margins, strict=True)):
-        return "no effect within " + ", ".join(f"+-{m:g}" for m in dict.fromkeys(margins))
-    return "not resolved"
+        found = "contradicted"
+    elif all((d["lo"] > 0 if s > 0 else d["hi"] < 0) for d, s in zip(diffs, signs, strict=True)):
+        found = "supported"
+    else:
+        return f"no effect within {margin}" if within else "not resolved"
+    return f"{found}, but negligible (within {margin})" if within else found
 
 
 def _stale(row: dict, data: str | None) -> bool:
@@ -877,10 +881,12 @@ def judged(text: str, paper: str, comparisons: list[tuple], data: str | None = N
         return {"claim": text, "paper": paper, "ours": "–",
                 "verdict": "not judged: a row was scored by other code or models than this checkout's (‡)"}
     diffs = [(label, difference(a, b, m), sign, m) for label, a, b, m, sign in comparisons]
+    found = verdict([d for _, d, _, _ in diffs], [sg for _, _, sg, _ in diffs], [MARGINS[m] for _, _, _, m in diffs])
+    if any(row.get("seeds", 1) < 2 for _, a, b, _, _ in comparisons for row in (a, b)):
+        found += "; a row has one training seed: its interval leaves out the seeds' variance"
     return {"claim": text, "paper": paper,
             "ours": "; ".join(f"{label} {_fmt_diff(d, 4 if m == 'ssim' else 2)}" for label, d, _, m in diffs),
-            "verdict": verdict([d for _, d, _, _ in diffs], [sg for _, _, sg, _ in diffs],
-                               [MARGINS[m] for _, _, _, m in diffs])}
+            "verdict": found}
 
 
 def claims(stage1: dict, pairings: dict, data: str | None = None) -> list[dict]:
@@ -966,7 +972,9 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
         "(the models are scored on the same characters). Verdicts: supported (contradicted) when every",
         "interval excludes zero in (one against) the paper's direction; no effect within +-d when every",
         "interval lies inside the margin d stated in advance (`MARGINS`: 2 CLIP points, 0.5 loss-gap",
-        "points, 0.03 accuracy, 0.2 dB, 0.005 SSIM); not resolved otherwise.",
+        "points, 0.03 accuracy, 0.2 dB, 0.005 SSIM); not resolved otherwise. A supported or contradicted",
+        "claim whose intervals also lie inside their margins is marked negligible, and one that compares",
+        "a row of one training seed says so: its interval leaves out the seeds' variance.",
         "",
         "## The claims",
         "",
