@@ -882,7 +882,8 @@ def judged(text: str, paper: str, comparisons: list[tuple], data: str | None = N
                 "verdict": "not judged: a row was scored by other code or models than this checkout's (‡)"}
     diffs = [(label, difference(a, b, m), sign, m) for label, a, b, m, sign in comparisons]
     found = verdict([d for _, d, _, _ in diffs], [sg for _, _, sg, _ in diffs], [MARGINS[m] for _, _, _, m in diffs])
-    if any(row.get("seeds", 1) < 2 for _, a, b, _, _ in comparisons for row in (a, b)):
+    decided = found.startswith(("supported", "contradicted", "no effect"))  # an interval decided it
+    if decided and any(row.get("seeds", 1) < 2 for _, a, b, _, _ in comparisons for row in (a, b)):
         found += "; a row has one training seed: its interval leaves out the seeds' variance"
     return {"claim": text, "paper": paper,
             "ours": "; ".join(f"{label} {_fmt_diff(d, 4 if m == 'ssim' else 2)}" for label, d, _, m in diffs),
@@ -973,8 +974,8 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
         "interval excludes zero in (one against) the paper's direction; no effect within +-d when every",
         "interval lies inside the margin d stated in advance (`MARGINS`: 2 CLIP points, 0.5 loss-gap",
         "points, 0.03 accuracy, 0.2 dB, 0.005 SSIM); not resolved otherwise. A supported or contradicted",
-        "claim whose intervals also lie inside their margins is marked negligible, and one that compares",
-        "a row of one training seed says so: its interval leaves out the seeds' variance.",
+        "claim whose intervals also lie inside their margins is marked negligible, and a verdict from a",
+        "row of one training seed says so: its interval leaves out the seeds' variance.",
         "",
         "## The claims",
         "",
