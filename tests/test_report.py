@@ -546,3 +546,38 @@ def test_the_pairings_figure_interleaves_the_sheets_per_character():
     starts = [0, height, 2 * height + 2, 3 * height + 2, 4 * height + 4, 5 * height + 4]
     assert [int(figure[y, 0, 0]) for y in starts] == [0, 10, 1, 11, 2, 12]
     assert (figure[2 * height:2 * height + 2] == 255).all()
+
+
+def test_a_report_that_scores_one_row_draws_it_beside_the_rows_kept_from_earlier_runs(monkeypatch, tmp_path):
+    """Both figures list the rows as the tables do: this run's rows, then the other kept rows that have
+    their images kept (a Table 3 row needs its strip drawn on these references); the token study's rows
+    stay out of Table 2's figure."""
+    from types import SimpleNamespace
+
+    import serialgen.data.heldout as heldout
+    from serialgen.evaluation import report
+
+    height, width = 16, 4
+    refs = [SimpleNamespace(image=np.full((height, width, 3), 1, np.uint8)) for _ in range(2)]
+    truth = [np.full((height, width, 3), 2, np.uint8) for _ in range(2)]
+    monkeypatch.setattr(heldout, "held_out_references", lambda test, n: (refs, truth))
+    folder = tmp_path / "reproduction"
+    folder.mkdir()
+    for name, value in (("kept", 30), ("new", 40), ("elsewhere", 50)):
+        strip = np.full((height, 2 * width if name != "elsewhere" else width, 3), value, np.uint8)
+        Image.fromarray(strip).save(report._strip_file(folder, name))
+    cfg = report.ReportConfig(data="world", scores=str(folder), stage1=(("new", "runs/new"),))
+    report.draw_stage1_figure(cfg, None, {"kept": {}, "new": {}, "elsewhere": {}, "unimaged": {}})
+    figure = np.asarray(Image.open(folder / "stage1_ablation.png"))
+    assert [int(figure[y * height, 0, 0]) for y in range(4)] == [1, 40, 30, 2]  # refs, new, kept, truth
+    assert json.loads((folder / "stage1_ablation_rows.json").read_text())["rows"] == ["new", "kept"]
+
+    sheets = {"kept": 60, "new": 70, "unpaired one-stage, 5 image tokens": 80}
+    for name, value in sheets.items():
+        Image.fromarray(np.full((3 * height, width, 3), value, np.uint8)).save(report._sheet_file(folder, name))
+    test = SimpleNamespace(images={"image": np.zeros((1, height, width, 3), np.uint8)})
+    report.draw_pairings_figure(cfg, test, {name: {} for name in [*sheets, "unsheeted"]}, ["new"])
+    figure = np.asarray(Image.open(folder / "pairings.png"))
+    assert figure.shape[0] == 2 * 3 * height + 2 * (height // 8)
+    assert [int(figure[y, 0, 0]) for y in (0, height)] == [70, 60]
+    assert json.loads((folder / "pairings_rows.json").read_text())["rows"] == ["new", "kept"]

@@ -392,15 +392,16 @@ def run_stage1(cfg: ReportConfig, test, made: dict | None = None) -> dict:
 
 
 def draw_stage1_figure(cfg: ReportConfig, test, cache: dict) -> None:
-    """Table 3's figure from the kept strips (no model is read): the test references, each of
-    `cfg.stage1`'s rows that is kept with its strip drawn on these references, the truth."""
+    """Table 3's figure from the kept strips (no model is read): the test references, each row that
+    is kept with its strip drawn on these references (`cfg.stage1`'s first, then rows kept from
+    earlier runs, as the table lists them), the truth."""
     from ..data.heldout import held_out_references
 
     folder = cfg.scores_dir()
     refs, truth = held_out_references(test, min(8, cfg.stage1_samples))
     first = np.concatenate([r.image for r in refs], 1)
-    strips = {name: np.asarray(Image.open(_strip_file(folder, name)).convert("RGB")) for name in grouped(cfg.stage1)
-              if name in cache and _strip_file(folder, name).exists()}
+    strips = {name: np.asarray(Image.open(_strip_file(folder, name)).convert("RGB"))
+              for name in _figure_rows(grouped(cfg.stage1), cache) if _strip_file(folder, name).exists()}
     drawn = [name for name, strip in strips.items() if strip.shape == first.shape]  # drawn on these references
     if drawn:
         save_image(folder / "stage1_ablation.png",
@@ -485,15 +486,23 @@ def _adapter_rows(cfg: ReportConfig) -> dict[str, list[str]]:
     return grouped(cfg.adapters or tuple((name, str(bundled(b))) for name, b in PAIRINGS))
 
 
+def _figure_rows(named, cache: dict) -> list[str]:
+    """A figure's rows in the table's order: the rows `named` that are kept, then every other kept row
+    (one scored by an earlier run), so a run that scores one row draws it beside the others."""
+    return [name for name in dict.fromkeys([*named, *cache]) if name in cache]
+
+
 def draw_pairings_figure(cfg: ReportConfig, test, cache: dict, names: list[str] | None = None) -> None:
-    """Table 2's figure from the kept sheets (no model is read) of `names` (default: every row whose
-    first model is here), so re-scoring one row redraws it with the others."""
+    """Table 2's figure from the kept sheets (no model is read): `names` (default: every row whose
+    first model is here) first, then the other kept rows (`_figure_rows`), each that has its sheet,
+    so re-scoring one row redraws it with the others. The token study's rows have a figure of their own."""
     folder = cfg.scores_dir()
     if names is None:
         names = [name for name, paths in _adapter_rows(cfg).items() if Path(paths[0]).exists()]
-    names = [name for name in names if name in cache and not TOKEN_ROW.match(name)]
+    names = [name for name in _figure_rows(names, cache)
+             if not TOKEN_ROW.match(name) and _sheet_file(folder, name).exists()]
     files = [_sheet_file(folder, name) for name in names]
-    if files and all(f.exists() for f in files):
+    if files:
         height = test.images["image"].shape[1]
         save_image(folder / "pairings.png", pairings_figure([np.asarray(Image.open(f).convert("RGB")) for f in files],
                                                            height))
