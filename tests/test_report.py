@@ -581,3 +581,26 @@ def test_a_report_that_scores_one_row_draws_it_beside_the_rows_kept_from_earlier
     assert figure.shape[0] == 2 * 3 * height + 2 * (height // 8)
     assert [int(figure[y, 0, 0]) for y in (0, height)] == [70, 60]
     assert json.loads((folder / "pairings_rows.json").read_text())["rows"] == ["new", "kept"]
+
+
+def test_a_rows_attribute_accuracies_and_look_are_over_all_its_training_seeds(tmp_path):
+    """A merged row keeps its first run's fields: the attribute table and Table 3's look column must
+    read every seed's, not the first's."""
+    from serialgen.evaluation.report import ReportConfig, attribute_accuracies, write_markdown
+
+    def acc(mean, n=10):
+        return {"mean": mean, "lo": mean - 0.1, "hi": mean + 0.1, "n": n}
+
+    runs = [{"text_control": {"action": acc(0.2), "mean": acc(0.3)},
+             "appearance": {"top_color": acc(0.4), "hair_style": acc(0.0, n=0), "mean": acc(0.2)}},
+            {"text_control": {"action": acc(0.4), "mean": acc(0.5)},
+             "appearance": {"top_color": acc(0.2), "hair_style": acc(0.3), "mean": acc(0.1)}}]
+    row = runs[0] | {"runs": runs}
+    assert attribute_accuracies(row) == pytest.approx({"action": 0.3, "top_color": 0.3, "hair_style": 0.3})
+    assert attribute_accuracies(runs[0]) == pytest.approx({"action": 0.2, "top_color": 0.4})  # one run, kept as is
+
+    values = list(np.linspace(0, 1, 10))
+    full = {"per_character": {"psnr": values}, "psnr_ci": acc(16.3), "ssim_ci": acc(0.77), "count": 64,
+            "appearance": {"top_color": acc(0.4), "mean": 0.22}, "appearance_ci": acc(0.19)}
+    text = write_markdown(ReportConfig(data="world", out=str(tmp_path / "R.md")), {"full": full}, {}, "serialgen report")
+    assert "| full | 16.30 [16.20, 16.40] | 0.7700 [0.6700, 0.8700] | – | – | 0.19 | 64 |" in text.splitlines()

@@ -284,6 +284,18 @@ def merge_runs(runs: list[dict], metrics: dict[str, str]) -> dict:
     return row
 
 
+def attribute_accuracies(row: dict) -> dict[str, float]:
+    """A Table 2 row's accuracy per attribute of the judge's (text control's and appearance's),
+    the mean over its training seeds' runs (each scored on the same characters); a run without
+    an attribute's images (n = 0) leaves it out."""
+    values: dict[str, list[float]] = {}
+    for run in row.get("runs") or [row]:
+        for attribute, score in (run.get("text_control", {}) | run.get("appearance", {})).items():
+            if attribute != "mean" and isinstance(score, dict) and score.get("n"):
+                values.setdefault(attribute, []).append(score["mean"])
+    return {attribute: float(np.mean(v)) for attribute, v in values.items()}
+
+
 def _kept_runs(entry: dict | None) -> list[dict]:
     if not entry:
         return []
@@ -1034,9 +1046,8 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
         lines += ["", "Attribute accuracies (the judge's probes; chance in the last row):", "",
                   "| model | " + " | ".join(attrs) + " |", "|---" * (len(attrs) + 1) + "|"]
         for name, sc in pairings.items():
-            table = sc["text_control"] | sc["appearance"]
-            lines.append(f"| {name} | " + " | ".join(f"{table[a]['mean']:.2f}" if a in table and table[a]["n"] else "–"
-                                                      for a in attrs) + " |")
+            table = attribute_accuracies(sc)
+            lines.append(f"| {name} | " + " | ".join(f"{table[a]:.2f}" if a in table else "–" for a in attrs) + " |")
         lines.append("| chance | " + " | ".join(f"{chance[a]:.2f}" for a in attrs) + " |")
         if any("loss_parts" in sc for sc in pairings.values()):
             lines += ["", "The loss gap's parts, each against the same loss with no image at all (the unconditional "
@@ -1070,8 +1081,8 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
                    "colours painted on the standard pose's template body."), "",
                   "| model | PSNR (dB) | SSIM | figure PSNR | figure SSIM | appearance | characters |",
                   "|---|---|---|---|---|---|---|"]
-        for name, sc in stage1.items():
-            look = sc.get("appearance", {}).get("mean")
+        for name, sc in stage1.items():  # the look over every training seed (a run's "appearance" is its own)
+            look = (sc.get("appearance_ci") or sc.get("appearance") or {}).get("mean")
             lines.append(f"| {_row_name(name, sc, data)} | {_fmt(sc['psnr_ci'])} | {_fmt(sc['ssim_ci'], 4)} | "
                          f"{_fmt(sc.get('figure_psnr_ci'))} | {_fmt(sc.get('figure_ssim_ci'), 4)} | "
                          f"{'–' if look is None else f'{look:.2f}'} | {sc['count']} |")
