@@ -289,7 +289,7 @@ def attribute_accuracies(row: dict) -> dict[str, float]:
     the mean over its training seeds' runs (each scored on the same characters); a run without
     an attribute's images (n = 0) leaves it out."""
     values: dict[str, list[float]] = {}
-    for run in row.get("runs") or [row]:
+    for run in _kept_runs(row):
         for attribute, score in (run.get("text_control", {}) | run.get("appearance", {})).items():
             if attribute != "mean" and isinstance(score, dict) and score.get("n"):
                 values.setdefault(attribute, []).append(score["mean"])
@@ -1187,7 +1187,7 @@ def make_report(cfg: ReportConfig, command: str = "serialgen report") -> Path:
             draw_stage1_figure(cfg, test, stage1)
         if cfg.pairings:  # the rows named (none named: every kept one) that have their sheets kept
             named = list(grouped(cfg.adapters)) if cfg.adapters else list(pairings)
-            draw_pairings_figure(cfg, test, pairings, [n for n in named if _sheet_file(folder, n).exists()])
+            draw_pairings_figure(cfg, test, pairings, named)  # (it draws the rows that have their sheets)
     else:
         stage1 = run_stage1(cfg, test, made) if cfg.stage1 else _load_json(folder / "stage1_ablation.json")
         pairings = run_pairings(cfg, test, made) if cfg.pairings else _load_json(folder / "pairings.json")
