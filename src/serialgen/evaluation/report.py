@@ -296,6 +296,22 @@ def attribute_accuracies(row: dict) -> dict[str, float]:
     return {attribute: float(np.mean(v)) for attribute, v in values.items()}
 
 
+def _training_seed(path: str | Path) -> dict:
+    """{"training_seed": the seed a model was trained with} from the training.json beside it, or {}:
+    a seed fixes the trainers' batches and noise, so rows trained with the same seeds are compared
+    seed by seed (`difference`)."""
+    p = Path(path)
+    seed = _load_json((p if p.is_dir() else p.parent) / "training.json").get("config", {}).get("seed")
+    return {} if seed is None else {"training_seed": int(seed)}
+
+
+def training_seeds(row: dict) -> list[int] | None:
+    """The training seeds of a row's runs, in the order of its (seeds x characters) tables; None
+    when a run's seed is not known or two runs share one."""
+    seeds = [run.get("training_seed") for run in _kept_runs(row)]
+    return seeds if None not in seeds and len(set(seeds)) == len(seeds) else None
+
+
 def _kept_runs(entry: dict | None) -> list[dict]:
     if not entry:
         return []
@@ -376,7 +392,7 @@ def run_stage1(cfg: ReportConfig, test, made: dict | None = None) -> dict:
         for k, path, old in _present(name, paths, cache, runs):
             key = _fingerprint(path, settings)
             if old is not None and old.get("fingerprint") == key and not cfg.force:
-                runs.append(old)
+                runs.append(old | _training_seed(path))
                 if k == 0 and not _strip_file(folder, name).exists():  # drawn as its scoring drew them:
                     batch, _ = held_out_references(test, min(16, cfg.stage1_samples))  # the first batch of 16
                     images = standardize(StandardizePipeline.from_pretrained(path), batch, cfg.protocol.steps, 2.5,
@@ -393,7 +409,7 @@ def run_stage1(cfg: ReportConfig, test, made: dict | None = None) -> dict:
                 save_image(_strip_file(folder, name), np.concatenate(images, 1))
             scores.pop("silhouettes", None)  # the trivial baseline's images; its scores stay in "baselines"
             runs.append(scores | {"fingerprint": key, "model": str(path), "data": settings["data"],
-                                  "cost": _cost(started)})
+                                  "cost": _cost(started)} | _training_seed(path))
             # each model kept as soon as it is measured
             cache = _store_row(folder / "stage1_ablation.json", name, merge_runs(runs, STAGE1_METRICS))
         if runs:
@@ -452,7 +468,7 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
             key = _fingerprint(path, row_settings)
             if old is not None and old.get("fingerprint") == key and not cfg.force and \
                     (k or _sheet_file(folder, name).exists()):
-                runs.append(old)
+                runs.append(old | _training_seed(path))
                 continue
             if judge is None:
                 from ..face import face_embedder
@@ -480,7 +496,7 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
             scores["image_tokens"] = int(personalize.adapter.tokens(personalize.negative_hidden_states()).shape[1])
             runs.append(scores | {"fingerprint": key, "adapter": str(path),
                                   "pairing": info.get("pairing", "standardized"), "data": settings["data"],
-                                  "cost": _cost(started, protocol.characters, resumed)})
+                                  "cost": _cost(started, protocol.characters, resumed)} | _training_seed(path))
             # each model kept as soon as it is measured
             cache = _store_row(folder / "pairings.json", name, merge_runs(runs, PAIRING_METRICS))
         if runs:
@@ -578,6 +594,10 @@ def mark_outdated(cfg: ReportConfig, made: dict, stage1: dict, pairings: dict, m
     def protocol(run: dict) -> Protocol:
         return dataclasses.replace(cfg.protocol, characters=run.get("characters", cfg.protocol.characters))
 
+    for row in [*stage1.values(), *pairings.values()]:  # kept before runs named their seeds
+        for run in _kept_runs(row):
+            if "training_seed" not in run and (path := here(run, "model") or here(run, "adapter")):
+                run.update(_training_seed(path))
     settings = _stage1_settings(cfg, made)
     for row in stage1.values():
         row["outdated"] = any(run.get("fingerprint") != _fingerprint(path, settings)
@@ -807,12 +827,21 @@ def difference(a: dict, b: dict, metric: str) -> dict:
     """a - b over the characters both rows were scored on, with a t interval over the rows'
     training seeds and the (paired) characters (`seed_character_ci`). Every row scores the test
     split's first characters in order (`evaluate_series`), so a row scored on fewer (the other
-    methods, `ReportConfig.method_characters`) is compared on those first ones."""
+    methods, `ReportConfig.method_characters`) is compared on those first ones.
+
+    Rows trained with the same seeds (two or more, `training_seeds`) are compared seed by seed
+    ("blocked": True): a seed fixes the trainers' batches and noise, so it moves both rows alike, and
+    the interval is the one-row interval of the (seeds x characters) table of a - b, whose seed part
+    is the variance of the per-seed differences. Otherwise the rows' seeds count as independent."""
     x, y = seed_tables(a, metric), seed_tables(b, metric)
     if x is None or y is None:
         return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
     shared = min(x.shape[1], y.shape[1])
-    return seed_character_ci(x[:, :shared], y[:, :shared])
+    x, y = x[:, :shared], y[:, :shared]
+    sa, sb = training_seeds(a), training_seeds(b)
+    if sa and sb and len(sa) > 1 and sorted(sa) == sorted(sb) and len(sa) == len(x) == len(y):
+        return seed_character_ci(x[np.argsort(sa)] - y[np.argsort(sb)]) | {"blocked": True}
+    return seed_character_ci(x, y)
 
 
 MIN_CHARACTERS = 5  # fewer make an interval over characters meaningless
@@ -991,7 +1020,10 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
         "models being graded. Intervals are 95% t intervals over the rows' training seeds and the",
         "characters (`seed_character_ci` in `serialgen/evaluation/stats.py`; with one model per row, over",
         "characters only, so between-seed variance is not in them); a claim's differences are paired",
-        "(the models are scored on the same characters). Verdicts: supported (contradicted) when every",
+        "(the models are scored on the same characters), and two rows trained with the same seeds are",
+        "compared seed by seed (a seed fixes the trainers' batches and noise, so it moves both rows alike:",
+        "the interval's seed part is the spread of the per-seed differences, `difference`). Verdicts:",
+        "supported (contradicted) when every",
         "interval excludes zero in (one against) the paper's direction; no effect within +-d when every",
         "interval lies inside the margin d stated in advance (`MARGINS`: 2 CLIP points, 0.5 loss-gap",
         "points, 0.03 accuracy, 0.2 dB, 0.005 SSIM); not resolved otherwise. A supported or contradicted",
