@@ -94,7 +94,7 @@ def test_rows_with_other_seeds_or_unknown_ones_are_compared_as_independent():
     rng = np.random.default_rng(1)
     a, b = _shared_seed_rows(rng)
     assert difference(a, b, "psnr").get("blocked")
-    other = {**b, "runs": [{"training_seed": s} for s in (0, 1, 3)]}
+    other = {**b, "runs": [{"training_seed": s} for s in (0, 3, 4)]}  # one seed in common
     unknown = {**b, "runs": [{"training_seed": 0}, {}, {"training_seed": 2}]}
     twice = {**b, "runs": [{"training_seed": s} for s in (0, 0, 2)]}
     assert training_seeds(unknown) is None and training_seeds(twice) is None
@@ -103,6 +103,20 @@ def test_rows_with_other_seeds_or_unknown_ones_are_compared_as_independent():
         assert not d.get("blocked") and d["seeds"] == [3, 3]
     one = _row(np.zeros((1, 40)) + rng.normal(size=(1, 40)), [0])  # one seed each: nothing to block on
     assert not difference(one, one, "psnr").get("blocked")
+
+
+def test_rows_are_compared_on_the_seeds_both_were_trained_with():
+    """A row with a third seed is compared with a two-seed row on their two shared seeds."""
+    from serialgen.evaluation.report import difference
+
+    rng = np.random.default_rng(2)
+    a, b = _shared_seed_rows(rng, order_b=(1, 2, 0))
+    two = {"per_seed": {"psnr": np.array(b["per_seed"]["psnr"])[:2].tolist()}, "runs": b["runs"][:2]}  # seeds 1, 2
+    d = difference(a, two, "psnr")
+    table_a = np.array(a["per_seed"]["psnr"])
+    expected = (table_a[[1, 2]] - np.array(two["per_seed"]["psnr"])).mean()
+    assert d.get("blocked") and d["seeds"] == 2 and d["mean"] == pytest.approx(expected)
+    assert d["lo"] < 0.2 < d["hi"] and d["hi"] - d["lo"] < 0.3  # the seed effect (sd 1) cancelled
 
 
 def test_a_models_training_seed_is_read_from_its_training_json(tmp_path):

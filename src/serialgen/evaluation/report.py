@@ -829,18 +829,20 @@ def difference(a: dict, b: dict, metric: str) -> dict:
     split's first characters in order (`evaluate_series`), so a row scored on fewer (the other
     methods, `ReportConfig.method_characters`) is compared on those first ones.
 
-    Rows trained with the same seeds (two or more, `training_seeds`) are compared seed by seed
-    ("blocked": True): a seed fixes the trainers' batches and noise, so it moves both rows alike, and
-    the interval is the one-row interval of the (seeds x characters) table of a - b, whose seed part
-    is the variance of the per-seed differences. Otherwise the rows' seeds count as independent."""
+    Rows trained with two or more of the same seeds (`training_seeds`) are compared seed by seed, on
+    those seeds ("blocked": True), as they are on the characters both were scored on: a seed fixes
+    the trainers' batches and noise, so it moves both rows alike, and the interval is the one-row
+    interval of the (seeds x characters) table of a - b, whose seed part is the variance of the
+    per-seed differences. Otherwise the rows' seeds count as independent."""
     x, y = seed_tables(a, metric), seed_tables(b, metric)
     if x is None or y is None:
         return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
     shared = min(x.shape[1], y.shape[1])
     x, y = x[:, :shared], y[:, :shared]
     sa, sb = training_seeds(a), training_seeds(b)
-    if sa and sb and len(sa) > 1 and sorted(sa) == sorted(sb) and len(sa) == len(x) == len(y):
-        return seed_character_ci(x[np.argsort(sa)] - y[np.argsort(sb)]) | {"blocked": True}
+    both = sorted(set(sa) & set(sb)) if sa and sb and len(sa) == len(x) and len(sb) == len(y) else []
+    if len(both) > 1:
+        return seed_character_ci(x[[sa.index(s) for s in both]] - y[[sb.index(s) for s in both]]) | {"blocked": True}
     return seed_character_ci(x, y)
 
 
@@ -1021,8 +1023,9 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
         "characters (`seed_character_ci` in `serialgen/evaluation/stats.py`; with one model per row, over",
         "characters only, so between-seed variance is not in them); a claim's differences are paired",
         "(the models are scored on the same characters), and two rows trained with the same seeds are",
-        "compared seed by seed (a seed fixes the trainers' batches and noise, so it moves both rows alike:",
-        "the interval's seed part is the spread of the per-seed differences, `difference`). Verdicts:",
+        "compared seed by seed, on the seeds both have (a seed fixes the trainers' batches and noise, so",
+        "it moves both rows alike: the interval's seed part is the spread of the per-seed differences,",
+        "`difference`). Verdicts:",
         "supported (contradicted) when every",
         "interval excludes zero in (one against) the paper's direction; no effect within +-d when every",
         "interval lies inside the margin d stated in advance (`MARGINS`: 2 CLIP points, 0.5 loss-gap",
