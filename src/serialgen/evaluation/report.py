@@ -301,7 +301,12 @@ def _training_seed(path: str | Path) -> dict:
     a seed fixes the trainers' batches and noise, so rows trained with the same seeds are compared
     seed by seed (`difference`)."""
     p = Path(path)
-    seed = _load_json((p if p.is_dir() else p.parent) / "training.json").get("config", {}).get("seed")
+    return _seed_in(_load_json((p if p.is_dir() else p.parent) / "training.json"))
+
+
+def _seed_in(info: dict) -> dict:
+    """{"training_seed": ...} from a model's loaded training.json, or {} when it names none."""
+    seed = info.get("config", {}).get("seed")
     return {} if seed is None else {"training_seed": int(seed)}
 
 
@@ -468,7 +473,7 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
             key = _fingerprint(path, row_settings)
             if old is not None and old.get("fingerprint") == key and not cfg.force and \
                     (k or _sheet_file(folder, name).exists()):
-                runs.append(old | _training_seed(path))
+                runs.append(old | _seed_in(info))
                 continue
             if judge is None:
                 from ..face import face_embedder
@@ -496,7 +501,7 @@ def run_pairings(cfg: ReportConfig, test, made: dict | None = None) -> dict:
             scores["image_tokens"] = int(personalize.adapter.tokens(personalize.negative_hidden_states()).shape[1])
             runs.append(scores | {"fingerprint": key, "adapter": str(path),
                                   "pairing": info.get("pairing", "standardized"), "data": settings["data"],
-                                  "cost": _cost(started, protocol.characters, resumed)} | _training_seed(path))
+                                  "cost": _cost(started, protocol.characters, resumed)} | _seed_in(info))
             # each model kept as soon as it is measured
             cache = _store_row(folder / "pairings.json", name, merge_runs(runs, PAIRING_METRICS))
         if runs:
@@ -1025,13 +1030,12 @@ def write_markdown(cfg: ReportConfig, stage1: dict, pairings: dict, command: str
         "(the models are scored on the same characters), and two rows trained with the same seeds are",
         "compared seed by seed, on the seeds both have (a seed fixes the trainers' batches and noise, so",
         "it moves both rows alike: the interval's seed part is the spread of the per-seed differences,",
-        "`difference`). Verdicts:",
-        "supported (contradicted) when every",
-        "interval excludes zero in (one against) the paper's direction; no effect within +-d when every",
-        "interval lies inside the margin d stated in advance (`MARGINS`: 2 CLIP points, 0.5 loss-gap",
-        "points, 0.03 accuracy, 0.2 dB, 0.005 SSIM); not resolved otherwise. A supported or contradicted",
-        "claim whose intervals also lie inside their margins is marked negligible, and a verdict from a",
-        "row of one training seed says so: its interval leaves out the seeds' variance.",
+        "`difference`). Verdicts: supported (contradicted) when every interval excludes zero in (one",
+        "against) the paper's direction; no effect within +-d when every interval lies inside the margin",
+        "d stated in advance (`MARGINS`: 2 CLIP points, 0.5 loss-gap points, 0.03 accuracy, 0.2 dB, 0.005",
+        "SSIM); not resolved otherwise. A supported or contradicted claim whose intervals also lie inside",
+        "their margins is marked negligible, and a verdict from a row of one training seed says so: its",
+        "interval leaves out the seeds' variance.",
         "",
         "## The claims",
         "",
