@@ -470,9 +470,9 @@ def test_the_cost_line_says_which_times_leave_out_characters_resumed_from_a_cach
     old = {"unpaired": cost(75)}  # a row timed before resumed characters were counted
     line = cost_lines(old)[1]
     assert "at least 1.2 h" in line and "unpaired 75* min" in line and "those marked *, timed before" in line
-    two = {"a": cost(10), "b": {"cost": {"seconds": 600.0, "threads": 2, "cpus": 2}}}  # threads differ: per time
-    line = cost_lines(whole=(two,))[1]
-    assert "a 10 (1 thread) min; b 10 (2 threads) min" in line and "each on" not in line
+    two = {"a": cost(10), "b": {"cost": {"seconds": 600.0, "threads": 2, "cpus": 2}}, "c": cost(5)}
+    line = cost_lines(whole=(two,))[1]  # threads differ: the usual count once, the other where it ran
+    assert "each on 1 thread unless its time names another count (a 10 min; b 10 (2 threads) min; c 5 min)" in line
     assert cost_lines({"x": {"runs": [{}]}}, whole=({},)) == []
 
     folder = tmp_path / "row"

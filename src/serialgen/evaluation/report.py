@@ -661,12 +661,16 @@ def cost_lines(*tables: dict, whole: tuple[dict, ...] = ()) -> list[str]:
         return []
     timed = [t for runs in rows.values() for t in runs]
     total = sum(c["seconds"] for c, _ in timed) / 3600
-    threads = {c["threads"] for c, _ in timed}
+    counts = [c["threads"] for c, _ in timed]
+    usual = max(counts, key=counts.count)  # the line says it once; a time with another count names its own
+
+    def n_threads(n: int) -> str:
+        return f"{n} thread{'s' if n > 1 else ''}"
 
     def one(c: dict, per: bool) -> str:
         minutes = f"{c['seconds'] / 60:.0f}"
-        if len(threads) > 1:
-            minutes += f" ({c['threads']} thread{'s' if c['threads'] > 1 else ''})"
+        if c["threads"] != usual:
+            minutes += f" ({n_threads(c['threads'])})"
         if per and "resumed" not in c:
             return minutes + "*"
         if per and c["resumed"]:
@@ -675,8 +679,7 @@ def cost_lines(*tables: dict, whole: tuple[dict, ...] = ()) -> list[str]:
 
     unknown = any(per and "resumed" not in c for c, per in timed)
     partial = unknown or any(per and c["resumed"] for c, per in timed)
-    each = f", each on {next(iter(threads))} thread{'s' if next(iter(threads)) > 1 else ''}" if len(threads) == 1 \
-        else ""
+    each = f", each on {n_threads(usual)}" + ("" if len(set(counts)) == 1 else " unless its time names another count")
     return ["", f"Cost: scoring took {'at least ' if partial else ''}{total:.1f} h of wall time for the models "
                 f"timed{each} (" + "; ".join(f"{name} {' + '.join(one(*t) for t in runs)} min"
                                          for name, runs in rows.items()) + ")"
