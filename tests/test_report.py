@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,6 +236,34 @@ def test_kept_scores_are_keyed_by_what_made_them_not_by_names(tmp_path):
     arrays.images["image"][1, 2, 2, 0] = 1
     assert data_digest(arrays) != before
     assert len(source_digest()) == 32 and source_digest() == source_digest()
+
+
+def test_kept_scores_go_stale_when_scoring_code_changes_and_only_then(tmp_path):
+    """The code key: a digest of every scoring and sampling module of the package; an edit to one
+    changes it (and so every kept score's fingerprint), an edit to the CLI or the report's layout
+    does not, and the package's place on disk does not enter it."""
+    import serialgen
+    from serialgen.evaluation.report import source_digest
+
+    package = tmp_path / "serialgen"
+    shutil.copytree(Path(serialgen.__file__).parent, package, ignore=shutil.ignore_patterns("weights", "__pycache__"))
+    key = source_digest(package)
+    assert key == source_digest()
+
+    def edited(rel: str) -> str:
+        f = package / rel
+        original = f.read_text()
+        f.write_text(original + "\n# an edit\n")
+        try:
+            return source_digest(package)
+        finally:
+            f.write_text(original)
+
+    for scoring in ("evaluation/stats.py", "evaluation/series.py", "pipelines/serial.py"):
+        assert edited(scoring) != key, scoring
+    for layout in ("cli.py", "evaluation/report.py", "train/loop.py"):
+        assert edited(layout) == key, layout
+    assert source_digest(package) == key
 
 
 def test_the_loss_gap_is_split_into_its_parts_against_no_image():

@@ -138,10 +138,10 @@ def files_digest(path: str | Path) -> str:
 NOT_SCORING = ("train", "cli.py", "serve.py", "comfy", "devices.py", "evaluation/report.py")
 
 
-def source_digest() -> str:
-    """A digest of the code that makes the report's numbers: every module of the package but
-    `NOT_SCORING`."""
-    root = Path(__file__).resolve().parents[1]
+def source_digest(root: Path | None = None) -> str:
+    """A digest of the code that makes the report's numbers: every module of the package (or of a
+    copy of it at `root`) but `NOT_SCORING`."""
+    root = root or Path(__file__).resolve().parents[1]
     h = hashlib.blake2b(digest_size=16)
     for f in sorted(root.rglob("*.py")):
         rel = f.relative_to(root)
